@@ -1,0 +1,189 @@
+"""The ``adamtune`` command: a thin skin over the library. Each command parses its options,
+calls one library function and prints the result. Every option can also be set from the
+environment variable named in ``--help`` (ADAMTUNE_*).
+
+Errors a user can fix (AdamtuneError, bad flags) print one line ``Error: ...`` on stderr and
+exit non-zero, without a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from adamtune.errors import AdamtuneError
+
+DEFAULT_STORAGE = "sqlite:///adamtune.db"
+
+
+class AdamtuneGroup(click.Group):
+    """Prints usage errors and AdamtuneErrors as a single line on stderr."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.ClickException as exc:
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except AdamtuneError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def storage_option(func: Any) -> Any:
+    return click.option("--storage", default=DEFAULT_STORAGE, envvar="ADAMTUNE_STORAGE",
+                        show_default=True, show_envvar=True,
+                        help="Optuna storage URL: sqlite:///FILE, postgresql://..., "
+                             "mysql+pymysql://..., or journal:FILE.")(func)
+
+
+@click.group(cls=AdamtuneGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="adamtune")
+def cli() -> None:
+    """Tune Adam/AdamW hyperparameters and the LR schedule with Optuna."""
+
+
+@cli.command()
+@click.option("--task", default="digits-mlp", envvar="ADAMTUNE_TASK", show_default=True,
+              show_envvar=True,
+              help="Built-in task (see `adamtune tasks`), module:function or file.py:function.")
+@click.option("--space", default="default", envvar="ADAMTUNE_SPACE", show_default=True,
+              show_envvar=True, help="Shipped space name (see `adamtune spaces`) or a YAML path.")
+@click.option("--n-trials", type=click.IntRange(min=1), default=20, envvar="ADAMTUNE_N_TRIALS",
+              show_default=True, show_envvar=True, help="New trials to run in this invocation.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              envvar="ADAMTUNE_TIMEOUT", show_envvar=True,
+              help="Stop starting new trials after this many seconds.")
+@click.option("--study-name", default=None, envvar="ADAMTUNE_STUDY_NAME", show_envvar=True,
+              help="Study to create or resume.  [default: TASK-SPACE]")
+@storage_option
+@click.option("--sampler", type=click.Choice(["tpe", "gp", "cmaes", "random", "qmc"]),
+              default="tpe", envvar="ADAMTUNE_SAMPLER", show_default=True, show_envvar=True)
+@click.option("--pruner", type=click.Choice(["median", "hyperband", "sha", "none"]),
+              default="median", envvar="ADAMTUNE_PRUNER", show_default=True, show_envvar=True)
+@click.option("--seed", type=int, default=0, envvar="ADAMTUNE_SEED", show_default=True,
+              show_envvar=True, help="Seeds the sampler, the weights and the batch order.")
+@click.option("--device", default="auto", envvar="ADAMTUNE_DEVICE", show_default=True,
+              show_envvar=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, envvar="ADAMTUNE_EPOCHS",
+              show_envvar=True, help="Epochs per trial.  [default: the task's]")
+@click.option("--n-jobs", type=click.IntRange(min=1), default=1, envvar="ADAMTUNE_N_JOBS",
+              show_default=True, show_envvar=True, help="Parallel trials (threads) in this process.")
+@click.option("--optimizer", type=click.Choice(["fused", "torch"]), default="fused",
+              envvar="ADAMTUNE_OPTIMIZER", show_default=True, show_envvar=True,
+              help="fused: adamtune.optim.FusedAdam; torch: torch.optim.Adam/AdamW.")
+@click.option("--max-failures", type=click.IntRange(min=0), default=5,
+              envvar="ADAMTUNE_MAX_FAILURES", show_default=True, show_envvar=True,
+              help="Stop after this many failed trials in a row (0: never).")
+def search(**options: Any) -> None:
+    """Run (or resume) a study: every trial trains the task with one Adam configuration."""
+    from adamtune.progress import Progress
+    from adamtune.report import best_trial_summary
+    from adamtune.study import SearchSettings, run_search
+    from adamtune.tasks import resolve_task
+
+    settings = SearchSettings(
+        task=options["task"], space=options["space"], n_trials=options["n_trials"],
+        timeout=options["timeout"], study_name=options["study_name"],
+        storage=options["storage"], sampler=options["sampler"], pruner=options["pruner"],
+        seed=options["seed"], device=options["device"], epochs=options["epochs"],
+        n_jobs=options["n_jobs"], optimizer=options["optimizer"],
+        max_consecutive_failures=options["max_failures"],
+    )
+    task = resolve_task(settings.task)
+    progress = Progress(settings.n_trials, task.metric_name)
+    try:
+        study = run_search(settings, callbacks=[progress])
+    except KeyboardInterrupt:
+        progress.close()
+        click.echo("Interrupted: completed trials are saved; run the same command to resume.",
+                   err=True)
+        sys.exit(130)
+    progress.close()
+    if not any(t.value is not None for t in study.trials):
+        raise click.ClickException("no trial completed; see the reasons above")
+    click.echo(best_trial_summary(study.study_name, study.best_trial, task.metric_name))
+
+
+@cli.command()
+@storage_option
+def studies(storage: str) -> None:
+    """List the studies in a storage with trial counts and best values."""
+    from adamtune.report import format_table
+    from adamtune.study import list_studies
+
+    rows = []
+    for s in list_studies(storage):
+        best = s.best_trial
+        rows.append([s.study_name, s.user_attrs.get("task", ""), s.n_trials,
+                     s.direction.name.lower(), best.value if best else None,
+                     best.number if best else None])
+    if not rows:
+        click.echo(f"No studies in {storage}.")
+        return
+    click.echo(format_table(["study", "task", "trials", "direction", "best value", "best trial"],
+                            rows))
+
+
+@cli.command()
+@click.argument("study_name")
+@storage_option
+@click.option("--top", "-k", type=click.IntRange(min=1), default=10, show_default=True,
+              help="How many of the best trials to list.")
+def show(study_name: str, storage: str, top: int) -> None:
+    """Show a study's best trial and its top trials."""
+    from adamtune.report import best_trial_summary, top_trials_table
+    from adamtune.study import load_study, top_trials
+
+    study = load_study(study_name, storage)
+    best = top_trials(study, top)
+    counts: dict[str, int] = {}
+    for t in study.trials:
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    summary = ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items()))
+    click.echo(f"Study {study_name!r}: {len(study.trials)} trials ({summary or 'none'})")
+    if not best:
+        click.echo("No completed trial yet.")
+        return
+    metric = study.user_attrs.get("metric", "value")
+    click.echo(best_trial_summary(study_name, best[0], metric))
+    click.echo(f"\nTop {len(best)} trials by {metric}:")
+    click.echo(top_trials_table(best))
+
+
+@cli.command()
+@click.argument("name", required=False)
+def spaces(name: str | None) -> None:
+    """List the shipped search spaces, or print one (NAME or a path)."""
+    from adamtune.report import format_table
+    from adamtune.space import load_space, shipped_spaces
+
+    if name is None:
+        click.echo(format_table(["space", "description"], sorted(shipped_spaces().items())))
+        return
+    click.echo(load_space(name).text.rstrip())
+
+
+@cli.command()
+def tasks() -> None:
+    """List the built-in tasks."""
+    from adamtune.report import format_table
+    from adamtune.tasks import builtin_tasks
+
+    click.echo(format_table(["task", "description"], list(builtin_tasks().items())))
+    click.echo("\nYour own: --task my_pkg.tasks:make_task or --task path/to/file.py:make_task")
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""The resolved configuration of one trial: Adam/AdamW values and the LR schedule.
+
+Both classes are frozen and validated on construction, so a config that exists is a config
+that trains. ``DOMAINS`` holds the rule for every numeric field; the search-space loader uses
+the same table, so a YAML file and a config object are held to identical rules.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from adamtune.errors import ConfigError
+
+SCHEDULE_KINDS = ("constant", "linear", "cosine", "step", "exponential")
+
+
+@dataclass(frozen=True)
+class Domain:
+    """An interval rule for a numeric field, e.g. ``[0, 1)`` for a beta."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+
+    def violation(self, value: Any) -> str | None:
+        """The rule ``value`` breaks, as text, or None when it is valid."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "must be a number"
+        if self.integer and not float(value).is_integer():
+            return "must be an integer"
+        if math.isnan(value):
+            return "must not be NaN"
+        too_low = value <= self.low if self.low_open else value < self.low
+        too_high = value >= self.high if self.high_open else value > self.high
+        if too_low or too_high:
+            return f"must be {self.describe()}"
+        return None
+
+    def describe(self) -> str:
+        if self.high == math.inf:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        left = "(" if self.low_open else "["
+        right = ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+UNIT_OPEN = Domain(0.0, 1.0, high_open=True)
+DOMAINS: dict[str, Domain] = {
+    "lr": Domain(0.0, low_open=True),
+    "beta1": UNIT_OPEN,
+    "beta2": UNIT_OPEN,
+    "one_minus_beta1": Domain(0.0, 1.0, low_open=True),
+    "one_minus_beta2": Domain(0.0, 1.0, low_open=True),
+    "eps": Domain(0.0),
+    "weight_decay": Domain(0.0),
+    "schedule.warmup_fraction": UNIT_OPEN,
+    "schedule.final_lr_fraction": Domain(0.0, 1.0),
+    "schedule.gamma": Domain(0.0, 1.0, low_open=True),
+    "schedule.decays": Domain(1.0, integer=True),
+}
+
+
+def check(name: str, value: Any) -> None:
+    """Raise ConfigError naming ``name`` if ``value`` breaks its domain."""
+    rule = DOMAINS[name].violation(value)
+    if rule:
+        raise ConfigError(f"{name}: {rule}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Learning-rate schedule; see adamtune.schedules for the exact formulas."""
+
+    kind: str = "constant"
+    warmup_fraction: float = 0.0
+    final_lr_fraction: float = 0.0
+    gamma: float = 0.1
+    decays: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCHEDULE_KINDS:
+            raise ConfigError(
+                f"schedule.kind: must be one of {', '.join(SCHEDULE_KINDS)}, got {self.kind!r}"
+            )
+        for f in fields(self):
+            if f.name != "kind":
+                check(f"schedule.{f.name}", getattr(self, f.name))
+        if self.kind == "exponential" and self.final_lr_fraction <= 0:
+            raise ConfigError(
+                "schedule.final_lr_fraction: must be > 0 for an exponential schedule, "
+                f"got {self.final_lr_fraction!r}"
+            )
+
+
+@dataclass(frozen=True)
+class AdamConfig:
+    """One Adam/AdamW configuration. ``decoupled=True`` is AdamW, False is Adam with L2."""
+
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    decoupled: bool = True
+    amsgrad: bool = False
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "beta1", "beta2", "eps", "weight_decay"):
+            check(name, getattr(self, name))
+        for name in ("decoupled", "amsgrad"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.schedule, ScheduleConfig):
+            raise ConfigError(f"schedule: must be a ScheduleConfig, got {self.schedule!r}")
+
+    @property
+    def betas(self) -> tuple[float, float]:
+        return (self.beta1, self.beta2)
+
+    def learning_rates(self, total_steps: int) -> list[float]:
+        """The LR of every optimizer step of a run of ``total_steps`` steps."""
+        from adamtune.schedules import learning_rates
+
+        return learning_rates(self.lr, self.schedule, total_steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-ready dict; ``from_dict`` is its inverse."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> AdamConfig:
+        """Build from ``to_dict`` output; unknown keys are an error, missing ones default."""
+        data = dict(data)
+        schedule_data = data.pop("schedule", {}) or {}
+        _reject_unknown(data, {f.name for f in fields(cls)} - {"schedule"}, source)
+        _reject_unknown(schedule_data, {f.name for f in fields(ScheduleConfig)}, source, "schedule.")
+        try:
+            return cls(schedule=ScheduleConfig(**schedule_data), **data)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+
+def _reject_unknown(data: dict[str, Any], known: set[str], source: str, prefix: str = "") -> None:
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"{source}: {prefix}{unknown[0]}: unknown key (known: {', '.join(sorted(known))})"
+        )

@@ -1,0 +1,307 @@
+"""Search spaces: YAML in, validated ``SearchSpace`` out, ``AdamConfig`` per Optuna trial.
+
+A space file maps each field to a fixed value, a range or a list of choices::
+
+    lr: {low: 1.0e-5, high: 1.0e-1}                  # log scale is the default for lr
+    one_minus_beta2: {low: 1.0e-4, high: 1.0e-1}     # beta2 = 1 - value, log scale
+    weight_decay: {low: 1.0e-5, high: 1.0, include_zero: true}
+    amsgrad: false
+    schedule:
+      kind: {choices: [constant, cosine]}
+      warmup_fraction: {low: 0.0, high: 0.1}
+
+Scale parameters (lr, eps, weight_decay, one_minus_beta*) are searched on a log scale unless
+``log: false``; fractions on a linear scale unless ``log: true``. Fields left out keep
+AdamConfig's defaults. Every rule a config obeys (adamtune.config.DOMAINS) is checked here,
+when the file loads, not in the middle of a study.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from adamtune.config import DOMAINS, SCHEDULE_KINDS, AdamConfig, ScheduleConfig
+from adamtune.errors import ConfigError, SpaceError
+
+TOP_LEVEL = ("lr", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps",
+             "weight_decay", "decoupled", "amsgrad", "schedule")
+SCHEDULE_KEYS = ("kind", "warmup_fraction", "final_lr_fraction", "gamma", "decays")
+LOG_BY_DEFAULT = {"lr", "eps", "weight_decay", "one_minus_beta1", "one_minus_beta2"}
+BOOL_FIELDS = {"decoupled", "amsgrad"}
+RANGE_KEYS = {"low", "high", "log", "include_zero"}
+
+
+class TrialLike(Protocol):
+    """The part of optuna.Trial a space needs (optuna.trial.FixedTrial fits too)."""
+
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float: ...
+    def suggest_int(self, name: str, low: int, high: int, *, log: bool = False) -> int: ...
+    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Fixed:
+    value: Any
+
+    def sample(self, trial: TrialLike, name: str) -> Any:
+        return self.value
+
+    def values(self) -> list[Any]:
+        return [self.value]
+
+
+@dataclass(frozen=True)
+class Categorical:
+    choices: tuple[Any, ...]
+
+    def sample(self, trial: TrialLike, name: str) -> Any:
+        return trial.suggest_categorical(name, list(self.choices))
+
+    def values(self) -> list[Any]:
+        return list(self.choices)
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    low: float
+    high: float
+    log: bool
+    include_zero: bool = False
+
+    def sample(self, trial: TrialLike, name: str) -> float:
+        if self.include_zero and not trial.suggest_categorical(f"{name}.enabled", [True, False]):
+            return 0.0
+        return trial.suggest_float(name, self.low, self.high, log=self.log)
+
+    def values(self) -> list[Any]:
+        return [self.low, self.high] + ([0.0] if self.include_zero else [])
+
+
+@dataclass(frozen=True)
+class IntRange:
+    low: int
+    high: int
+    log: bool
+
+    def sample(self, trial: TrialLike, name: str) -> int:
+        return trial.suggest_int(name, self.low, self.high, log=self.log)
+
+    def values(self) -> list[Any]:
+        return [self.low, self.high]
+
+
+Param = Fixed | Categorical | FloatRange | IntRange
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated space. ``params`` keys are Optuna parameter names (``schedule.kind``...)."""
+
+    name: str
+    source: str
+    text: str
+    params: dict[str, Param]
+
+    def sample(self, trial: TrialLike) -> AdamConfig:
+        """Suggest every searched value on ``trial`` and return the resolved config."""
+        values = {name: self._draw(trial, name) for name in self.params
+                  if not name.startswith("schedule.")}
+        kind = self._draw(trial, "schedule.kind")
+        schedule = {"kind": kind, "warmup_fraction": self._draw(trial, "schedule.warmup_fraction")}
+        if kind in ("linear", "cosine", "exponential"):
+            schedule["final_lr_fraction"] = self._draw(trial, "schedule.final_lr_fraction")
+        if kind == "step":
+            schedule["gamma"] = self._draw(trial, "schedule.gamma")
+            schedule["decays"] = self._draw(trial, "schedule.decays")
+        for beta in ("beta1", "beta2"):
+            if f"one_minus_{beta}" in values:
+                values[beta] = 1.0 - values.pop(f"one_minus_{beta}")
+        return AdamConfig(schedule=ScheduleConfig(**schedule), **values)
+
+    def _draw(self, trial: TrialLike, name: str) -> Any:
+        param = self.params.get(name)
+        if param is None:
+            field = name.removeprefix("schedule.")
+            return getattr(ScheduleConfig() if name != field else AdamConfig(), field)
+        return param.sample(trial, name)
+
+    @property
+    def searched(self) -> list[str]:
+        """Names of the parameters that are not fixed."""
+        return [name for name, p in self.params.items() if not isinstance(p, Fixed)]
+
+
+def shipped_spaces() -> dict[str, str]:
+    """Name -> one-line description of every space shipped with adamtune."""
+    folder = resources.files("adamtune.search_spaces")
+    out = {}
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            out[entry.name.removesuffix(".yaml")] = _first_comment(entry.read_text())
+    return out
+
+
+def space_text(name_or_path: str) -> tuple[str, str]:
+    """(source, YAML text) of a shipped space name or a path to a YAML file."""
+    if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise SpaceError(f"{name_or_path}: no such file")
+        return str(path), path.read_text()
+    shipped = shipped_spaces()
+    if name_or_path not in shipped:
+        hint = _did_you_mean(name_or_path, shipped)
+        raise SpaceError(
+            f"space {name_or_path!r}: not a shipped space ({', '.join(shipped)}) "
+            f"nor a .yaml path{hint}"
+        )
+    entry = resources.files("adamtune.search_spaces").joinpath(f"{name_or_path}.yaml")
+    return f"search_spaces/{name_or_path}.yaml", entry.read_text()
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    """Load and validate a space; any problem raises SpaceError naming file, key and value."""
+    source, text = space_text(name_or_path)
+    name = Path(source).stem
+    try:
+        return SearchSpace(name=name, source=source, text=text, params=parse_space(text))
+    except (SpaceError, ConfigError) as exc:
+        raise SpaceError(f"{source}: {exc}") from None
+
+
+def parse_space(text: str) -> dict[str, Param]:
+    """Parse YAML text into validated params (errors carry the key, not the file)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise SpaceError(f"{where}invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise SpaceError(f"must be a mapping of parameters, got {type(data).__name__}")
+    schedule = data.get("schedule", {})
+    if not isinstance(schedule, dict):
+        raise SpaceError(f"schedule: must be a mapping, got {schedule!r}")
+    _reject_unknown(data, TOP_LEVEL, "")
+    _reject_unknown(schedule, SCHEDULE_KEYS, "schedule.")
+    for beta in ("beta1", "beta2"):
+        if beta in data and f"one_minus_{beta}" in data:
+            raise SpaceError(f"{beta}: give either {beta} or one_minus_{beta}, not both")
+
+    entries = [(k, v) for k, v in data.items() if k != "schedule"]
+    entries += [(f"schedule.{k}", v) for k, v in schedule.items()]
+    params = {name: _parse_param(name, spec) for name, spec in entries}
+    _check_exponential(params)
+    return params
+
+
+def _parse_param(name: str, spec: Any) -> Param:
+    if name == "schedule.kind":
+        return _parse_kind(spec)
+    if name in BOOL_FIELDS:
+        return _parse_bool(name, spec)
+    if not isinstance(spec, dict):
+        return Fixed(_number(name, spec))
+    if "choices" in spec:
+        _reject_unknown(spec, ("choices",), f"{name}.")
+        return Categorical(tuple(_number(name, v) for v in _choice_list(name, spec["choices"])))
+    _reject_unknown(spec, sorted(RANGE_KEYS), f"{name}.")
+    for bound in ("low", "high"):
+        if bound not in spec:
+            raise SpaceError(f"{name}: a range needs 'low' and 'high', '{bound}' is missing")
+    low, high = _number(f"{name}.low", spec["low"]), _number(f"{name}.high", spec["high"])
+    log = spec.get("log", name in LOG_BY_DEFAULT)
+    include_zero = spec.get("include_zero", False)
+    for flag, value in (("log", log), ("include_zero", include_zero)):
+        if not isinstance(value, bool):
+            raise SpaceError(f"{name}.{flag}: must be true or false, got {value!r}")
+    if low >= high:
+        raise SpaceError(f"{name}: 'low' must be < 'high', got low={low!r}, high={high!r}")
+    if log and low <= 0:
+        raise SpaceError(f"{name}.low: must be > 0 on a log scale, got {low!r}")
+    if include_zero and DOMAINS[name].violation(0.0):
+        raise SpaceError(f"{name}.include_zero: 0 is not a valid {name}")
+    if DOMAINS[name].integer:
+        return IntRange(int(low), int(high), log)
+    return FloatRange(float(low), float(high), log, include_zero)
+
+
+def _number(name: str, value: Any) -> float | int:
+    """A number for field ``name`` (the key's base name picks the rule), validated."""
+    if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    field = name.rsplit(".", 1)[0] if name.endswith((".low", ".high")) else name
+    rule = DOMAINS[field].violation(value)
+    if rule:
+        raise SpaceError(f"{name}: {rule}, got {value!r}")
+    return value
+
+
+def _parse_kind(spec: Any) -> Param:
+    if isinstance(spec, dict):
+        _reject_unknown(spec, ("choices",), "schedule.kind.")
+        kinds = _choice_list("schedule.kind", spec.get("choices"))
+    else:
+        kinds = [spec]
+    for kind in kinds:
+        if kind not in SCHEDULE_KINDS:
+            raise SpaceError(
+                f"schedule.kind: must be one of {', '.join(SCHEDULE_KINDS)}, got {kind!r}"
+            )
+    return Categorical(tuple(kinds)) if isinstance(spec, dict) else Fixed(spec)
+
+
+def _parse_bool(name: str, spec: Any) -> Param:
+    values = _choice_list(name, spec.get("choices")) if isinstance(spec, dict) else [spec]
+    for value in values:
+        if not isinstance(value, bool):
+            raise SpaceError(f"{name}: must be true or false, got {value!r}")
+    return Categorical(tuple(values)) if isinstance(spec, dict) else Fixed(spec)
+
+
+def _choice_list(name: str, choices: Any) -> list[Any]:
+    if not isinstance(choices, list) or not choices:
+        raise SpaceError(f"{name}.choices: must be a non-empty list, got {choices!r}")
+    return choices
+
+
+def _check_exponential(params: dict[str, Param]) -> None:
+    kind = params.get("schedule.kind", Fixed("constant"))
+    if "exponential" not in kind.values():
+        return
+    final = params.get("schedule.final_lr_fraction", Fixed(0.0))
+    if min(final.values()) <= 0:
+        raise SpaceError(
+            "schedule.final_lr_fraction: must be > 0 when schedule.kind can be exponential, "
+            f"got {min(final.values())!r}"
+        )
+
+
+def _reject_unknown(data: dict[str, Any], known: Any, prefix: str) -> None:
+    for key in data:
+        if key not in known:
+            raise SpaceError(
+                f"{prefix}{key}: unknown key{_did_you_mean(str(key), known)} "
+                f"(known: {', '.join(known)})"
+            )
+
+
+def _did_you_mean(word: str, options: Any) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _first_comment(text: str) -> str:
+    for line in text.splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""

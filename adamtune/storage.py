@@ -1,0 +1,98 @@
+"""Optuna storage from a URL, with errors that name the host and never the password.
+
+Accepted: any SQLAlchemy URL Optuna's RDBStorage takes (``sqlite:///adamtune.db``,
+``postgresql://user:pw@host/db``, ``mysql+pymysql://...``) and ``journal:PATH`` for Optuna's
+journal file storage (safe for several processes on one machine or a shared file system).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from adamtune.errors import StorageError
+
+EXAMPLES = "sqlite:///adamtune.db, postgresql://user@host/db, mysql+pymysql://user@host/db, journal:FILE"
+DRIVERS = {"postgresql": "psycopg2-binary", "mysql": "pymysql"}
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe to print, log and track)."""
+    if url.startswith("journal:"):
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@", 1)[-1] if "@" in url else url
+
+
+def describe_host(url: str) -> str:
+    """``host:port/database`` of a URL, for messages; the file for sqlite and journal."""
+    if url.startswith("journal:"):
+        return url.removeprefix("journal:")
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.database or ":memory:"
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.host or 'localhost'}{port}/{parsed.database or ''}"
+
+
+def open_storage(url: str, **rdb_options: Any) -> optuna.storages.BaseStorage:
+    """Open (and create, where needed) the storage at ``url``; errors are one StorageError line.
+
+    ``rdb_options`` go to optuna.storages.RDBStorage (heartbeat_interval, grace_period, ...).
+    """
+    if url.startswith("journal:"):
+        return _journal(url.removeprefix("journal:"))
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+        backend = parsed.get_backend_name()
+        parsed.get_dialect()
+    except ArgumentError:
+        raise StorageError(f"--storage {redact(url)!r}: not a storage URL; expected one of "
+                           f"{EXAMPLES}") from None
+    except NoSuchModuleError:
+        raise StorageError(f"--storage {redact(url)!r}: unknown database {backend!r}; "
+                           f"expected one of {EXAMPLES}") from None
+    except ImportError as exc:
+        package = DRIVERS.get(backend, "the database driver")
+        raise StorageError(f"--storage {redact(url)!r}: the {backend} driver is missing "
+                           f"(pip install {package}): {exc}") from None
+    try:
+        return optuna.storages.RDBStorage(url, **rdb_options)
+    except Exception as exc:
+        raise StorageError(f"--storage {redact(url)!r}: cannot open storage at "
+                           f"{describe_host(url)}: {_first_line(exc, url)}") from None
+
+
+def _journal(path: str) -> optuna.storages.BaseStorage:
+    if not path:
+        raise StorageError("--storage 'journal:': expected journal:FILE, e.g. journal:adamtune.log")
+    from optuna.storages.journal import JournalFileBackend
+
+    try:
+        return optuna.storages.JournalStorage(JournalFileBackend(path))
+    except OSError as exc:
+        raise StorageError(f"--storage 'journal:{path}': cannot open the journal file: "
+                           f"{exc.strerror or exc}") from None
+
+
+def _first_line(exc: BaseException, url: str) -> str:
+    """The driver's first message line, cleaned of SQLAlchemy's boilerplate and secrets."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    from sqlalchemy.engine import make_url
+
+    try:
+        password = make_url(url).password
+    except Exception:
+        password = None
+    return line.replace(str(password), "***") if password else line

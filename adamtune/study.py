@@ -1,0 +1,177 @@
+"""run_search: open (or resume) an Optuna study and run trials of the objective on it.
+
+The study is a plain Optuna study; adamtune adds study user attributes (task, metric, space)
+and trial user attributes (see adamtune.objective) so other tools can read it without adamtune.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from adamtune.errors import StudyError
+from adamtune.objective import Objective
+from adamtune.space import SearchSpace, load_space
+from adamtune.storage import open_storage, redact
+from adamtune.tasks import Task, resolve_task
+from adamtune.train import resolve_device
+
+SAMPLERS = ("tpe", "gp", "cmaes", "random", "qmc")
+PRUNERS = ("median", "hyperband", "sha", "none")
+Callback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything ``adamtune search`` takes; the defaults are the CLI's defaults."""
+
+    task: str = "digits-mlp"
+    space: str = "default"
+    n_trials: int | None = 20
+    timeout: float | None = None
+    study_name: str | None = None
+    storage: str = "sqlite:///adamtune.db"
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 0
+    device: str = "auto"
+    epochs: int | None = None
+    n_jobs: int = 1
+    optimizer: str = "fused"
+    max_consecutive_failures: int = 5
+
+    def public(self) -> dict[str, object]:
+        """The settings as a dict that is safe to print or track (no storage password)."""
+        return {**asdict(self), "storage": redact(self.storage)}
+
+
+def default_study_name(task: Task, space: SearchSpace) -> str:
+    return f"{task.name}-{space.name}"
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        with warnings.catch_warnings():  # multivariate/group are stable in practice
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                              constant_liar=True)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    raise StudyError(f"--sampler: must be one of {', '.join(SAMPLERS)}, got {name!r}")
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, epochs // 4))
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+    if name == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise StudyError(f"--pruner: must be one of {', '.join(PRUNERS)}, got {name!r}")
+
+
+class FailureLimit:
+    """Stops the study after ``limit`` failed trials in a row, instead of burning the budget."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.streak = 0
+        self.last_reason = ""
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state != TrialState.FAIL:
+            self.streak = 0
+            return
+        self.streak += 1
+        self.last_reason = trial.user_attrs.get("fail_reason", "unknown error")
+        if self.limit and self.streak >= self.limit:
+            study.stop()
+
+    @property
+    def tripped(self) -> bool:
+        return bool(self.limit) and self.streak >= self.limit
+
+
+def open_study(settings: SearchSettings, task: Task, space: SearchSpace) -> optuna.Study:
+    """Create the study, or load it to resume; refuses a study made for another task."""
+    storage = open_storage(settings.storage)
+    name = settings.study_name or default_study_name(task, space)
+    epochs = settings.epochs or task.epochs
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, direction=task.direction,
+                                    load_if_exists=True,
+                                    pruner=make_pruner(settings.pruner, epochs))
+    except ValueError as exc:  # e.g. a stored direction that differs
+        raise StudyError(f"study {name!r} in {redact(settings.storage)}: {exc}") from None
+    stored_task = study.user_attrs.get("task")
+    if stored_task is not None and stored_task != task.name:
+        raise StudyError(f"study {name!r} was created for task {stored_task!r}, not "
+                         f"{task.name!r}; pass --study-name to start a new study")
+    if stored_task is None:
+        for key, value in (("task", task.name), ("metric", task.metric_name),
+                           ("space", space.name), ("seed", settings.seed)):
+            study.set_user_attr(key, value)
+    # Seeding with seed + trials-so-far makes a resumed study draw new points, not replay old.
+    study.sampler = make_sampler(settings.sampler, settings.seed + len(study.trials))
+    return study
+
+
+def run_search(settings: SearchSettings, *, callbacks: Sequence[Callback] = ()) -> optuna.Study:
+    """Run ``settings.n_trials`` new trials (or until ``timeout``) and return the study.
+
+    Completed trials are in storage as soon as they finish, so an interrupted search loses
+    only the trial that was running. Raises StudyError when ``max_consecutive_failures``
+    trials fail in a row.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna").setLevel(logging.ERROR)  # failures are shown by our callbacks
+    task = resolve_task(settings.task)
+    space = load_space(settings.space)
+    device = resolve_device(settings.device)
+    study = open_study(settings, task, space)
+    objective = Objective(task=task, space=space, seed=settings.seed, epochs=settings.epochs,
+                          device=device, optimizer=settings.optimizer)
+    failures = FailureLimit(settings.max_consecutive_failures)
+    study.optimize(objective, n_trials=settings.n_trials, timeout=settings.timeout,
+                   n_jobs=settings.n_jobs, catch=(Exception,),
+                   callbacks=[failures, *callbacks])
+    if failures.tripped:
+        raise StudyError(f"stopped after {failures.streak} failed trials in a row; "
+                         f"last: {failures.last_reason}")
+    return study
+
+
+def list_studies(storage_url: str) -> list[optuna.study.StudySummary]:
+    return optuna.get_all_study_summaries(open_storage(storage_url), include_best_trial=True)
+
+
+def load_study(name: str, storage_url: str) -> optuna.Study:
+    """Load an existing study; an unknown name lists the ones that exist."""
+    storage = open_storage(storage_url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = optuna.get_all_study_names(storage)
+        known = ", ".join(names) if names else "none"
+        raise StudyError(f"no study {name!r} in {redact(storage_url)} "
+                         f"(studies there: {known})") from None
+
+
+def top_trials(study: optuna.Study, k: int = 10) -> list[FrozenTrial]:
+    """The ``k`` best completed trials, best first."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(done, key=lambda t: t.value, reverse=maximize)[:k]

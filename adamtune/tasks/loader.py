@@ -1,0 +1,80 @@
+"""Resolve a ``--task`` value: a built-in name, ``package.module:function`` or ``file.py:function``.
+
+A user factory takes no arguments and returns an adamtune.Task. Resolved tasks are cached per
+process, so a study builds its data once, not once per trial.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+from adamtune.errors import TaskError
+from adamtune.tasks.base import Task
+from adamtune.tasks.builtin import BUILTIN, DESCRIPTIONS
+
+
+def builtin_tasks() -> dict[str, str]:
+    """Built-in task name -> one-line description."""
+    return dict(DESCRIPTIONS)
+
+
+@functools.lru_cache(maxsize=8)
+def resolve_task(spec: str) -> Task:
+    """Build the task named by ``spec`` (see module doc); errors are one TaskError line."""
+    if ":" not in spec:
+        if spec not in BUILTIN:
+            close = difflib.get_close_matches(spec, list(BUILTIN), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TaskError(
+                f"--task {spec!r}: not a built-in task ({', '.join(BUILTIN)}) and not "
+                f"'module:function' or 'file.py:function'{hint}"
+            )
+        return BUILTIN[spec]()
+    target, _, func_name = spec.rpartition(":")
+    if not target or not func_name.isidentifier():
+        raise TaskError(f"--task {spec!r}: expected 'module:function' or 'file.py:function'")
+    module = _load_file(spec, target) if target.endswith(".py") else _import(spec, target)
+    factory = getattr(module, func_name, None)
+    if not callable(factory):
+        raise TaskError(f"--task {spec!r}: {target} has no function {func_name!r}")
+    try:
+        task = factory()
+    except TaskError:
+        raise
+    except Exception as exc:
+        raise TaskError(f"--task {spec!r}: {func_name}() raised "
+                        f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(task, Task):
+        raise TaskError(f"--task {spec!r}: {func_name}() must return adamtune.Task, "
+                        f"got {type(task).__name__}")
+    return task
+
+
+def _import(spec: str, module_name: str):
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise TaskError(f"--task {spec!r}: cannot import module {module_name!r} ({exc})") from None
+
+
+def _load_file(spec: str, path_text: str):
+    path = Path(path_text)
+    if not path.is_file():
+        raise TaskError(f"--task {spec!r}: no such file {path_text!r}")
+    module_name = f"adamtune_user_task_{path.stem}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module  # lets pickling and dataclasses see the module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise TaskError(f"--task {spec!r}: importing {path_text} raised "
+                        f"{type(exc).__name__}: {exc}") from exc
+    return module

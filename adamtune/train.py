@@ -1,0 +1,126 @@
+"""The one training loop. It knows nothing of Optuna, MLflow or Click: it reports through
+``on_eval`` (which may raise to stop training, e.g. to prune) and returns everything it
+measured in a TrainResult.
+
+Reproducibility: the seed fixes the initial weights (torch.manual_seed before build_model) and
+the batch order (a dedicated generator); the same config and seed give the same metrics on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from adamtune.config import AdamConfig
+from adamtune.errors import DivergedError
+from adamtune.optimizers import build_optimizer
+from adamtune.tasks.base import Batch, Task
+
+OptimizerFactory = Callable[[list[torch.nn.Parameter], AdamConfig], torch.optim.Optimizer]
+OnEval = Callable[["Evaluation"], None]
+EVAL_CHUNK = 8192
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    epoch: int  # 1-based: evaluation after this many epochs
+    step: int  # optimizer steps taken so far
+    metrics: dict[str, float]
+
+
+@dataclass
+class TrainResult:
+    value: float  # the task's metric on the validation split after the last epoch
+    metrics: dict[str, float]
+    total_steps: int
+    learning_rates: list[float] = field(repr=False)  # the LR each step used
+    train_losses: list[float] = field(repr=False)  # the loss each step saw
+    evaluations: list[Evaluation] = field(repr=False)
+    seconds: float = 0.0
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> cuda when available, else cpu; "cuda" without a GPU is an error."""
+    from adamtune.errors import ConfigError
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device: {device!r} asked for, but torch sees no CUDA device")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device: must be auto, cpu or cuda, got {device!r}") from exc
+
+
+def train(task: Task, config: AdamConfig, *, seed: int = 0, epochs: int | None = None,
+          device: str | torch.device = "cpu",
+          optimizer_factory: OptimizerFactory = build_optimizer,
+          on_eval: OnEval | None = None) -> TrainResult:
+    """Train ``task``'s model with ``config`` and return the final validation metrics.
+
+    Raises DivergedError at the first step whose loss is not finite; exceptions raised by
+    ``on_eval`` propagate unchanged.
+    """
+    started = time.perf_counter()
+    device = torch.device(device) if isinstance(device, str) else device
+    epochs = epochs or task.epochs
+    torch.manual_seed(seed)
+    model = task.build_model().to(device)
+    optimizer = optimizer_factory(list(model.parameters()), config)
+    x_train, y_train = (t.to(device) for t in task.train)
+    validation = tuple(t.to(device) for t in task.validation)
+    n, batch_size = len(x_train), task.batch_size
+    total_steps = epochs * task.steps_per_epoch()
+    learning_rates = config.learning_rates(total_steps)
+    order = torch.Generator().manual_seed(seed)
+    losses: list[float] = []
+    evaluations: list[Evaluation] = []
+
+    step = 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        permutation = torch.randperm(n, generator=order).to(device)
+        for start in range(0, n, batch_size):
+            index = permutation[start:start + batch_size]
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rates[step]
+            optimizer.zero_grad(set_to_none=True)
+            loss = task.loss(model(x_train[index]), y_train[index])
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise DivergedError(step, loss_value, learning_rates[step])
+            loss.backward()
+            optimizer.step()
+            losses.append(loss_value)
+            step += 1
+        metrics = evaluate(task, model, validation)
+        epoch_losses = losses[-task.steps_per_epoch():]
+        metrics["train_loss"] = sum(epoch_losses) / len(epoch_losses)
+        evaluation = Evaluation(epoch, step, metrics)
+        evaluations.append(evaluation)
+        if not math.isfinite(metrics["val_loss"]):
+            raise DivergedError(step - 1, metrics["val_loss"], learning_rates[step - 1])
+        if on_eval is not None:
+            on_eval(evaluation)
+
+    final = dict(evaluations[-1].metrics)
+    if task.test is not None:
+        test = evaluate(task, model, tuple(t.to(device) for t in task.test))
+        final.update({f"test_{k.removeprefix('val_')}": v for k, v in test.items()})
+    return TrainResult(value=final[task.metric_name], metrics=final, total_steps=total_steps,
+                       learning_rates=learning_rates, train_losses=losses,
+                       evaluations=evaluations, seconds=time.perf_counter() - started)
+
+
+@torch.no_grad()
+def evaluate(task: Task, model: torch.nn.Module, data: Batch) -> dict[str, float]:
+    """The task's loss and metric on ``data``, computed in chunks, model left in eval mode."""
+    model.eval()
+    x, y = data
+    outputs = torch.cat([model(x[i:i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)])
+    return {"val_loss": task.loss(outputs, y).item(), task.metric_name: task.metric(outputs, y)}
