@@ -14,7 +14,7 @@ import optuna
 from adamtune.errors import StorageError
 
 EXAMPLES = "sqlite:///adamtune.db, postgresql://user@host/db, mysql+pymysql://user@host/db, journal:FILE"
-DRIVERS = {"postgresql": "psycopg2-binary", "mysql": "pymysql"}
+DRIVERS = {"postgresql": "'psycopg[binary]'", "mysql": "pymysql"}
 
 
 def redact(url: str) -> str:
@@ -56,12 +56,12 @@ def open_storage(url: str, **rdb_options: Any) -> optuna.storages.BaseStorage:
         parsed = make_url(url)
         backend = parsed.get_backend_name()
         parsed.get_dialect()
+    except NoSuchModuleError:  # a subclass of ArgumentError: keep it first
+        raise StorageError(f"--storage {redact(url)!r}: unknown database "
+                           f"{make_url(url).drivername!r}; expected one of {EXAMPLES}") from None
     except ArgumentError:
         raise StorageError(f"--storage {redact(url)!r}: not a storage URL; expected one of "
                            f"{EXAMPLES}") from None
-    except NoSuchModuleError:
-        raise StorageError(f"--storage {redact(url)!r}: unknown database {backend!r}; "
-                           f"expected one of {EXAMPLES}") from None
     except ImportError as exc:
         package = DRIVERS.get(backend, "the database driver")
         raise StorageError(f"--storage {redact(url)!r}: the {backend} driver is missing "

@@ -1,0 +1,120 @@
+/* adamtune's native CPU Adam/AdamW step: one pass over memory, many tensors in one call.
+ *
+ * Every tensor i has rows: rows[i] rows of row_size[i] elements (rows = 1 unless the group has
+ * per-row hyperparameters). Row r of tensor i uses coefficient row coef_index[i] + r of `coef`,
+ * NCOEF doubles: step_size (lr / bias_correction1), bias_correction2_sqrt, beta1, beta2, eps,
+ * l2 (weight decay added to the gradient: Adam) and decay (1 - lr * wd: AdamW).
+ *
+ * The work is cut into blocks of BLOCK elements over all tensors and shared out by OpenMP, so
+ * a model with hundreds of small tensors costs one parallel region, not hundreds.
+ * Per element, in PyTorch's order (torch/optim/adam.py, single-tensor path):
+ *   g = maximize ? -g : g;  g += l2 * p;  p *= decay;
+ *   m += (1 - beta1) * (g - m);  v = beta2 * v + (1 - beta2) * g * g;
+ *   vmax = max(vmax, v) (AMSGrad);  p -= step_size * m / (sqrt(v or vmax) / bc2_sqrt + eps)
+ * Half types are computed in float and rounded to nearest even on store.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define NCOEF 7
+#define BLOCK 16384
+
+static inline float bf16_load(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline uint16_t bf16_store(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40u); /* NaN */
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return (uint16_t)(bits >> 16);
+}
+
+#define IDENT(x) (x)
+
+/* One contiguous run of n elements that share one coefficient row. */
+#define DEFINE_RUN(NAME, T, C, LOAD, STORE)                                                   \
+    static void NAME(T *restrict p, const T *restrict g, T *restrict m, T *restrict v,      \
+                     T *restrict vmax, int64_t n, const double *k, int amsgrad,             \
+                     int maximize) {                                                        \
+        const C step_size = (C)k[0], bc2_sqrt = (C)k[1], beta1 = (C)k[2], beta2 = (C)k[3];  \
+        const C eps = (C)k[4], l2 = (C)k[5], decay = (C)k[6];                               \
+        const C w1 = (C)(1.0 - k[2]), w2 = (C)(1.0 - k[3]);                                 \
+        const C sign = maximize ? (C)-1 : (C)1, neg_step = -step_size;                      \
+        const int small_w1 = k[2] > 0.5; /* torch.lerp's two forms, picked by the weight */ \
+        _Pragma("omp simd")                                                                 \
+        for (int64_t j = 0; j < n; j++) {                                                   \
+            C pj = LOAD(p[j]);                                                              \
+            C gj = sign * LOAD(g[j]) + l2 * pj;                                             \
+            pj = pj * decay;                                                                \
+            C mj = LOAD(m[j]);                                                              \
+            mj = small_w1 ? mj + w1 * (gj - mj) : gj - (gj - mj) * (C)k[2];                 \
+            C vj = beta2 * LOAD(v[j]) + w2 * (gj * gj);                                     \
+            C vv = vj;                                                                      \
+            if (amsgrad) {                                                                  \
+                C vm = LOAD(vmax[j]);                                                       \
+                vv = vm > vj ? vm : vj;                                                     \
+                vmax[j] = STORE(vv);                                                        \
+            }                                                                               \
+            C denom = sqrt(vv) / bc2_sqrt + eps;                                            \
+            p[j] = STORE(pj + neg_step * (mj / denom));                                     \
+            m[j] = STORE(mj);                                                               \
+            v[j] = STORE(vj);                                                               \
+        }                                                                                   \
+        (void)beta1;                                                                        \
+        (void)step_size;                                                                    \
+    }
+
+DEFINE_RUN(run_f32, float, float, IDENT, IDENT)
+DEFINE_RUN(run_f64, double, double, IDENT, IDENT)
+DEFINE_RUN(run_bf16, uint16_t, float, bf16_load, bf16_store)
+DEFINE_RUN(run_f16, _Float16, float, (float), (_Float16))
+
+typedef void (*run_fn)(void *, const void *, void *, void *, void *, int64_t, const double *,
+                       int, int);
+
+/* dtype: 0 float32, 1 float64, 2 bfloat16, 3 float16 */
+int adam_step(int dtype, int64_t n_tensors, void **p, void **g, void **m, void **v, void **vmax,
+              const int64_t *numel, const int64_t *row_size, const int64_t *coef_index,
+              const double *coef, int amsgrad, int maximize, int n_threads) {
+    static const run_fn runs[] = {(run_fn)run_f32, (run_fn)run_f64, (run_fn)run_bf16,
+                                  (run_fn)run_f16};
+    static const int64_t sizes[] = {4, 8, 2, 2};
+    if (dtype < 0 || dtype > 3) return -1;
+    const run_fn run = runs[dtype];
+    const int64_t size = sizes[dtype];
+
+    int64_t total_blocks = 0;
+    for (int64_t i = 0; i < n_tensors; i++) total_blocks += (numel[i] + BLOCK - 1) / BLOCK;
+
+#pragma omp parallel num_threads(n_threads)
+    {
+        int64_t tensor = 0, first_block = 0; /* blocks before `tensor`, walked forward */
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < total_blocks; b++) {
+            while (b >= first_block + (numel[tensor] + BLOCK - 1) / BLOCK) {
+                first_block += (numel[tensor] + BLOCK - 1) / BLOCK;
+                tensor++;
+            }
+            const int64_t start = (b - first_block) * BLOCK;
+            const int64_t end = start + BLOCK < numel[tensor] ? start + BLOCK : numel[tensor];
+            const int64_t rs = row_size[tensor];
+            for (int64_t s = start; s < end;) {
+                const int64_t row = s / rs;
+                const int64_t e = (row + 1) * rs < end ? (row + 1) * rs : end;
+                const int64_t off = s * size;
+                run((char *)p[tensor] + off, (const char *)g[tensor] + off,
+                    (char *)m[tensor] + off, (char *)v[tensor] + off,
+                    amsgrad ? (char *)vmax[tensor] + off : 0, e - s,
+                    coef + (coef_index[tensor] + row) * NCOEF, amsgrad, maximize);
+                s = e;
+            }
+        }
+    }
+    return 0;
+}

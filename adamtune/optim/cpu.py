@@ -1,0 +1,135 @@
+"""Loader for the native CPU kernel (adam_cpu.c): compiled on first use, cached, called by ctypes.
+
+The shared library is built with the system C compiler (``$CC``, else cc/gcc/clang) and cached
+under ``$ADAMTUNE_CACHE_DIR`` (default ``~/.cache/adamtune``), keyed by the source, the flags,
+the compiler and this CPU's features, so a rebuild happens only when one of them changes.
+Writes are atomic: concurrent workers never load a half-written library.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("adam_cpu.c")
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC"]
+DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
+NCOEF = 7
+
+
+class NativeUnavailable(RuntimeError):
+    """The native kernel cannot be built or loaded on this machine."""
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("ADAMTUNE_CACHE_DIR")
+    return Path(root) if root else Path.home() / ".cache" / "adamtune"
+
+
+def _compiler() -> str:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return name
+    raise NativeUnavailable("no C compiler found (set CC, or install gcc)")
+
+
+def _cpu_features() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+@functools.lru_cache(maxsize=1)
+def library() -> ctypes.CDLL:
+    """The loaded kernel library, built if needed; raises NativeUnavailable with the reason."""
+    compiler = _compiler()
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), compiler.encode(),
+                                     _compiler_version(compiler).encode(),
+                                     _cpu_features().encode()])).hexdigest()[:16]
+    target = cache_dir() / f"adam_cpu-{key}.so"
+    if not target.exists():
+        _build(compiler, target)
+    lib = ctypes.CDLL(str(target))
+    fn = lib.adam_step
+    ptr, i64p = ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int64)
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ptr, ptr, ptr, ptr, ptr, i64p, i64p, i64p,
+                   ctypes.POINTER(ctypes.c_double), ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return lib
+
+
+def _compiler_version(compiler: str) -> str:
+    try:
+        return subprocess.run([compiler, "--version"], capture_output=True, text=True,
+                              check=False).stdout
+    except OSError:
+        return ""
+
+
+def _build(compiler: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        built = Path(tmp) / target.name
+        cmd = [compiler, *FLAGS, "-o", str(built), str(SOURCE)]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            first = (result.stderr.strip().splitlines() or ["unknown error"])[0]
+            raise NativeUnavailable(f"compiling {SOURCE.name} with {compiler} failed: {first}")
+        os.replace(built, target)  # atomic: another process may be loading the same name
+
+
+def available() -> bool:
+    """True when the kernel is built (or can be) and loaded; warns once with the reason if not."""
+    try:
+        library()
+        return True
+    except NativeUnavailable as exc:
+        _warn_once(str(exc))
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(reason: str) -> None:
+    warnings.warn(f"adamtune: native CPU Adam kernel unavailable ({reason}); "
+                  "falling back to the reference implementation", RuntimeWarning, stacklevel=3)
+
+
+def _pointers(tensors: list[torch.Tensor | None]) -> ctypes.Array:
+    return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() if t is not None else None
+                                              for t in tensors])
+
+
+def _int64s(values: list[int]) -> ctypes.Array:
+    return (ctypes.c_int64 * len(values))(*values)
+
+
+def step(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
+         exp_avg_sqs: list[torch.Tensor], max_exp_avg_sqs: list[torch.Tensor | None],
+         row_sizes: list[int], coef_index: list[int], coef: torch.Tensor, *, amsgrad: bool,
+         maximize: bool) -> None:
+    """Update contiguous CPU tensors of one dtype in place, in one native call."""
+    fn = library().adam_step
+    coef = coef.to(dtype=torch.float64).contiguous()
+    status = fn(DTYPE_CODES[params[0].dtype], len(params), _pointers(params), _pointers(grads),
+                _pointers(exp_avgs), _pointers(exp_avg_sqs),
+                _pointers(max_exp_avg_sqs if amsgrad else [None] * len(params)),
+                _int64s([p.numel() for p in params]), _int64s(row_sizes), _int64s(coef_index),
+                ctypes.cast(coef.data_ptr(), ctypes.POINTER(ctypes.c_double)),
+                int(amsgrad), int(maximize), torch.get_num_threads())
+    if status != 0:
+        raise RuntimeError(f"adam_step returned {status} for dtype {params[0].dtype}")
