@@ -38,10 +38,15 @@ class AdamtuneGroup(click.Group):
 
 
 def storage_option(func: Any) -> Any:
-    return click.option("--storage", default=DEFAULT_STORAGE, envvar="ADAMTUNE_STORAGE",
-                        show_default=True, show_envvar=True,
-                        help="Optuna storage URL: sqlite:///FILE, postgresql://..., "
-                             "mysql+pymysql://..., or journal:FILE.")(func)
+    return click.option(
+        "--storage",
+        default=DEFAULT_STORAGE,
+        envvar="ADAMTUNE_STORAGE",
+        show_default=True,
+        show_envvar=True,
+        help="Optuna storage URL: sqlite:///FILE, postgresql://..., "
+        "mysql+pymysql://..., or journal:FILE.",
+    )(func)
 
 
 @click.group(cls=AdamtuneGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,37 +56,115 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--task", default="digits-mlp", envvar="ADAMTUNE_TASK", show_default=True,
-              show_envvar=True,
-              help="Built-in task (see `adamtune tasks`), module:function or file.py:function.")
-@click.option("--space", default="default", envvar="ADAMTUNE_SPACE", show_default=True,
-              show_envvar=True, help="Shipped space name (see `adamtune spaces`) or a YAML path.")
-@click.option("--n-trials", type=click.IntRange(min=1), default=20, envvar="ADAMTUNE_N_TRIALS",
-              show_default=True, show_envvar=True, help="New trials to run in this invocation.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              envvar="ADAMTUNE_TIMEOUT", show_envvar=True,
-              help="Stop starting new trials after this many seconds.")
-@click.option("--study-name", default=None, envvar="ADAMTUNE_STUDY_NAME", show_envvar=True,
-              help="Study to create or resume.  [default: TASK-SPACE]")
+@click.option(
+    "--task",
+    default="digits-mlp",
+    envvar="ADAMTUNE_TASK",
+    show_default=True,
+    show_envvar=True,
+    help="Built-in task (see `adamtune tasks`), module:function or file.py:function.",
+)
+@click.option(
+    "--space",
+    default="default",
+    envvar="ADAMTUNE_SPACE",
+    show_default=True,
+    show_envvar=True,
+    help="Shipped space name (see `adamtune spaces`) or a YAML path.",
+)
+@click.option(
+    "--n-trials",
+    type=click.IntRange(min=1),
+    default=20,
+    envvar="ADAMTUNE_N_TRIALS",
+    show_default=True,
+    show_envvar=True,
+    help="New trials to run in this invocation.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    envvar="ADAMTUNE_TIMEOUT",
+    show_envvar=True,
+    help="Stop starting new trials after this many seconds.",
+)
+@click.option(
+    "--study-name",
+    default=None,
+    envvar="ADAMTUNE_STUDY_NAME",
+    show_envvar=True,
+    help="Study to create or resume.  [default: TASK-SPACE]",
+)
 @storage_option
-@click.option("--sampler", type=click.Choice(["tpe", "gp", "cmaes", "random", "qmc"]),
-              default="tpe", envvar="ADAMTUNE_SAMPLER", show_default=True, show_envvar=True)
-@click.option("--pruner", type=click.Choice(["median", "hyperband", "sha", "none"]),
-              default="median", envvar="ADAMTUNE_PRUNER", show_default=True, show_envvar=True)
-@click.option("--seed", type=int, default=0, envvar="ADAMTUNE_SEED", show_default=True,
-              show_envvar=True, help="Seeds the sampler, the weights and the batch order.")
-@click.option("--device", default="auto", envvar="ADAMTUNE_DEVICE", show_default=True,
-              show_envvar=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, envvar="ADAMTUNE_EPOCHS",
-              show_envvar=True, help="Epochs per trial.  [default: the task's]")
-@click.option("--n-jobs", type=click.IntRange(min=1), default=1, envvar="ADAMTUNE_N_JOBS",
-              show_default=True, show_envvar=True, help="Parallel trials (threads) in this process.")
-@click.option("--optimizer", type=click.Choice(["fused", "torch"]), default="fused",
-              envvar="ADAMTUNE_OPTIMIZER", show_default=True, show_envvar=True,
-              help="fused: adamtune.optim.FusedAdam; torch: torch.optim.Adam/AdamW.")
-@click.option("--max-failures", type=click.IntRange(min=0), default=5,
-              envvar="ADAMTUNE_MAX_FAILURES", show_default=True, show_envvar=True,
-              help="Stop after this many failed trials in a row (0: never).")
+@click.option(
+    "--sampler",
+    type=click.Choice(["tpe", "gp", "cmaes", "random", "qmc"]),
+    default="tpe",
+    envvar="ADAMTUNE_SAMPLER",
+    show_default=True,
+    show_envvar=True,
+)
+@click.option(
+    "--pruner",
+    type=click.Choice(["median", "hyperband", "sha", "none"]),
+    default="median",
+    envvar="ADAMTUNE_PRUNER",
+    show_default=True,
+    show_envvar=True,
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    envvar="ADAMTUNE_SEED",
+    show_default=True,
+    show_envvar=True,
+    help="Seeds the sampler, the weights and the batch order.",
+)
+@click.option(
+    "--device",
+    default="auto",
+    envvar="ADAMTUNE_DEVICE",
+    show_default=True,
+    show_envvar=True,
+    help="auto, cpu, cuda or cuda:N.",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=None,
+    envvar="ADAMTUNE_EPOCHS",
+    show_envvar=True,
+    help="Epochs per trial.  [default: the task's]",
+)
+@click.option(
+    "--n-jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    envvar="ADAMTUNE_N_JOBS",
+    show_default=True,
+    show_envvar=True,
+    help="Parallel trials (threads) in this process.",
+)
+@click.option(
+    "--optimizer",
+    type=click.Choice(["fused", "torch"]),
+    default="fused",
+    envvar="ADAMTUNE_OPTIMIZER",
+    show_default=True,
+    show_envvar=True,
+    help="fused: adamtune.optim.FusedAdam; torch: torch.optim.Adam/AdamW.",
+)
+@click.option(
+    "--max-failures",
+    type=click.IntRange(min=0),
+    default=5,
+    envvar="ADAMTUNE_MAX_FAILURES",
+    show_default=True,
+    show_envvar=True,
+    help="Stop after this many failed trials in a row (0: never).",
+)
 def search(**options: Any) -> None:
     """Run (or resume) a study: every trial trains the task with one Adam configuration."""
     from adamtune.progress import Progress
@@ -90,11 +173,19 @@ def search(**options: Any) -> None:
     from adamtune.tasks import resolve_task
 
     settings = SearchSettings(
-        task=options["task"], space=options["space"], n_trials=options["n_trials"],
-        timeout=options["timeout"], study_name=options["study_name"],
-        storage=options["storage"], sampler=options["sampler"], pruner=options["pruner"],
-        seed=options["seed"], device=options["device"], epochs=options["epochs"],
-        n_jobs=options["n_jobs"], optimizer=options["optimizer"],
+        task=options["task"],
+        space=options["space"],
+        n_trials=options["n_trials"],
+        timeout=options["timeout"],
+        study_name=options["study_name"],
+        storage=options["storage"],
+        sampler=options["sampler"],
+        pruner=options["pruner"],
+        seed=options["seed"],
+        device=options["device"],
+        epochs=options["epochs"],
+        n_jobs=options["n_jobs"],
+        optimizer=options["optimizer"],
         max_consecutive_failures=options["max_failures"],
     )
     task = resolve_task(settings.task)
@@ -103,8 +194,9 @@ def search(**options: Any) -> None:
         study = run_search(settings, callbacks=[progress])
     except KeyboardInterrupt:
         progress.close()
-        click.echo("Interrupted: completed trials are saved; run the same command to resume.",
-                   err=True)
+        click.echo(
+            "Interrupted: completed trials are saved; run the same command to resume.", err=True
+        )
         sys.exit(130)
     progress.close()
     if not any(t.value is not None for t in study.trials):
@@ -122,21 +214,35 @@ def studies(storage: str) -> None:
     rows = []
     for s in list_studies(storage):
         best = s.best_trial
-        rows.append([s.study_name, s.user_attrs.get("task", ""), s.n_trials,
-                     s.direction.name.lower(), best.value if best else None,
-                     best.number if best else None])
+        rows.append(
+            [
+                s.study_name,
+                s.user_attrs.get("task", ""),
+                s.n_trials,
+                s.direction.name.lower(),
+                best.value if best else None,
+                best.number if best else None,
+            ]
+        )
     if not rows:
         click.echo(f"No studies in {storage}.")
         return
-    click.echo(format_table(["study", "task", "trials", "direction", "best value", "best trial"],
-                            rows))
+    click.echo(
+        format_table(["study", "task", "trials", "direction", "best value", "best trial"], rows)
+    )
 
 
 @cli.command()
 @click.argument("study_name")
 @storage_option
-@click.option("--top", "-k", type=click.IntRange(min=1), default=10, show_default=True,
-              help="How many of the best trials to list.")
+@click.option(
+    "--top",
+    "-k",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="How many of the best trials to list.",
+)
 def show(study_name: str, storage: str, top: int) -> None:
     """Show a study's best trial and its top trials."""
     from adamtune.report import best_trial_summary, top_trials_table

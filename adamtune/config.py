@@ -138,7 +138,9 @@ class AdamConfig:
         data = dict(data)
         schedule_data = data.pop("schedule", {}) or {}
         _reject_unknown(data, {f.name for f in fields(cls)} - {"schedule"}, source)
-        _reject_unknown(schedule_data, {f.name for f in fields(ScheduleConfig)}, source, "schedule.")
+        _reject_unknown(
+            schedule_data, {f.name for f in fields(ScheduleConfig)}, source, "schedule."
+        )
         try:
             return cls(schedule=ScheduleConfig(**schedule_data), **data)
         except ConfigError as exc:

@@ -38,10 +38,11 @@ class ExportError(AdamtuneError):
 
 
 class DivergedError(AdamtuneError):
-    """Training produced a non-finite loss; the trial is stopped at that step."""
+    """Training diverged (loss not finite, or exploded); the trial is stopped at that step."""
 
-    def __init__(self, step: int, loss: float, lr: float) -> None:
+    def __init__(self, step: int, loss: float, lr: float, why: str = "") -> None:
         self.step = step
         self.loss = loss
         self.lr = lr
-        super().__init__(f"loss became {loss} at step {step} (lr={lr:.3g})")
+        what = f"loss became {loss:.4g}" + (f" ({why})" if why else "")
+        super().__init__(f"{what} at step {step} (lr={lr:.3g})")

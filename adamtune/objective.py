@@ -35,11 +35,15 @@ class Objective:
         trial.set_user_attr("config", config.to_dict())
         trial.set_user_attr("seed", self.seed)
         try:
-            result = train(self.task, config, seed=self.seed, epochs=self.epochs,
-                           device=self.device,
-                           optimizer_factory=partial(build_optimizer,
-                                                     implementation=self.optimizer),
-                           on_eval=partial(self._report, trial))
+            result = train(
+                self.task,
+                config,
+                seed=self.seed,
+                epochs=self.epochs,
+                device=self.device,
+                optimizer_factory=partial(build_optimizer, implementation=self.optimizer),
+                on_eval=partial(self._report, trial),
+            )
         except DivergedError as exc:
             reason = f"diverged: {exc}"
             trial.set_user_attr("pruned_reason", reason)
@@ -59,8 +63,10 @@ class Objective:
         value = evaluation.metrics[self.task.metric_name]
         trial.report(value, evaluation.epoch)
         if trial.should_prune():
-            reason = (f"pruned at epoch {evaluation.epoch}: "
-                      f"{self.task.metric_name} {value:.4g} not promising")
+            reason = (
+                f"pruned at epoch {evaluation.epoch}: "
+                f"{self.task.metric_name} {value:.4g} not promising"
+            )
             trial.set_user_attr("pruned_reason", reason)
             raise optuna.TrialPruned(reason)
 

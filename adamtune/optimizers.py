@@ -16,17 +16,31 @@ from adamtune.config import AdamConfig
 IMPLEMENTATIONS = ("fused", "torch")
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], config: AdamConfig,
-                    implementation: str = "fused") -> torch.optim.Optimizer:
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter], config: AdamConfig, implementation: str = "fused"
+) -> torch.optim.Optimizer:
     """The optimizer for ``config``; its LR is the schedule's peak, set per step by train()."""
     if implementation == "fused":
         from adamtune.optim import FusedAdam
 
-        return FusedAdam(params, lr=config.lr, betas=config.betas, eps=config.eps,
-                         weight_decay=config.weight_decay,
-                         decoupled_weight_decay=config.decoupled, amsgrad=config.amsgrad)
+        return FusedAdam(
+            params,
+            lr=config.lr,
+            betas=config.betas,
+            eps=config.eps,
+            weight_decay=config.weight_decay,
+            decoupled_weight_decay=config.decoupled,
+            amsgrad=config.amsgrad,
+        )
     if implementation == "torch":
         cls = torch.optim.AdamW if config.decoupled else torch.optim.Adam
-        return cls(params, lr=config.lr, betas=config.betas, eps=config.eps,
-                   weight_decay=config.weight_decay, amsgrad=config.amsgrad, foreach=False)
+        return cls(
+            params,
+            lr=config.lr,
+            betas=config.betas,
+            eps=config.eps,
+            weight_decay=config.weight_decay,
+            amsgrad=config.amsgrad,
+            foreach=False,
+        )
     raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")

@@ -20,8 +20,15 @@ from adamtune.report import trial_value_text
 class Progress:
     """Callback for ``study.optimize``: trials done, best value so far and its trial."""
 
-    def __init__(self, total: int | None, metric_name: str, *, stream: TextIO | None = None,
-                 live: bool | None = None, width: int = 24) -> None:
+    def __init__(
+        self,
+        total: int | None,
+        metric_name: str,
+        *,
+        stream: TextIO | None = None,
+        live: bool | None = None,
+        width: int = 24,
+    ) -> None:
         self.total = total
         self.metric_name = metric_name
         self.stream = stream or sys.stderr

@@ -11,12 +11,14 @@ from optuna.trial import FrozenTrial, TrialState
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A left-aligned text table with a rule under the header."""
     cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
-              for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-              for r in cells]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
+    lines = [
+        "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(),
+        "  ".join("-" * w for w in widths),
+    ]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     return "\n".join(lines)
 
 
@@ -30,8 +32,11 @@ def trial_value_text(trial: FrozenTrial) -> str:
     """``COMPLETE 0.9722``, ``PRUNED (diverged: ...)``, ``FAIL (ValueError: ...)``."""
     if trial.state == TrialState.COMPLETE and trial.value is not None:
         return f"COMPLETE {trial.value:.4g}"
-    reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason") \
+    reason = (
+        trial.user_attrs.get("pruned_reason")
+        or trial.user_attrs.get("fail_reason")
         or trial.system_attrs.get("fail_reason", "")
+    )
     reason = reason.strip().splitlines()[-1] if reason else ""
     return f"{trial.state.name} ({reason})" if reason else trial.state.name
 
@@ -51,8 +56,10 @@ def config_rows(config: dict[str, Any]) -> list[tuple[str, Any]]:
 
 def best_trial_summary(study_name: str, trial: FrozenTrial, metric_name: str) -> str:
     """The closing table of a search: the best trial and its full configuration."""
-    header = (f"Best trial of study {study_name!r}: trial {trial.number}, "
-              f"{metric_name} = {trial.value:.6g}")
+    header = (
+        f"Best trial of study {study_name!r}: trial {trial.number}, "
+        f"{metric_name} = {trial.value:.6g}"
+    )
     config = trial.user_attrs.get("config")
     if not config:
         return header + "\n" + format_table(["parameter", "value"], sorted(trial.params.items()))
@@ -60,8 +67,7 @@ def best_trial_summary(study_name: str, trial: FrozenTrial, metric_name: str) ->
 
 
 def top_trials_table(trials: Sequence[FrozenTrial]) -> str:
-    headers = ["trial", "state", "value", "lr", "beta1", "beta2", "eps", "weight_decay",
-               "schedule"]
+    headers = ["trial", "state", "value", "lr", "beta1", "beta2", "eps", "weight_decay", "schedule"]
     rows = []
     for t in trials:
         c = t.user_attrs.get("config", {})
@@ -69,6 +75,17 @@ def top_trials_table(trials: Sequence[FrozenTrial]) -> str:
         kind = schedule.get("kind", "")
         if schedule.get("warmup_fraction"):
             kind += f"+warmup {schedule['warmup_fraction']:.3g}"
-        rows.append([t.number, t.state.name, t.value, c.get("lr"), c.get("beta1"),
-                     c.get("beta2"), c.get("eps"), c.get("weight_decay"), kind])
+        rows.append(
+            [
+                t.number,
+                t.state.name,
+                t.value,
+                c.get("lr"),
+                c.get("beta1"),
+                c.get("beta2"),
+                c.get("eps"),
+                c.get("weight_decay"),
+                kind,
+            ]
+        )
     return format_table(headers, rows)

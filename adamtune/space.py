@@ -18,6 +18,7 @@ when the file loads, not in the middle of a study.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from dataclasses import dataclass
 from importlib import resources
@@ -29,8 +30,18 @@ import yaml
 from adamtune.config import DOMAINS, SCHEDULE_KINDS, AdamConfig, ScheduleConfig
 from adamtune.errors import ConfigError, SpaceError
 
-TOP_LEVEL = ("lr", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps",
-             "weight_decay", "decoupled", "amsgrad", "schedule")
+TOP_LEVEL = (
+    "lr",
+    "beta1",
+    "one_minus_beta1",
+    "beta2",
+    "one_minus_beta2",
+    "eps",
+    "weight_decay",
+    "decoupled",
+    "amsgrad",
+    "schedule",
+)
 SCHEDULE_KEYS = ("kind", "warmup_fraction", "final_lr_fraction", "gamma", "decays")
 LOG_BY_DEFAULT = {"lr", "eps", "weight_decay", "one_minus_beta1", "one_minus_beta2"}
 BOOL_FIELDS = {"decoupled", "amsgrad"}
@@ -110,8 +121,11 @@ class SearchSpace:
 
     def sample(self, trial: TrialLike) -> AdamConfig:
         """Suggest every searched value on ``trial`` and return the resolved config."""
-        values = {name: self._draw(trial, name) for name in self.params
-                  if not name.startswith("schedule.")}
+        values = {
+            name: self._draw(trial, name)
+            for name in self.params
+            if not name.startswith("schedule.")
+        }
         kind = self._draw(trial, "schedule.kind")
         schedule = {"kind": kind, "warmup_fraction": self._draw(trial, "schedule.warmup_fraction")}
         if kind in ("linear", "cosine", "exponential"):
@@ -235,10 +249,8 @@ def _parse_param(name: str, spec: Any) -> Param:
 def _number(name: str, value: Any) -> float | int:
     """A number for field ``name`` (the key's base name picks the rule), validated."""
     if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
     field = name.rsplit(".", 1)[0] if name.endswith((".low", ".high")) else name
     rule = DOMAINS[field].violation(value)
     if rule:

@@ -13,7 +13,9 @@ import optuna
 
 from adamtune.errors import StorageError
 
-EXAMPLES = "sqlite:///adamtune.db, postgresql://user@host/db, mysql+pymysql://user@host/db, journal:FILE"
+EXAMPLES = (
+    "sqlite:///adamtune.db, postgresql://user@host/db, mysql+pymysql://user@host/db, journal:FILE"
+)
 DRIVERS = {"postgresql": "'psycopg[binary]'", "mysql": "pymysql"}
 
 
@@ -57,20 +59,27 @@ def open_storage(url: str, **rdb_options: Any) -> optuna.storages.BaseStorage:
         backend = parsed.get_backend_name()
         parsed.get_dialect()
     except NoSuchModuleError:  # a subclass of ArgumentError: keep it first
-        raise StorageError(f"--storage {redact(url)!r}: unknown database "
-                           f"{make_url(url).drivername!r}; expected one of {EXAMPLES}") from None
+        raise StorageError(
+            f"--storage {redact(url)!r}: unknown database "
+            f"{make_url(url).drivername!r}; expected one of {EXAMPLES}"
+        ) from None
     except ArgumentError:
-        raise StorageError(f"--storage {redact(url)!r}: not a storage URL; expected one of "
-                           f"{EXAMPLES}") from None
+        raise StorageError(
+            f"--storage {redact(url)!r}: not a storage URL; expected one of {EXAMPLES}"
+        ) from None
     except ImportError as exc:
         package = DRIVERS.get(backend, "the database driver")
-        raise StorageError(f"--storage {redact(url)!r}: the {backend} driver is missing "
-                           f"(pip install {package}): {exc}") from None
+        raise StorageError(
+            f"--storage {redact(url)!r}: the {backend} driver is missing "
+            f"(pip install {package}): {exc}"
+        ) from None
     try:
         return optuna.storages.RDBStorage(url, **rdb_options)
     except Exception as exc:
-        raise StorageError(f"--storage {redact(url)!r}: cannot open storage at "
-                           f"{describe_host(url)}: {_first_line(exc, url)}") from None
+        raise StorageError(
+            f"--storage {redact(url)!r}: cannot open storage at "
+            f"{describe_host(url)}: {_first_line(exc, url)}"
+        ) from None
 
 
 def _journal(path: str) -> optuna.storages.BaseStorage:
@@ -81,8 +90,9 @@ def _journal(path: str) -> optuna.storages.BaseStorage:
     try:
         return optuna.storages.JournalStorage(JournalFileBackend(path))
     except OSError as exc:
-        raise StorageError(f"--storage 'journal:{path}': cannot open the journal file: "
-                           f"{exc.strerror or exc}") from None
+        raise StorageError(
+            f"--storage 'journal:{path}': cannot open the journal file: {exc.strerror or exc}"
+        ) from None
 
 
 def _first_line(exc: BaseException, url: str) -> str:

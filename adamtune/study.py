@@ -58,8 +58,9 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         with warnings.catch_warnings():  # multivariate/group are stable in practice
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                              constant_liar=True)
+            return optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, group=True, constant_liar=True
+            )
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     if name == "cmaes":
@@ -111,18 +112,28 @@ def open_study(settings: SearchSettings, task: Task, space: SearchSpace) -> optu
     name = settings.study_name or default_study_name(task, space)
     epochs = settings.epochs or task.epochs
     try:
-        study = optuna.create_study(storage=storage, study_name=name, direction=task.direction,
-                                    load_if_exists=True,
-                                    pruner=make_pruner(settings.pruner, epochs))
+        study = optuna.create_study(
+            storage=storage,
+            study_name=name,
+            direction=task.direction,
+            load_if_exists=True,
+            pruner=make_pruner(settings.pruner, epochs),
+        )
     except ValueError as exc:  # e.g. a stored direction that differs
         raise StudyError(f"study {name!r} in {redact(settings.storage)}: {exc}") from None
     stored_task = study.user_attrs.get("task")
     if stored_task is not None and stored_task != task.name:
-        raise StudyError(f"study {name!r} was created for task {stored_task!r}, not "
-                         f"{task.name!r}; pass --study-name to start a new study")
+        raise StudyError(
+            f"study {name!r} was created for task {stored_task!r}, not "
+            f"{task.name!r}; pass --study-name to start a new study"
+        )
     if stored_task is None:
-        for key, value in (("task", task.name), ("metric", task.metric_name),
-                           ("space", space.name), ("seed", settings.seed)):
+        for key, value in (
+            ("task", task.name),
+            ("metric", task.metric_name),
+            ("space", space.name),
+            ("seed", settings.seed),
+        ):
             study.set_user_attr(key, value)
     # Seeding with seed + trials-so-far makes a resumed study draw new points, not replay old.
     study.sampler = make_sampler(settings.sampler, settings.seed + len(study.trials))
@@ -142,15 +153,27 @@ def run_search(settings: SearchSettings, *, callbacks: Sequence[Callback] = ()) 
     space = load_space(settings.space)
     device = resolve_device(settings.device)
     study = open_study(settings, task, space)
-    objective = Objective(task=task, space=space, seed=settings.seed, epochs=settings.epochs,
-                          device=device, optimizer=settings.optimizer)
+    objective = Objective(
+        task=task,
+        space=space,
+        seed=settings.seed,
+        epochs=settings.epochs,
+        device=device,
+        optimizer=settings.optimizer,
+    )
     failures = FailureLimit(settings.max_consecutive_failures)
-    study.optimize(objective, n_trials=settings.n_trials, timeout=settings.timeout,
-                   n_jobs=settings.n_jobs, catch=(Exception,),
-                   callbacks=[failures, *callbacks])
+    study.optimize(
+        objective,
+        n_trials=settings.n_trials,
+        timeout=settings.timeout,
+        n_jobs=settings.n_jobs,
+        catch=(Exception,),
+        callbacks=[failures, *callbacks],
+    )
     if failures.tripped:
-        raise StudyError(f"stopped after {failures.streak} failed trials in a row; "
-                         f"last: {failures.last_reason}")
+        raise StudyError(
+            f"stopped after {failures.streak} failed trials in a row; last: {failures.last_reason}"
+        )
     return study
 
 
@@ -166,8 +189,9 @@ def load_study(name: str, storage_url: str) -> optuna.Study:
     except KeyError:
         names = optuna.get_all_study_names(storage)
         known = ", ".join(names) if names else "none"
-        raise StudyError(f"no study {name!r} in {redact(storage_url)} "
-                         f"(studies there: {known})") from None
+        raise StudyError(
+            f"no study {name!r} in {redact(storage_url)} (studies there: {known})"
+        ) from None
 
 
 def top_trials(study: optuna.Study, k: int = 10) -> list[FrozenTrial]:

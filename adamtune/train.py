@@ -2,6 +2,10 @@
 ``on_eval`` (which may raise to stop training, e.g. to prune) and returns everything it
 measured in a TrainResult.
 
+Divergence: a step whose loss is not finite, or exceeds ``divergence_factor`` times the first
+step's loss, stops training at once with DivergedError (a loss 100x above where it started
+means the run is lost; continuing would only burn the trial's budget).
+
 Reproducibility: the seed fixes the initial weights (torch.manual_seed before build_model) and
 the batch order (a dedicated generator); the same config and seed give the same metrics on CPU.
 """
@@ -44,7 +48,7 @@ class TrainResult:
 
 
 def resolve_device(device: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu; "cuda" without a GPU is an error."""
+    """ "auto" -> cuda when available, else cpu; "cuda" without a GPU is an error."""
     from adamtune.errors import ConfigError
 
     if device == "auto":
@@ -57,10 +61,17 @@ def resolve_device(device: str) -> torch.device:
         raise ConfigError(f"--device: must be auto, cpu or cuda, got {device!r}") from exc
 
 
-def train(task: Task, config: AdamConfig, *, seed: int = 0, epochs: int | None = None,
-          device: str | torch.device = "cpu",
-          optimizer_factory: OptimizerFactory = build_optimizer,
-          on_eval: OnEval | None = None) -> TrainResult:
+def train(
+    task: Task,
+    config: AdamConfig,
+    *,
+    seed: int = 0,
+    epochs: int | None = None,
+    device: str | torch.device = "cpu",
+    optimizer_factory: OptimizerFactory = build_optimizer,
+    on_eval: OnEval | None = None,
+    divergence_factor: float = 100.0,
+) -> TrainResult:
     """Train ``task``'s model with ``config`` and return the final validation metrics.
 
     Raises DivergedError at the first step whose loss is not finite; exceptions raised by
@@ -86,20 +97,25 @@ def train(task: Task, config: AdamConfig, *, seed: int = 0, epochs: int | None =
         model.train()
         permutation = torch.randperm(n, generator=order).to(device)
         for start in range(0, n, batch_size):
-            index = permutation[start:start + batch_size]
+            index = permutation[start : start + batch_size]
             for group in optimizer.param_groups:
                 group["lr"] = learning_rates[step]
             optimizer.zero_grad(set_to_none=True)
             loss = task.loss(model(x_train[index]), y_train[index])
             loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise DivergedError(step, loss_value, learning_rates[step])
+            _check_divergence(
+                step,
+                loss_value,
+                losses[0] if losses else loss_value,
+                divergence_factor,
+                learning_rates[step],
+            )
             loss.backward()
             optimizer.step()
             losses.append(loss_value)
             step += 1
         metrics = evaluate(task, model, validation)
-        epoch_losses = losses[-task.steps_per_epoch():]
+        epoch_losses = losses[-task.steps_per_epoch() :]
         metrics["train_loss"] = sum(epoch_losses) / len(epoch_losses)
         evaluation = Evaluation(epoch, step, metrics)
         evaluations.append(evaluation)
@@ -112,9 +128,22 @@ def train(task: Task, config: AdamConfig, *, seed: int = 0, epochs: int | None =
     if task.test is not None:
         test = evaluate(task, model, tuple(t.to(device) for t in task.test))
         final.update({f"test_{k.removeprefix('val_')}": v for k, v in test.items()})
-    return TrainResult(value=final[task.metric_name], metrics=final, total_steps=total_steps,
-                       learning_rates=learning_rates, train_losses=losses,
-                       evaluations=evaluations, seconds=time.perf_counter() - started)
+    return TrainResult(
+        value=final[task.metric_name],
+        metrics=final,
+        total_steps=total_steps,
+        learning_rates=learning_rates,
+        train_losses=losses,
+        evaluations=evaluations,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _check_divergence(step: int, loss: float, first: float, factor: float, lr: float) -> None:
+    if not math.isfinite(loss):
+        raise DivergedError(step, loss, lr)
+    if factor and step > 0 and loss > factor * max(first, 1e-3):
+        raise DivergedError(step, loss, lr, f"over {factor:g}x the first step's {first:.4g}")
 
 
 @torch.no_grad()
@@ -122,5 +151,5 @@ def evaluate(task: Task, model: torch.nn.Module, data: Batch) -> dict[str, float
     """The task's loss and metric on ``data``, computed in chunks, model left in eval mode."""
     model.eval()
     x, y = data
-    outputs = torch.cat([model(x[i:i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)])
+    outputs = torch.cat([model(x[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)])
     return {"val_loss": task.loss(outputs, y).item(), task.metric_name: task.metric(outputs, y)}

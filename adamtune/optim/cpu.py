@@ -58,25 +58,48 @@ def library() -> ctypes.CDLL:
     """The loaded kernel library, built if needed; raises NativeUnavailable with the reason."""
     compiler = _compiler()
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), compiler.encode(),
-                                     _compiler_version(compiler).encode(),
-                                     _cpu_features().encode()])).hexdigest()[:16]
+    key = hashlib.sha256(
+        b"\0".join(
+            [
+                source,
+                " ".join(FLAGS).encode(),
+                compiler.encode(),
+                _compiler_version(compiler).encode(),
+                _cpu_features().encode(),
+            ]
+        )
+    ).hexdigest()[:16]
     target = cache_dir() / f"adam_cpu-{key}.so"
     if not target.exists():
         _build(compiler, target)
     lib = ctypes.CDLL(str(target))
     fn = lib.adam_step
     ptr, i64p = ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int64)
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ptr, ptr, ptr, ptr, ptr, i64p, i64p, i64p,
-                   ctypes.POINTER(ctypes.c_double), ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    fn.argtypes = [
+        ctypes.c_int,
+        ctypes.c_int64,
+        ptr,
+        ptr,
+        ptr,
+        ptr,
+        ptr,
+        i64p,
+        i64p,
+        i64p,
+        ctypes.POINTER(ctypes.c_double),
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+    ]
     fn.restype = ctypes.c_int
     return lib
 
 
 def _compiler_version(compiler: str) -> str:
     try:
-        return subprocess.run([compiler, "--version"], capture_output=True, text=True,
-                              check=False).stdout
+        return subprocess.run(
+            [compiler, "--version"], capture_output=True, text=True, check=False
+        ).stdout
     except OSError:
         return ""
 
@@ -103,33 +126,57 @@ def available() -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _warn_once(reason: str) -> None:
-    warnings.warn(f"adamtune: native CPU Adam kernel unavailable ({reason}); "
-                  "falling back to the reference implementation", RuntimeWarning, stacklevel=3)
+    warnings.warn(
+        f"adamtune: native CPU Adam kernel unavailable ({reason}); "
+        "falling back to the reference implementation",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def _pointers(tensors: list[torch.Tensor | None]) -> ctypes.Array:
-    return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() if t is not None else None
-                                              for t in tensors])
+    return (ctypes.c_void_p * len(tensors))(
+        *[t.data_ptr() if t is not None else None for t in tensors]
+    )
 
 
 def _int64s(values: list[int]) -> ctypes.Array:
     return (ctypes.c_int64 * len(values))(*values)
 
 
-def step(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
-         exp_avg_sqs: list[torch.Tensor], max_exp_avg_sqs: list[torch.Tensor | None],
-         row_sizes: list[int], coef_index: list[int], coef: torch.Tensor, *, amsgrad: bool,
-         maximize: bool) -> None:
+def step(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    max_exp_avg_sqs: list[torch.Tensor | None],
+    row_sizes: list[int],
+    coef_index: list[int],
+    coef: torch.Tensor,
+    *,
+    amsgrad: bool,
+    maximize: bool,
+) -> None:
     """Update contiguous CPU tensors of one dtype in place, in one native call."""
     fn = library().adam_step
     coef = coef.to(dtype=torch.float64).contiguous()
-    status = fn(DTYPE_CODES[params[0].dtype], len(params), _pointers(params), _pointers(grads),
-                _pointers(exp_avgs), _pointers(exp_avg_sqs),
-                _pointers(max_exp_avg_sqs if amsgrad else [None] * len(params)),
-                _int64s([p.numel() for p in params]), _int64s(row_sizes), _int64s(coef_index),
-                ctypes.cast(coef.data_ptr(), ctypes.POINTER(ctypes.c_double)),
-                int(amsgrad), int(maximize), torch.get_num_threads())
+    status = fn(
+        DTYPE_CODES[params[0].dtype],
+        len(params),
+        _pointers(params),
+        _pointers(grads),
+        _pointers(exp_avgs),
+        _pointers(exp_avg_sqs),
+        _pointers(max_exp_avg_sqs if amsgrad else [None] * len(params)),
+        _int64s([p.numel() for p in params]),
+        _int64s(row_sizes),
+        _int64s(coef_index),
+        ctypes.cast(coef.data_ptr(), ctypes.POINTER(ctypes.c_double)),
+        int(amsgrad),
+        int(maximize),
+        torch.get_num_threads(),
+    )
     if status != 0:
         raise RuntimeError(f"adam_step returned {status} for dtype {params[0].dtype}")

@@ -44,10 +44,18 @@ class FusedAdam(torch.optim.Optimizer):
     neither can run), or force "reference", "cpu" or "triton".
     """
 
-    def __init__(self, params: Iterable[Any], lr: Hyper = 1e-3,
-                 betas: tuple[Hyper, Hyper] = (0.9, 0.999), eps: Hyper = 1e-8,
-                 weight_decay: Hyper = 0.0, decoupled_weight_decay: bool = False,
-                 amsgrad: bool = False, maximize: bool = False, backend: str = "auto") -> None:
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: Hyper = 1e-3,
+        betas: tuple[Hyper, Hyper] = (0.9, 0.999),
+        eps: Hyper = 1e-8,
+        weight_decay: Hyper = 0.0,
+        decoupled_weight_decay: bool = False,
+        amsgrad: bool = False,
+        maximize: bool = False,
+        backend: str = "auto",
+    ) -> None:
         _check_range("learning rate", lr, lambda v: v >= 0.0)
         _check_range("epsilon value", eps, lambda v: v >= 0.0)
         _check_range("beta parameter at index 0", betas[0], lambda v: 0.0 <= v < 1.0)
@@ -55,9 +63,16 @@ class FusedAdam(torch.optim.Optimizer):
         _check_range("weight_decay value", weight_decay, lambda v: v >= 0.0)
         if backend not in BACKENDS:
             raise ValueError(f"Invalid backend: {backend!r} (expected one of {BACKENDS})")
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                        decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad,
-                        maximize=maximize, backend=backend)
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            backend=backend,
+        )
         super().__init__(params, defaults)
         for group in self.param_groups:
             _rows(group)  # validates per-row shapes now, not at the first step
@@ -106,9 +121,16 @@ class FusedAdam(torch.optim.Optimizer):
             buckets.setdefault((p.device, p.dtype), []).append(i)
         for (device, _), members in buckets.items():
             kernel = _kernel(group["backend"], device)
-            _run(kernel, [params[i] for i in members], self.state,
-                 [block_of[step_values[i]] for i in members], coef, n_rows,
-                 amsgrad=group["amsgrad"], maximize=group["maximize"])
+            _run(
+                kernel,
+                [params[i] for i in members],
+                self.state,
+                [block_of[step_values[i]] for i in members],
+                coef,
+                n_rows,
+                amsgrad=group["amsgrad"],
+                maximize=group["maximize"],
+            )
 
     def _init_state(self, p: torch.Tensor, amsgrad: bool) -> None:
         state = self.state[p]
@@ -125,8 +147,13 @@ class FusedAdam(torch.optim.Optimizer):
 
 def _rows(group: dict[str, Any]) -> int:
     """N when any hyperparameter is a 1-D tensor of length N (checked against params), else 1."""
-    named = {"lr": group["lr"], "betas[0]": group["betas"][0], "betas[1]": group["betas"][1],
-             "eps": group["eps"], "weight_decay": group["weight_decay"]}
+    named = {
+        "lr": group["lr"],
+        "betas[0]": group["betas"][0],
+        "betas[1]": group["betas"][1],
+        "eps": group["eps"],
+        "weight_decay": group["weight_decay"],
+    }
     lengths = {name: len(v) for name, v in named.items() if _is_rows(v)}
     if not lengths:
         return 1
@@ -135,26 +162,29 @@ def _rows(group: dict[str, Any]) -> int:
         raise ValueError(f"per-row hyperparameters must all have the same length, got {lengths}")
     for p in group["params"]:
         if p.dim() == 0 or p.shape[0] != n:
-            raise ValueError(f"per-row hyperparameters of length {n} need every parameter of "
-                             f"the group to have leading dimension {n}, got shape "
-                             f"{tuple(p.shape)}")
+            raise ValueError(
+                f"per-row hyperparameters of length {n} need every parameter of "
+                f"the group to have leading dimension {n}, got shape "
+                f"{tuple(p.shape)}"
+            )
     return n
 
 
 def _coefficients(group: dict[str, Any], step: float, n_rows: int) -> torch.Tensor:
     """The [n_rows, 7] coefficient rows (reference.COLUMNS) for one step count, in float64."""
-    lr, (beta1, beta2), eps, wd = (group["lr"], group["betas"], group["eps"],
-                                   group["weight_decay"])
+    lr, (beta1, beta2), eps, wd = (group["lr"], group["betas"], group["eps"], group["weight_decay"])
     values = [lr, beta1, beta2, eps, wd]
     if not any(_is_rows(v) for v in values):  # plain floats (or 0-dim tensors): no torch ops
         lr, beta1, beta2, eps, wd = (float(v) for v in values)
         step_size = lr / (1 - beta1**step)
         bc2_sqrt = math.sqrt(1 - beta2**step)
         l2, decay = (0.0, 1 - lr * wd) if group["decoupled_weight_decay"] else (wd, 1.0)
-        return torch.tensor([[step_size, bc2_sqrt, beta1, beta2, eps, l2, decay]],
-                            dtype=torch.float64)
+        return torch.tensor(
+            [[step_size, bc2_sqrt, beta1, beta2, eps, l2, decay]], dtype=torch.float64
+        )
     lr, beta1, beta2, eps, wd = (
-        torch.as_tensor(v, dtype=torch.float64).detach().cpu().expand(n_rows) for v in values)
+        torch.as_tensor(v, dtype=torch.float64).detach().cpu().expand(n_rows) for v in values
+    )
     step_size = lr / (1 - beta1**step)
     bc2_sqrt = (1 - beta2**step).sqrt()
     zeros, ones = torch.zeros_like(lr), torch.ones_like(lr)
@@ -178,18 +208,28 @@ def _kernel(backend: str, device: torch.device) -> Kernel:
         return cpu.step
     if backend == "triton":
         if not triton_adam.available(device):
-            raise RuntimeError("FusedAdam backend 'triton' needs triton and CUDA tensors "
-                               "(or TRITON_INTERPRET=1 to interpret on CPU); "
-                               f"got {device.type} tensors")
+            raise RuntimeError(
+                "FusedAdam backend 'triton' needs triton and CUDA tensors "
+                "(or TRITON_INTERPRET=1 to interpret on CPU); "
+                f"got {device.type} tensors"
+            )
         return triton_adam.step
     if device.type == "cpu":
         return cpu.step if cpu.available() else reference.step
     return triton_adam.step if triton_adam.available(device) else reference.step
 
 
-def _run(kernel: Kernel, params: list[torch.Tensor], state: dict[Any, Any],
-         coef_index: list[int], coef: torch.Tensor, n_rows: int, *, amsgrad: bool,
-         maximize: bool) -> None:
+def _run(
+    kernel: Kernel,
+    params: list[torch.Tensor],
+    state: dict[Any, Any],
+    coef_index: list[int],
+    coef: torch.Tensor,
+    n_rows: int,
+    *,
+    amsgrad: bool,
+    maximize: bool,
+) -> None:
     """Call ``kernel`` on contiguous buffers; non-contiguous tensors go through copies."""
     names = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if amsgrad else [])
     columns: list[list[Any]] = [[], [], [], [], []]
@@ -206,7 +246,17 @@ def _run(kernel: Kernel, params: list[torch.Tensor], state: dict[Any, Any],
         if not amsgrad:
             columns[4].append(None)
     row_sizes = [max(1, p.numel() // n_rows) for p in params]
-    kernel(columns[0], columns[1], columns[2], columns[3], columns[4], row_sizes,
-           coef_index, coef, amsgrad=amsgrad, maximize=maximize)
+    kernel(
+        columns[0],
+        columns[1],
+        columns[2],
+        columns[3],
+        columns[4],
+        row_sizes,
+        coef_index,
+        coef,
+        amsgrad=amsgrad,
+        maximize=maximize,
+    )
     for original, copy in write_back:
         original.copy_(copy)

@@ -12,30 +12,40 @@ import torch
 COLUMNS = ("step_size", "bc2_sqrt", "beta1", "beta2", "eps", "l2", "decay")
 
 
-def step(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
-         exp_avg_sqs: list[torch.Tensor], max_exp_avg_sqs: list[torch.Tensor | None],
-         row_sizes: list[int], coef_index: list[int], coef: torch.Tensor, *, amsgrad: bool,
-         maximize: bool) -> None:
+def step(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    max_exp_avg_sqs: list[torch.Tensor | None],
+    row_sizes: list[int],
+    coef_index: list[int],
+    coef: torch.Tensor,
+    *,
+    amsgrad: bool,
+    maximize: bool,
+) -> None:
     for i, param in enumerate(params):
         if param.numel() == 0:
             continue
         compute = torch.float64 if param.dtype == torch.float64 else torch.float32
         rows = param.numel() // row_sizes[i]
-        k = coef[coef_index[i]:coef_index[i] + rows].to(param.device, compute)
-        step_size, bc2_sqrt, beta1, beta2, eps, l2, decay = (k[:, j:j + 1] for j in range(7))
+        k = coef[coef_index[i] : coef_index[i] + rows].to(param.device, compute)
+        step_size, bc2_sqrt, beta1, beta2, eps, l2, decay = (k[:, j : j + 1] for j in range(7))
 
-        def view(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(rows, row_sizes[i]).to(compute)
-
-        p, m, v = view(param), view(exp_avgs[i]), view(exp_avg_sqs[i])
-        g = -view(grads[i]) if maximize else view(grads[i])
+        shape = (rows, row_sizes[i])
+        p, m, v, g = (
+            t.reshape(shape).to(compute) for t in (param, exp_avgs[i], exp_avg_sqs[i], grads[i])
+        )
+        if maximize:
+            g = -g
         g = g + l2 * p  # Adam's L2 penalty (l2 = 0 for AdamW)
         p = p * decay  # AdamW's decoupled decay (decay = 1 for Adam)
         m = torch.lerp(m, g, 1 - beta1)
         v = beta2 * v + (1 - beta2) * (g * g)
         second = v
         if amsgrad:
-            second = torch.maximum(view(max_exp_avg_sqs[i]), v)
+            second = torch.maximum(max_exp_avg_sqs[i].reshape(shape).to(compute), v)
             max_exp_avg_sqs[i].copy_(second.reshape(param.shape))
         denom = second.sqrt() / bc2_sqrt + eps
         p = p - step_size * (m / denom)

@@ -49,8 +49,9 @@ class Task:
     def __post_init__(self) -> None:
         where = f"task {self.name!r}"
         if self.direction not in ("maximize", "minimize"):
-            raise TaskError(f"{where}: direction must be 'maximize' or 'minimize', "
-                            f"got {self.direction!r}")
+            raise TaskError(
+                f"{where}: direction must be 'maximize' or 'minimize', got {self.direction!r}"
+            )
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -59,12 +60,17 @@ class Task:
             data = getattr(self, split)
             if data is None and split == "test":
                 continue
-            if (not isinstance(data, tuple) or len(data) != 2
-                    or not all(isinstance(t, torch.Tensor) for t in data)):
+            if (
+                not isinstance(data, tuple)
+                or len(data) != 2
+                or not all(isinstance(t, torch.Tensor) for t in data)
+            ):
                 raise TaskError(f"{where}: {split} must be a tuple (inputs, targets) of tensors")
             if len(data[0]) != len(data[1]) or len(data[0]) == 0:
-                raise TaskError(f"{where}: {split} inputs and targets must have the same "
-                                f"non-zero length, got {len(data[0])} and {len(data[1])}")
+                raise TaskError(
+                    f"{where}: {split} inputs and targets must have the same "
+                    f"non-zero length, got {len(data[0])} and {len(data[1])}"
+                )
         for name in ("build_model", "loss", "metric"):
             if not callable(getattr(self, name)):
                 raise TaskError(f"{where}: {name} must be callable, got {getattr(self, name)!r}")

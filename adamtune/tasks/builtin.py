@@ -34,12 +34,21 @@ def _standardise(train: np.ndarray, *others: np.ndarray) -> list[torch.Tensor]:
 def _sklearn_split(x: np.ndarray, y: np.ndarray, stratify: bool, val_fraction: float = 0.2):
     from sklearn.model_selection import train_test_split
 
-    return train_test_split(x, y, test_size=val_fraction, random_state=SPLIT_SEED,
-                            stratify=y if stratify else None)
+    return train_test_split(
+        x, y, test_size=val_fraction, random_state=SPLIT_SEED, stratify=y if stratify else None
+    )
 
 
-def _classification(name: str, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
-                    hidden: tuple[int, ...], description: str) -> Task:
+def _classification(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    hidden: tuple[int, ...],
+    description: str,
+) -> Task:
     x_tr, x_va, y_tr, y_va = _sklearn_split(x, y, stratify=True)
     x_tr_t, x_va_t = _standardise(x_tr, x_va)
     n_in, n_out = x.shape[1], int(y.max()) + 1
@@ -63,7 +72,12 @@ def digits_mlp() -> Task:
 
     data = load_digits()
     return _classification(
-        "digits-mlp", data.data, data.target, epochs=20, batch_size=64, hidden=(128, 128),
+        "digits-mlp",
+        data.data,
+        data.target,
+        epochs=20,
+        batch_size=64,
+        hidden=(128, 128),
         description="8x8 handwritten digits (1797, 10 classes), MLP 64-128-128-10; accuracy",
     )
 
@@ -73,7 +87,12 @@ def wine_mlp() -> Task:
 
     data = load_wine()
     return _classification(
-        "wine-mlp", data.data, data.target, epochs=40, batch_size=16, hidden=(64,),
+        "wine-mlp",
+        data.data,
+        data.target,
+        epochs=40,
+        batch_size=16,
+        hidden=(64,),
         description="wine cultivars (178, 3 classes), MLP 13-64-3; accuracy",
     )
 
@@ -83,7 +102,12 @@ def breast_cancer_mlp() -> Task:
 
     data = load_breast_cancer()
     return _classification(
-        "breast-cancer-mlp", data.data, data.target, epochs=30, batch_size=32, hidden=(64,),
+        "breast-cancer-mlp",
+        data.data,
+        data.target,
+        epochs=30,
+        batch_size=32,
+        hidden=(64,),
         description="breast cancer diagnosis (569, 2 classes), MLP 30-64-2; accuracy",
     )
 
@@ -107,7 +131,7 @@ def diabetes_mlp() -> Task:
         epochs=40,
         batch_size=32,
         description="diabetes progression regression (442, 10 features), MLP 10-64-64-1; "
-                    "MSE on the standardised target",
+        "MSE on the standardised target",
     )
 
 
@@ -117,9 +141,12 @@ class _Conv1d(nn.Module):
     def __init__(self, length: int, n_out: int, channels: int = 32) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv1d(1, channels, 5, padding=2), nn.ReLU(),
-            nn.Conv1d(channels, channels, 3, padding=1, stride=2), nn.ReLU(),
-            nn.Conv1d(channels, channels, 3, padding=1, stride=2), nn.ReLU(),
+            nn.Conv1d(1, channels, 5, padding=2),
+            nn.ReLU(),
+            nn.Conv1d(channels, channels, 3, padding=1, stride=2),
+            nn.ReLU(),
+            nn.Conv1d(channels, channels, 3, padding=1, stride=2),
+            nn.ReLU(),
         )
         self.head = nn.Linear(channels * (length // 4), n_out)
 
@@ -151,7 +178,7 @@ def _mnist1d(name: str, model: str) -> Task:
         epochs=20 if model == "mlp" else 15,
         batch_size=100,
         description=f"MNIST-1D (4000 train incl. 800 validation, 1000 test; generated offline), "
-                    f"{'MLP 40-100-100-10' if model == 'mlp' else '3-layer 1-D CNN'}; accuracy",
+        f"{'MLP 40-100-100-10' if model == 'mlp' else '3-layer 1-D CNN'}; accuracy",
     )
 
 

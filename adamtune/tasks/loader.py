@@ -47,11 +47,13 @@ def resolve_task(spec: str) -> Task:
     except TaskError:
         raise
     except Exception as exc:
-        raise TaskError(f"--task {spec!r}: {func_name}() raised "
-                        f"{type(exc).__name__}: {exc}") from exc
+        raise TaskError(
+            f"--task {spec!r}: {func_name}() raised {type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(task, Task):
-        raise TaskError(f"--task {spec!r}: {func_name}() must return adamtune.Task, "
-                        f"got {type(task).__name__}")
+        raise TaskError(
+            f"--task {spec!r}: {func_name}() must return adamtune.Task, got {type(task).__name__}"
+        )
     return task
 
 
@@ -75,6 +77,7 @@ def _load_file(spec: str, path_text: str):
         module_spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[module_name]
-        raise TaskError(f"--task {spec!r}: importing {path_text} raised "
-                        f"{type(exc).__name__}: {exc}") from exc
+        raise TaskError(
+            f"--task {spec!r}: importing {path_text} raised {type(exc).__name__}: {exc}"
+        ) from exc
     return module

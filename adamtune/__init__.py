@@ -1,0 +1,44 @@
+"""adamtune: tune Adam/AdamW and its learning-rate schedule with Optuna, log trials to MLflow.
+
+The public API is imported lazily, so ``import adamtune`` (and ``adamtune --help``) stay fast:
+torch, optuna and mlflow load only when a name that needs them is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "AdamConfig": "adamtune.config",
+    "ScheduleConfig": "adamtune.config",
+    "AdamtuneError": "adamtune.errors",
+    "SearchSpace": "adamtune.space",
+    "load_space": "adamtune.space",
+    "Task": "adamtune.tasks",
+    "accuracy": "adamtune.tasks",
+    "mean_squared_error": "adamtune.tasks",
+    "resolve_task": "adamtune.tasks",
+    "train": "adamtune.train",
+    "TrainResult": "adamtune.train",
+    "SearchSettings": "adamtune.study",
+    "run_search": "adamtune.study",
+    "load_study": "adamtune.study",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'adamtune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

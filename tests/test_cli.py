@@ -1,0 +1,147 @@
+import optuna
+import pytest
+from click.testing import CliRunner
+
+from adamtune.cli import cli
+
+FAST = ["--epochs", "1", "--space", "lr-only"]
+
+
+@pytest.fixture
+def run(in_tmp):
+    runner = CliRunner()
+
+    def invoke(*args, env=None):
+        return runner.invoke(cli, list(args), env=env, catch_exceptions=False)
+
+    return invoke
+
+
+def test_search_defaults_to_sqlite_in_the_current_directory(run, in_tmp):
+    result = run("search", "--n-trials", "2", *FAST)
+    assert result.exit_code == 0, result.output
+    assert (in_tmp / "adamtune.db").exists()
+    assert "2/20" not in result.output and "2/2 trials" in result.output
+    assert "Best trial of study 'digits-mlp-lr-only': trial" in result.output
+    assert "schedule.kind" in result.output
+    study = optuna.load_study(study_name="digits-mlp-lr-only", storage="sqlite:///adamtune.db")
+    assert len(study.trials) == 2
+
+
+def test_search_twice_resumes_the_same_study(run):
+    run("search", "--n-trials", "1", *FAST)
+    result = run("search", "--n-trials", "2", *FAST)
+    assert result.exit_code == 0
+    study = optuna.load_study(study_name="digits-mlp-lr-only", storage="sqlite:///adamtune.db")
+    assert [t.number for t in study.trials] == [0, 1, 2]
+
+
+def test_options_come_from_the_environment(run):
+    result = run("search", *FAST, env={"ADAMTUNE_N_TRIALS": "1", "ADAMTUNE_STUDY_NAME": "env"})
+    assert result.exit_code == 0
+    assert len(optuna.load_study(study_name="env", storage="sqlite:///adamtune.db").trials) == 1
+
+
+def test_studies_and_show_read_back_the_study(run):
+    run("search", "--n-trials", "2", "--study-name", "mine", *FAST)
+    listing = run("studies")
+    assert listing.exit_code == 0
+    assert "mine" in listing.output and "digits-mlp" in listing.output
+    shown = run("show", "mine", "-k", "2")
+    assert shown.exit_code == 0
+    assert "Study 'mine': 2 trials (2 complete)" in shown.output
+    assert "Top 2 trials by val_accuracy" in shown.output
+
+
+def test_spaces_lists_and_prints(run):
+    listing = run("spaces")
+    assert all(name in listing.output for name in ("default", "lr-only", "algoperf"))
+    shown = run("spaces", "algoperf")
+    assert "beta2: 0.999" in shown.output
+
+
+def test_tasks_lists_builtins(run):
+    assert "digits-mlp" in run("tasks").output
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["search", "--space", "nope"],
+            "Error: space 'nope': not a shipped space (adam, adamw, algoperf, default, lr-only) nor a "
+            ".yaml path",
+        ),
+        (
+            ["search", "--task", "digits"],
+            "Error: --task 'digits': not a built-in task (digits-mlp, wine-mlp, breast-cancer-mlp, "
+            "diabetes-mlp, mnist1d-mlp, mnist1d-cnn) and not 'module:function' or 'file.py:function'; "
+            "did you mean 'digits-mlp'?",
+        ),
+        (
+            ["search", "--n-trials", "0"],
+            "Error: Invalid value for '--n-trials' (env var: 'ADAMTUNE_N_TRIALS'): 0 is not in the "
+            "range x>=1.",
+        ),
+        (
+            ["search", "--sampler", "bayes"],
+            "Error: Invalid value for '--sampler' (env var: 'ADAMTUNE_SAMPLER'): 'bayes' is not one of "
+            "'tpe', 'gp', 'cmaes', 'random', 'qmc'.",
+        ),
+        (
+            ["search", "--storage", "nosuchdb://x"],
+            "Error: --storage 'nosuchdb://x': unknown database 'nosuchdb'; expected one of "
+            "sqlite:///adamtune.db, postgresql://user@host/db, mysql+pymysql://user@host/db, "
+            "journal:FILE",
+        ),
+        (
+            ["show", "ghost"],
+            "Error: no study 'ghost' in sqlite:///adamtune.db (studies there: none)",
+        ),
+        (
+            ["search", "--device", "cuda"]
+            if not __import__("torch").cuda.is_available()
+            else ["search", "--device", "tpu"],
+            None,
+        ),
+    ],
+)
+def test_errors_are_one_line_on_stderr_with_nonzero_exit(in_tmp, args, line):
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code != 0
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    if line is not None:
+        assert lines[0] == line
+    else:
+        assert lines[0].startswith("Error: --device:")
+
+
+def test_a_bad_space_file_names_file_key_and_value(in_tmp):
+    (in_tmp / "bad.yaml").write_text("beta2: {low: 0.9, high: 1.5}\n")
+    result = CliRunner().invoke(cli, ["search", "--space", "bad.yaml"])
+    assert result.exit_code == 1
+    assert result.stderr == "Error: bad.yaml: beta2.high: must be in [0, 1), got 1.5\n"
+
+
+def test_help_lists_every_search_option(run):
+    text = run("search", "--help").output
+    for option in (
+        "--task",
+        "--space",
+        "--n-trials",
+        "--timeout",
+        "--study-name",
+        "--storage",
+        "--sampler",
+        "--pruner",
+        "--seed",
+        "--device",
+        "--epochs",
+        "--n-jobs",
+        "--optimizer",
+        "ADAMTUNE_TASK",
+    ):
+        assert option in text

@@ -1,0 +1,129 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from adamtune.errors import StudyError
+from adamtune.study import SearchSettings, load_study, run_search, top_trials
+
+
+def settings(storage, **overrides):
+    base = dict(storage=storage, n_trials=3, epochs=2, space="lr-only", study_name="s")
+    return SearchSettings(**{**base, **overrides})
+
+
+def test_search_records_config_and_metrics_as_user_attributes(storage):
+    study = run_search(settings(storage))
+    assert len(study.trials) == 3
+    trial = study.best_trial
+    assert set(trial.user_attrs) >= {"config", "seed", "metrics", "total_steps", "seconds"}
+    assert trial.user_attrs["config"]["lr"] == trial.params["lr"]
+    assert trial.user_attrs["metrics"]["val_accuracy"] == trial.value
+    assert study.user_attrs["task"] == "digits-mlp"
+    assert study.user_attrs["metric"] == "val_accuracy"
+
+
+def test_resume_adds_trials_and_keeps_completed_ones(storage):
+    first = run_search(settings(storage))
+    before = {t.number: (t.params, t.value) for t in first.trials}
+    second = run_search(settings(storage, n_trials=2))
+    assert len(second.trials) == 5
+    assert {t.number: (t.params, t.value) for t in second.trials[:3]} == before
+    # the resumed sampler draws new points rather than replaying the first three
+    assert all(t.params not in [p for p, _ in before.values()] for t in second.trials[3:])
+
+
+def test_same_seed_gives_the_same_study(tmp_path):
+    a = run_search(settings(f"sqlite:///{tmp_path / 'a.db'}", sampler="random"))
+    b = run_search(settings(f"sqlite:///{tmp_path / 'b.db'}", sampler="random"))
+    assert [t.params for t in a.trials] == [t.params for t in b.trials]
+    assert [t.value for t in a.trials] == [t.value for t in b.trials]
+
+
+def test_a_diverging_trial_is_pruned_with_its_reason_and_the_study_goes_on(storage, tmp_path):
+    space = tmp_path / "hot.yaml"
+    space.write_text("lr: {choices: [10.0, 0.001]}\n")
+    study = run_search(settings(storage, space=str(space), n_trials=4, sampler="random"))
+    states = {t.params["lr"]: t.state for t in study.trials}
+    assert states[10.0] == TrialState.PRUNED
+    assert states[0.001] == TrialState.COMPLETE
+    pruned = next(t for t in study.trials if t.state == TrialState.PRUNED)
+    assert pruned.user_attrs["pruned_reason"].startswith("diverged: loss became")
+
+
+def test_consecutive_failures_stop_the_study_with_a_clear_message(storage, tmp_path):
+    task = tmp_path / "broken.py"
+    task.write_text(
+        "import torch\nfrom torch.nn import functional as F\nfrom adamtune import Task, accuracy\n"
+        "def make_task():\n"
+        "    x, y = torch.randn(8, 2), torch.zeros(8, dtype=torch.long)\n"
+        "    def boom(o, t):\n        raise ValueError('metric exploded')\n"
+        "    return Task('broken', lambda: torch.nn.Linear(2, 2), (x, y), (x, y),\n"
+        "                F.cross_entropy, boom, 'm', 'maximize', 1, 4)\n"
+    )
+    with pytest.raises(
+        StudyError,
+        match="stopped after 2 failed trials in a row; last: ValueError: metric exploded",
+    ):
+        run_search(
+            settings(storage, task=f"{task}:make_task", n_trials=10, max_consecutive_failures=2)
+        )
+    study = load_study("s", storage)
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
+    assert study.trials[0].user_attrs["fail_reason"] == "ValueError: metric exploded"
+
+
+def test_resuming_with_another_task_is_refused(storage):
+    run_search(settings(storage, n_trials=1))
+    with pytest.raises(StudyError, match="created for task 'digits-mlp', not 'wine-mlp'"):
+        run_search(settings(storage, task="wine-mlp"))
+
+
+def test_unknown_study_lists_the_known_ones(storage):
+    run_search(settings(storage, n_trials=1))
+    with pytest.raises(StudyError, match=r"no study 'x' in .* \(studies there: s\)"):
+        load_study("x", storage)
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp", "cmaes", "random", "qmc"])
+@pytest.mark.parametrize("pruner", ["median", "hyperband", "sha", "none"])
+def test_every_sampler_and_pruner_runs(storage, sampler, pruner):
+    study = run_search(
+        settings(storage, sampler=sampler, pruner=pruner, n_trials=2, space="default", epochs=1)
+    )
+    assert len(study.trials) == 2
+
+
+def test_parallel_jobs_share_the_study(storage):
+    study = run_search(settings(storage, n_trials=4, n_jobs=2))
+    assert len(study.trials) == 4
+    assert len({t.number for t in study.trials}) == 4
+
+
+def test_top_trials_are_sorted_best_first(storage):
+    study = run_search(settings(storage, n_trials=4, sampler="random"))
+    values = [t.value for t in top_trials(study, 3)]
+    assert values == sorted(values, reverse=True) and len(values) == 3
+
+
+def test_official_optuna_cli_reads_the_study(storage):
+    run_search(settings(storage, n_trials=2))
+    optuna_cli = Path(sys.executable).with_name("optuna")
+    out = subprocess.run(
+        [str(optuna_cli), "trials", "--storage", storage, "--study-name", "s", "-f", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    trials = json.loads(out)
+    assert len(trials) == 2
+    assert "lr" in trials[0]["params"] and "config" in trials[0]["user_attrs"]
+
+
+def test_journal_storage_works(tmp_path):
+    study = run_search(settings(f"journal:{tmp_path / 'j.log'}", n_trials=2))
+    assert len(optuna.load_study(study_name="s", storage=study._storage).trials) == 2

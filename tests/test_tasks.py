@@ -1,0 +1,121 @@
+import pytest
+import torch
+
+from adamtune.errors import TaskError
+from adamtune.tasks import Task, builtin_tasks, resolve_task
+
+USER_TASK = """
+import torch
+from torch.nn import functional as F
+from adamtune import Task, accuracy
+
+def make_task():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    y = (x.sum(1) > 0).long()
+    return Task(name="toy", build_model=lambda: torch.nn.Linear(4, 2), train=(x[:48], y[:48]),
+                validation=(x[48:], y[48:]), loss=F.cross_entropy, metric=accuracy,
+                metric_name="val_accuracy", direction="maximize", epochs=2, batch_size=16)
+
+def not_a_task():
+    return {"name": "toy"}
+
+def broken():
+    raise RuntimeError("dataset missing")
+"""
+
+
+def test_builtins_include_required_tasks():
+    names = builtin_tasks()
+    for name in ("digits-mlp", "mnist1d-mlp", "mnist1d-cnn", "diabetes-mlp", "wine-mlp"):
+        assert name in names
+
+
+@pytest.mark.parametrize("name", ["digits-mlp", "wine-mlp", "breast-cancer-mlp", "diabetes-mlp"])
+def test_sklearn_tasks_have_fixed_disjoint_splits(name):
+    task = resolve_task(name)
+    x_train, x_val = task.train[0], task.validation[0]
+    assert len(x_train) > len(x_val) > 0
+    assert torch.allclose(x_train.mean(0), torch.zeros(x_train.shape[1]), atol=1e-5)
+    out = task.build_model()(x_val)
+    assert task.metric(out, task.validation[1]) == task.metric(out, task.validation[1])
+
+
+def test_digits_split_is_stratified():
+    task = resolve_task("digits-mlp")
+    counts = torch.bincount(task.validation[1])
+    assert len(counts) == 10 and counts.min() >= 35
+
+
+def test_mnist1d_keeps_a_test_set_apart():
+    task = resolve_task("mnist1d-cnn")
+    assert task.test is not None and len(task.test[0]) == 1000
+    assert len(task.train[0]) + len(task.validation[0]) == 4000
+    assert task.build_model()(task.validation[0][:3]).shape == (3, 10)
+
+
+@pytest.fixture
+def user_task_file(tmp_path):
+    path = tmp_path / "my_tasks.py"
+    path.write_text(USER_TASK)
+    return path
+
+
+def test_user_task_from_file(user_task_file):
+    task = resolve_task(f"{user_task_file}:make_task")
+    assert isinstance(task, Task) and task.name == "toy"
+
+
+def test_user_task_from_module(user_task_file, monkeypatch):
+    monkeypatch.syspath_prepend(str(user_task_file.parent))
+    assert resolve_task("my_tasks:make_task").name == "toy"
+
+
+@pytest.mark.parametrize(
+    ("suffix", "message"),
+    [
+        ("{file}:missing", "has no function 'missing'"),
+        ("{file}:not_a_task", "not_a_task() must return adamtune.Task, got dict"),
+        ("{file}:broken", "broken() raised RuntimeError: dataset missing"),
+        ("{dir}/nope.py:make_task", "no such file"),
+        ("no_such_module_xyz:make_task", "cannot import module 'no_such_module_xyz'"),
+        ("digits-mpl", "not a built-in task"),
+        ("{file}:", "expected 'module:function' or 'file.py:function'"),
+    ],
+)
+def test_bad_task_specs_give_one_clear_line(user_task_file, suffix, message):
+    spec = suffix.format(file=user_task_file, dir=user_task_file.parent)
+    with pytest.raises(TaskError) as info:
+        resolve_task(spec)
+    assert message in str(info.value)
+    assert str(info.value).startswith(f"--task {spec!r}: ")
+
+
+def test_task_validates_its_fields():
+    x, y = torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(TaskError, match="direction must be 'maximize' or 'minimize'"):
+        Task(
+            "t",
+            lambda: torch.nn.Linear(2, 2),
+            (x, y),
+            (x, y),
+            torch.nn.functional.cross_entropy,
+            lambda o, t: 0.0,
+            "m",
+            "up",
+            1,
+            1,
+        )
+    with pytest.raises(TaskError, match="batch_size must be an integer >= 1, got 0"):
+        Task(
+            "t",
+            lambda: torch.nn.Linear(2, 2),
+            (x, y),
+            (x, y),
+            torch.nn.functional.cross_entropy,
+            lambda o, t: 0.0,
+            "m",
+            "maximize",
+            1,
+            0,
+        )
