@@ -103,32 +103,38 @@ class FusedAdam(torch.optim.Optimizer):
         if not params:
             return
         n_rows = _rows(group)
+        amsgrad = group["amsgrad"]
         for p in params:
             if p.grad.is_sparse:
                 raise RuntimeError("FusedAdam does not support sparse gradients")
-            if torch.is_complex(p):
-                raise RuntimeError("FusedAdam does not support complex parameters")
-            self._init_state(p, group["amsgrad"])
-        steps = [self.state[p]["step"] for p in params]
+            state = self.state[p]
+            if not state or (amsgrad and "max_exp_avg_sq" not in state):
+                self._init_state(p, amsgrad)
+        states = [self.state[p] for p in params]
+        steps = [state["step"] for state in states]
         torch._foreach_add_(steps, 1)
-        step_values = torch.stack([s.detach().to("cpu", torch.float64) for s in steps]).tolist()
+        step_values = torch.stack(steps).tolist()  # float32 holds integer steps exactly to 2**24
         distinct = sorted(set(step_values))
         coef = torch.cat([_coefficients(group, s, n_rows) for s in distinct])
         block_of = {s: k * n_rows for k, s in enumerate(distinct)}
+        coef_index = [block_of[s] for s in step_values]
 
         buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
         for i, p in enumerate(params):
             buckets.setdefault((p.device, p.dtype), []).append(i)
         for (device, _), members in buckets.items():
-            kernel = _kernel(group["backend"], device)
+            if len(buckets) > 1:
+                picked = [params[i] for i in members], [states[i] for i in members]
+                index = [coef_index[i] for i in members]
+            else:
+                picked, index = (params, states), coef_index
             _run(
-                kernel,
-                [params[i] for i in members],
-                self.state,
-                [block_of[step_values[i]] for i in members],
+                _kernel(group["backend"], device),
+                *picked,
+                index,
                 coef,
                 n_rows,
-                amsgrad=group["amsgrad"],
+                amsgrad=amsgrad,
                 maximize=group["maximize"],
             )
 
@@ -222,7 +228,7 @@ def _kernel(backend: str, device: torch.device) -> Kernel:
 def _run(
     kernel: Kernel,
     params: list[torch.Tensor],
-    state: dict[Any, Any],
+    states: list[dict[str, Any]],
     coef_index: list[int],
     coef: torch.Tensor,
     n_rows: int,
@@ -231,32 +237,35 @@ def _run(
     maximize: bool,
 ) -> None:
     """Call ``kernel`` on contiguous buffers; non-contiguous tensors go through copies."""
-    names = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if amsgrad else [])
-    columns: list[list[Any]] = [[], [], [], [], []]
+    columns = [
+        params,
+        [p.grad for p in params],
+        [state["exp_avg"] for state in states],
+        [state["exp_avg_sq"] for state in states],
+        [state["max_exp_avg_sq"] for state in states] if amsgrad else [None] * len(params),
+    ]
     write_back: list[tuple[torch.Tensor, torch.Tensor]] = []
-    for p in params:
-        tensors = [p, p.grad] + [state[p][name] for name in names]
-        for k, t in enumerate(tensors):
-            if not t.is_contiguous():
-                copy = t.contiguous()
-                if k != 1:  # the gradient is only read
-                    write_back.append((t, copy))
-                t = copy
-            columns[k].append(t)
-        if not amsgrad:
-            columns[4].append(None)
+    if not all(t.is_contiguous() for column in columns[: 5 if amsgrad else 4] for t in column):
+        columns, write_back = _contiguous(columns)
     row_sizes = [max(1, p.numel() // n_rows) for p in params]
-    kernel(
-        columns[0],
-        columns[1],
-        columns[2],
-        columns[3],
-        columns[4],
-        row_sizes,
-        coef_index,
-        coef,
-        amsgrad=amsgrad,
-        maximize=maximize,
-    )
+    kernel(*columns, row_sizes, coef_index, coef, amsgrad=amsgrad, maximize=maximize)
     for original, copy in write_back:
         original.copy_(copy)
+
+
+def _contiguous(columns: list[list[Any]]) -> tuple[list[list[Any]], list[tuple[Any, Any]]]:
+    """Contiguous copies of non-contiguous tensors, and the (original, copy) pairs to write back
+    after the kernel (all but the gradients, column 1, which are only read)."""
+    out: list[list[Any]] = []
+    write_back = []
+    for k, column in enumerate(columns):
+        fixed = []
+        for t in column:
+            if t is not None and not t.is_contiguous():
+                copy = t.contiguous()
+                if k != 1:
+                    write_back.append((t, copy))
+                t = copy
+            fixed.append(t)
+        out.append(fixed)
+    return out, write_back
