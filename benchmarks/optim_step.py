@@ -35,7 +35,9 @@ def make_params(n: int, tensors: int, device: str) -> list[torch.Tensor]:
     return params
 
 
-def implementations(device: str) -> dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimizer]]:
+def implementations(
+    device: str,
+) -> dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimizer]]:
     kw = dict(lr=1e-3, weight_decay=0.01)
     impls: dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimizer]] = {
         "torch for-loop": lambda ps: torch.optim.AdamW(ps, foreach=False, **kw),

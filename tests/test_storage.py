@@ -29,3 +29,17 @@ def test_bad_storage_urls_give_one_line_without_password(url, message):
     text = str(info.value)
     assert message in text
     assert "s3cret" not in text and "\n" not in text
+
+
+def test_sqlite_storage_uses_the_write_ahead_log(tmp_path):
+    import sqlite3
+
+    import optuna
+
+    path = tmp_path / "wal.db"
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{path}"))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert (
+        len(optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{path}").trials) == 2
+    )

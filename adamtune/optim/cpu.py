@@ -25,6 +25,8 @@ SOURCE = Path(__file__).with_name("adam_cpu.c")
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC"]
 DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
 NCOEF = 7
+# Below this many elements a step takes microseconds; waking a second thread costs more.
+PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
 class NativeUnavailable(RuntimeError):
@@ -162,6 +164,8 @@ def step(
     """Update contiguous CPU tensors of one dtype in place, in one native call."""
     fn = library().adam_step
     coef = coef.to(dtype=torch.float64).contiguous()
+    numels = [p.numel() for p in params]
+    threads = torch.get_num_threads() if sum(numels) >= PARALLEL_MIN_ELEMENTS else 1
     status = fn(
         DTYPE_CODES[params[0].dtype],
         len(params),
@@ -170,13 +174,13 @@ def step(
         _pointers(exp_avgs),
         _pointers(exp_avg_sqs),
         _pointers(max_exp_avg_sqs if amsgrad else [None] * len(params)),
-        _int64s([p.numel() for p in params]),
+        _int64s(numels),
         _int64s(row_sizes),
         _int64s(coef_index),
         ctypes.cast(coef.data_ptr(), ctypes.POINTER(ctypes.c_double)),
         int(amsgrad),
         int(maximize),
-        torch.get_num_threads(),
+        threads,
     )
     if status != 0:
         raise RuntimeError(f"adam_step returned {status} for dtype {params[0].dtype}")
