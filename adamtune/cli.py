@@ -157,6 +157,28 @@ def cli() -> None:
     help="fused: adamtune.optim.FusedAdam; torch: torch.optim.Adam/AdamW.",
 )
 @click.option(
+    "--tracking-uri",
+    default=None,
+    envvar="ADAMTUNE_TRACKING_URI",
+    show_envvar=True,
+    help="MLflow tracking URI (a local store or http://server).  "
+    "[default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db]",
+)
+@click.option(
+    "--no-tracking",
+    is_flag=True,
+    envvar="ADAMTUNE_NO_TRACKING",
+    show_envvar=True,
+    help="Do not log to MLflow.",
+)
+@click.option(
+    "--experiment",
+    default=None,
+    envvar="ADAMTUNE_EXPERIMENT",
+    show_envvar=True,
+    help="MLflow experiment.  [default: the study name]",
+)
+@click.option(
     "--max-failures",
     type=click.IntRange(min=0),
     default=5,
@@ -187,6 +209,10 @@ def search(**options: Any) -> None:
         n_jobs=options["n_jobs"],
         optimizer=options["optimizer"],
         max_consecutive_failures=options["max_failures"],
+        tracking_uri=None
+        if options["no_tracking"]
+        else resolve_tracking_uri(options["tracking_uri"]),
+        experiment=options["experiment"],
     )
     task = resolve_task(settings.task)
     progress = Progress(settings.n_trials, task.metric_name)
@@ -202,6 +228,11 @@ def search(**options: Any) -> None:
     if not any(t.value is not None for t in study.trials):
         raise click.ClickException("no trial completed; see the reasons above")
     click.echo(best_trial_summary(study.study_name, study.best_trial, task.metric_name))
+    if settings.tracking_uri:
+        click.echo(
+            f"\nTrials logged to MLflow at {settings.tracking_uri}, experiment "
+            f"{settings.experiment or study.study_name!r}: `adamtune ui` to review."
+        )
 
 
 @cli.command()
@@ -285,6 +316,37 @@ def tasks() -> None:
 
     click.echo(format_table(["task", "description"], list(builtin_tasks().items())))
     click.echo("\nYour own: --task my_pkg.tasks:make_task or --task path/to/file.py:make_task")
+
+
+def resolve_tracking_uri(given: str | None) -> str:
+    from adamtune.tracking import default_tracking_uri
+
+    return given or default_tracking_uri()
+
+
+@cli.command()
+@click.argument("study_name", required=False)
+@click.option(
+    "--tracking-uri",
+    default=None,
+    envvar="ADAMTUNE_TRACKING_URI",
+    show_envvar=True,
+    help="[default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db]",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+def ui(study_name: str | None, tracking_uri: str | None, host: str, port: int) -> None:
+    """Serve the MLflow UI for the tracking store; with STUDY_NAME, print its experiment URL."""
+    from adamtune.tracking.ui import experiment_id, is_server, serve, ui_url
+
+    uri = resolve_tracking_uri(tracking_uri)
+    experiment = experiment_id(uri, study_name) if study_name else None
+    url = ui_url(uri, host, port, experiment)
+    if is_server(uri):
+        click.echo(f"{uri} is an MLflow server already: open {url}")
+        return
+    click.echo(f"MLflow UI for {uri}: {url}  (Ctrl-C to stop)", err=True)
+    sys.exit(serve(uri, host, port))
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from adamtune.errors import StudyError
@@ -19,6 +20,7 @@ from adamtune.objective import Objective
 from adamtune.space import SearchSpace, load_space
 from adamtune.storage import open_storage, redact
 from adamtune.tasks import Task, resolve_task
+from adamtune.tracking import NullTracker, Tracker
 from adamtune.train import resolve_device
 
 SAMPLERS = ("tpe", "gp", "cmaes", "random", "qmc")
@@ -44,10 +46,13 @@ class SearchSettings:
     n_jobs: int = 1
     optimizer: str = "fused"
     max_consecutive_failures: int = 5
+    tracking_uri: str | None = None  # MLflow; None: tracking off
+    experiment: str | None = None  # MLflow experiment; None: the study name
 
     def public(self) -> dict[str, object]:
-        """The settings as a dict that is safe to print or track (no storage password)."""
-        return {**asdict(self), "storage": redact(self.storage)}
+        """The settings as a dict that is safe to print or track (no password in any URL)."""
+        tracking = redact(self.tracking_uri) if self.tracking_uri else None
+        return {**asdict(self), "storage": redact(self.storage), "tracking_uri": tracking}
 
 
 def default_study_name(task: Task, space: SearchSpace) -> str:
@@ -140,12 +145,26 @@ def open_study(settings: SearchSettings, task: Task, space: SearchSpace) -> optu
     return study
 
 
-def run_search(settings: SearchSettings, *, callbacks: Sequence[Callback] = ()) -> optuna.Study:
+def make_tracker(settings: SearchSettings) -> Tracker:
+    if settings.tracking_uri is None:
+        return NullTracker()
+    from adamtune.tracking.mlflow_tracker import MlflowTracker
+
+    return MlflowTracker(settings.tracking_uri, settings.experiment, settings.storage)
+
+
+def run_search(
+    settings: SearchSettings,
+    *,
+    callbacks: Sequence[Callback] = (),
+    tracker: Tracker | None = None,
+) -> optuna.Study:
     """Run ``settings.n_trials`` new trials (or until ``timeout``) and return the study.
 
     Completed trials are in storage as soon as they finish, so an interrupted search loses
     only the trial that was running. Raises StudyError when ``max_consecutive_failures``
-    trials fail in a row.
+    trials fail in a row. The tracker (default: from ``settings.tracking_uri``) is closed on
+    every way out, so no tracked run stays open.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.ERROR)  # failures are shown by our callbacks
@@ -153,6 +172,7 @@ def run_search(settings: SearchSettings, *, callbacks: Sequence[Callback] = ()) 
     space = load_space(settings.space)
     device = resolve_device(settings.device)
     study = open_study(settings, task, space)
+    tracker = tracker if tracker is not None else make_tracker(settings)
     objective = Objective(
         task=task,
         space=space,
@@ -160,16 +180,28 @@ def run_search(settings: SearchSettings, *, callbacks: Sequence[Callback] = ()) 
         epochs=settings.epochs,
         device=device,
         optimizer=settings.optimizer,
+        tracker=tracker,
     )
     failures = FailureLimit(settings.max_consecutive_failures)
-    study.optimize(
-        objective,
-        n_trials=settings.n_trials,
-        timeout=settings.timeout,
-        n_jobs=settings.n_jobs,
-        catch=(Exception,),
-        callbacks=[failures, *callbacks],
-    )
+    tracker.start_study(study.study_name, settings.public(), space.text)
+    threads = torch.get_num_threads()
+    if task.threads is not None:
+        torch.set_num_threads(task.threads)
+    finished = False
+    try:
+        study.optimize(
+            objective,
+            n_trials=settings.n_trials,
+            timeout=settings.timeout,
+            n_jobs=settings.n_jobs,
+            catch=(Exception,),
+            callbacks=[failures, *callbacks],
+        )
+        finished = True
+    finally:
+        torch.set_num_threads(threads)
+        tracker.end_study(study, interrupted=not finished)
+        tracker.close()
     if failures.tripped:
         raise StudyError(
             f"stopped after {failures.streak} failed trials in a row; last: {failures.last_reason}"

@@ -37,6 +37,17 @@ class Evaluation:
 
 
 @dataclass
+class TrainingLog:
+    """What training has done so far, step by step. Pass one to train() to keep the history of a
+    run that is stopped early (pruned, diverged, interrupted)."""
+
+    learning_rates: list[float] = field(default_factory=list)  # the LR each step used
+    train_losses: list[float] = field(default_factory=list)  # the loss each step saw
+    evaluations: list[Evaluation] = field(default_factory=list)
+    total_steps: int = 0  # steps planned
+
+
+@dataclass
 class TrainResult:
     value: float  # the task's metric on the validation split after the last epoch
     metrics: dict[str, float]
@@ -71,11 +82,13 @@ def train(
     optimizer_factory: OptimizerFactory = build_optimizer,
     on_eval: OnEval | None = None,
     divergence_factor: float = 100.0,
+    log: TrainingLog | None = None,
 ) -> TrainResult:
     """Train ``task``'s model with ``config`` and return the final validation metrics.
 
-    Raises DivergedError at the first step whose loss is not finite; exceptions raised by
-    ``on_eval`` propagate unchanged.
+    Raises DivergedError at the first step that diverges; exceptions raised by ``on_eval``
+    propagate unchanged. ``log``, when given, holds every step and evaluation done, also when
+    training stops early.
     """
     started = time.perf_counter()
     device = torch.device(device) if isinstance(device, str) else device
@@ -89,8 +102,9 @@ def train(
     total_steps = epochs * task.steps_per_epoch()
     learning_rates = config.learning_rates(total_steps)
     order = torch.Generator().manual_seed(seed)
-    losses: list[float] = []
-    evaluations: list[Evaluation] = []
+    log = log if log is not None else TrainingLog()
+    log.total_steps = total_steps
+    losses, evaluations = log.train_losses, log.evaluations
 
     step = 0
     for epoch in range(1, epochs + 1):
@@ -113,6 +127,7 @@ def train(
             loss.backward()
             optimizer.step()
             losses.append(loss_value)
+            log.learning_rates.append(learning_rates[step])
             step += 1
         metrics = evaluate(task, model, validation)
         epoch_losses = losses[-task.steps_per_epoch() :]

@@ -5,14 +5,16 @@ from click.testing import CliRunner
 from adamtune.cli import cli
 
 FAST = ["--epochs", "1", "--space", "lr-only"]
+QUIET = {"ADAMTUNE_NO_TRACKING": "1"}  # tracking is on by default; most tests need none
 
 
 @pytest.fixture
 def run(in_tmp):
     runner = CliRunner()
 
-    def invoke(*args, env=None):
-        return runner.invoke(cli, list(args), env=env, catch_exceptions=False)
+    def invoke(*args, env=None, track=False):
+        quiet = {} if track else QUIET  # tracking is tested on its own below
+        return runner.invoke(cli, list(args), env={**quiet, **(env or {})}, catch_exceptions=False)
 
     return invoke
 
@@ -145,3 +147,46 @@ def test_help_lists_every_search_option(run):
         "ADAMTUNE_TASK",
     ):
         assert option in text
+
+
+def test_search_tracks_to_mlflow_by_default_and_says_where(run, in_tmp):
+    result = run("search", "--n-trials", "1", *FAST, track=True)
+    assert result.exit_code == 0
+    assert (
+        "Trials logged to MLflow at sqlite:///mlflow.db, experiment 'digits-mlp-lr-only': "
+        "`adamtune ui` to review."
+    ) in result.output
+    from mlflow import MlflowClient
+
+    client = MlflowClient("sqlite:///mlflow.db")
+    experiment = client.get_experiment_by_name("digits-mlp-lr-only")
+    assert len(client.search_runs([experiment.experiment_id])) == 2
+
+
+def test_no_tracking_writes_no_mlflow_store(run, in_tmp):
+    result = run("search", "--n-trials", "1", "--no-tracking", *FAST, track=True)
+    assert result.exit_code == 0
+    assert "MLflow" not in result.output
+    assert not (in_tmp / "mlflow.db").exists()
+
+
+def test_tracking_uri_comes_from_mlflow_env(run, in_tmp):
+    uri = f"sqlite:///{in_tmp / 'elsewhere.db'}"
+    result = run("search", "--n-trials", "1", *FAST, env={"MLFLOW_TRACKING_URI": uri}, track=True)
+    assert result.exit_code == 0 and f"MLflow at {uri}" in result.output
+    assert (in_tmp / "elsewhere.db").exists()
+
+
+def test_ui_without_a_store_or_experiment_is_one_line(run, in_tmp):
+    result = CliRunner().invoke(cli, ["ui", "ghost", "--tracking-uri", "sqlite:///m.db"])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: no MLflow store at sqlite:///m.db (run `adamtune search` with tracking on first)\n"
+    )
+    assert not (in_tmp / "m.db").exists()
+    run("search", "--n-trials", "1", *FAST, track=True)
+    result = CliRunner().invoke(cli, ["ui", "ghost"])
+    assert result.stderr == (
+        "Error: no MLflow experiment 'ghost' at sqlite:///mlflow.db (run "
+        "`adamtune search` with tracking on first)\n"
+    )

@@ -4,6 +4,6 @@ Needs only torch; the native CPU kernel is compiled on first use and Triton is i
 when a CUDA (or interpreted) step runs.
 """
 
-from adamtune.optim.fused_adam import BACKENDS, FusedAdam
+from adamtune.optim.fused_adam import BACKENDS, FusedAdam, resolve_backend
 
-__all__ = ["BACKENDS", "FusedAdam"]
+__all__ = ["BACKENDS", "FusedAdam", "resolve_backend"]

@@ -198,12 +198,14 @@ def _coefficients(group: dict[str, Any], step: float, n_rows: int) -> torch.Tens
     return torch.stack([step_size, bc2_sqrt, beta1, beta2, eps, l2, decay], dim=1)
 
 
-def _kernel(backend: str, device: torch.device) -> Kernel:
-    """The one place that picks a kernel for a device (and explains why one cannot run)."""
+def resolve_backend(backend: str, device: torch.device | str) -> str:
+    """The one place that picks the backend that updates tensors on ``device`` ("auto" resolved
+    to "cpu", "triton" or "reference"), and explains why a forced one cannot run."""
     from adamtune.optim import cpu, triton_adam
 
+    device = torch.device(device)
     if backend == "reference":
-        return reference.step
+        return backend
     if backend == "cpu":
         if device.type != "cpu":
             raise RuntimeError(f"FusedAdam backend 'cpu' cannot update {device.type} tensors")
@@ -211,7 +213,7 @@ def _kernel(backend: str, device: torch.device) -> Kernel:
             cpu.library()
         except cpu.NativeUnavailable as exc:
             raise RuntimeError(f"FusedAdam backend 'cpu' is unavailable: {exc}") from None
-        return cpu.step
+        return backend
     if backend == "triton":
         if not triton_adam.available(device):
             raise RuntimeError(
@@ -219,10 +221,17 @@ def _kernel(backend: str, device: torch.device) -> Kernel:
                 "(or TRITON_INTERPRET=1 to interpret on CPU); "
                 f"got {device.type} tensors"
             )
-        return triton_adam.step
+        return backend
     if device.type == "cpu":
-        return cpu.step if cpu.available() else reference.step
-    return triton_adam.step if triton_adam.available(device) else reference.step
+        return "cpu" if cpu.available() else "reference"
+    return "triton" if triton_adam.available(device) else "reference"
+
+
+def _kernel(backend: str, device: torch.device) -> Kernel:
+    from adamtune.optim import cpu, triton_adam
+
+    kernels = {"reference": reference.step, "cpu": cpu.step, "triton": triton_adam.step}
+    return kernels[resolve_backend(backend, device)]
 
 
 def _run(

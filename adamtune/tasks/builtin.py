@@ -2,7 +2,8 @@
 
 Each factory returns a Task with a fixed, seeded train/validation split, so every trial of a
 study scores on the same data. Features (and regression targets) are standardised with
-statistics of the training split only.
+statistics of the training split only. All are small enough to train fastest on one thread
+(measured: digits study 9.7 s on 1 thread vs 11.0 s on 2; MNIST-1D CNN 0.32 s vs 0.39 s).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch.nn import functional as F
 from adamtune.tasks.base import Task, accuracy, mean_squared_error
 
 SPLIT_SEED = 0
+THREADS = 1
 
 
 def mlp(n_in: int, n_out: int, hidden: tuple[int, ...] = (128, 128)) -> nn.Sequential:
@@ -63,6 +65,7 @@ def _classification(
         direction="maximize",
         epochs=epochs,
         batch_size=batch_size,
+        threads=THREADS,
         description=description,
     )
 
@@ -130,6 +133,7 @@ def diabetes_mlp() -> Task:
         direction="minimize",
         epochs=40,
         batch_size=32,
+        threads=THREADS,
         description="diabetes progression regression (442, 10 features), MLP 10-64-64-1; "
         "MSE on the standardised target",
     )
@@ -177,6 +181,7 @@ def _mnist1d(name: str, model: str) -> Task:
         direction="maximize",
         epochs=20 if model == "mlp" else 15,
         batch_size=100,
+        threads=THREADS,
         description=f"MNIST-1D (4000 train incl. 800 validation, 1000 test; generated offline), "
         f"{'MLP 40-100-100-10' if model == 'mlp' else '3-layer 1-D CNN'}; accuracy",
     )

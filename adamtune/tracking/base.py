@@ -1,0 +1,63 @@
+"""The Tracker protocol: what a study tells a tracker, and when.
+
+Order of calls: start_study once; then, per trial, start_trial and end_trial (from whichever
+thread runs the trial); then end_study and close, also when the study is interrupted or fails.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # at run time the tracking worker process must not pay for importing torch
+    import optuna
+
+    from adamtune.train import TrainingLog
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else a SQLite store in the current directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """Everything known about a finished trial (completed, pruned or failed)."""
+
+    number: int
+    state: str  # "COMPLETE", "PRUNED" or "FAIL", as Optuna's TrialState names
+    reason: str  # why it was pruned or failed; "" when complete
+    params: dict[str, Any]  # resolved configuration and run settings
+    value: float | None
+    metric_name: str
+    log: TrainingLog  # per-step learning rates and losses, per-epoch evaluations
+
+
+class Tracker(Protocol):
+    def start_study(self, study_name: str, settings: dict[str, Any], space_text: str) -> None: ...
+    def start_trial(self, number: int) -> None: ...
+    def end_trial(self, record: TrialRecord) -> None: ...
+    def end_study(self, study: optuna.Study, *, interrupted: bool = False) -> None: ...
+    def close(self) -> None: ...
+
+
+class NullTracker:
+    """Tracking off: every call does nothing."""
+
+    def start_study(self, study_name: str, settings: dict[str, Any], space_text: str) -> None:
+        pass
+
+    def start_trial(self, number: int) -> None:
+        pass
+
+    def end_trial(self, record: TrialRecord) -> None:
+        pass
+
+    def end_study(self, study: optuna.Study, *, interrupted: bool = False) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,147 @@
+"""MlflowTracker: one experiment per study, a parent run per invocation, a child run per trial.
+
+All MLflow work happens in a separate worker process (adamtune.tracking.worker) fed through a
+pipe, so the mlflow import, the store's set-up, per-trial logging and the summary plots run on
+another core instead of competing with training for this process's GIL; a background thread
+here only writes to the pipe, so training never waits on MLflow. Each trial's per-step metrics
+are sent once, when it ends, and logged in batches of at most 1000.
+
+``close()`` waits for the worker to drain its queue; the worker then closes every run still
+open as KILLED. If this process dies (even by SIGKILL), the worker sees its pipe close and does
+the same, so no run is left RUNNING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import optuna
+
+from adamtune.tracking.base import TrialRecord
+
+# The worker is bookkeeping: one thread per numeric library, or its BLAS/OpenMP pools take
+# every core and slow training (measured: trials 30-50% slower with the default pools).
+WORKER_ENV = {
+    name: "1"
+    for name in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+    )
+}
+WORKER_ENV["PYTHONWARNINGS"] = "ignore"  # library chatter would land in the user's terminal
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class MlflowTracker:
+    def __init__(
+        self, tracking_uri: str, experiment: str | None = None, storage_url: str | None = None
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.storage_url = storage_url  # lets the worker read the study for the summary
+        self.errors: list[str] = []
+        self._process: subprocess.Popen[str] | None = None
+        self._outbox: queue.Queue[str | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
+
+    def start_study(self, study_name: str, settings: dict[str, Any], space_text: str) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "adamtune.tracking.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # Ctrl-C is for the search; the worker closes runs after it
+            env={**os.environ, **WORKER_ENV},
+        )
+        self._writer = threading.Thread(target=self._write, name="adamtune-mlflow", daemon=True)
+        self._writer.start()
+        self._send(
+            "start_study",
+            tracking_uri=self.tracking_uri,
+            experiment=self.experiment,
+            study_name=study_name,
+            settings=settings,
+            space_text=space_text,
+            started_ms=_now_ms(),
+        )
+
+    def start_trial(self, number: int) -> None:
+        self._send("start_trial", number=number, started_ms=_now_ms())
+
+    def end_trial(self, record: TrialRecord) -> None:
+        log = record.log
+        self._send(
+            "end_trial",
+            number=record.number,
+            state=record.state,
+            reason=record.reason,
+            params={k: str(v) for k, v in record.params.items()},
+            value=record.value,
+            learning_rates=log.learning_rates,
+            train_losses=log.train_losses,
+            evaluations=[[e.epoch, e.step, e.metrics] for e in log.evaluations],
+            ended_ms=_now_ms(),
+        )
+
+    def end_study(self, study: optuna.Study, *, interrupted: bool = False) -> None:
+        self._send(
+            "end_study",
+            storage_url=self.storage_url,
+            study_name=study.study_name,
+            interrupted=interrupted,
+            ended_ms=_now_ms(),
+        )
+
+    def close(self) -> None:
+        """Wait until everything is logged and every run is closed; report failures once."""
+        if self._process is None:
+            return
+        self._outbox.put(None)
+        assert self._writer is not None
+        self._writer.join()
+        assert self._process.stdout is not None
+        out = self._process.stdout.read()  # the writer closed stdin: the worker is finishing
+        self._process.stdout.close()
+        self._process.wait()
+        for line in out.splitlines():
+            if line.startswith("{"):
+                self.errors = json.loads(line).get("errors", [])
+        if self._process.returncode != 0 and not self.errors:
+            self.errors = [f"tracking worker exited with status {self._process.returncode}"]
+        if self.errors:
+            print(
+                f"Warning: MLflow tracking at {self.tracking_uri} failed "
+                f"{len(self.errors)} time(s); first: {self.errors[0]}. "
+                "The Optuna study is complete regardless.",
+                file=sys.stderr,
+            )
+        self._process = None
+
+    def _send(self, op: str, **payload: Any) -> None:
+        self._outbox.put(json.dumps({"op": op, **payload}))
+
+    def _write(self) -> None:
+        assert self._process is not None and self._process.stdin is not None
+        stdin = self._process.stdin
+        try:
+            while (line := self._outbox.get()) is not None:
+                stdin.write(line + "\n")
+                stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the worker died; close() reports it
+        finally:
+            with contextlib.suppress(OSError):
+                stdin.close()

@@ -1,0 +1,98 @@
+"""Study summary figures for the parent MLflow run, drawn from the Optuna study alone (so they
+cover trials of every worker and every earlier invocation). Matplotlib's object API, no pyplot:
+safe to call from a background thread."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from adamtune.config import AdamConfig
+
+TOP = 5
+
+
+def study_figures(study: optuna.Study, metric_name: str) -> dict[str, Any]:
+    """Artifact path -> matplotlib Figure, for the figures the study has data for."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        return {}
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    top = sorted(done, key=lambda t: t.value, reverse=maximize)[:TOP]
+    figures = {
+        "plots/optimization_history.png": _history(done, metric_name, maximize),
+        "plots/lr_schedules_top.png": _schedules(top),
+        "plots/validation_curves_top.png": _curves(top, metric_name),
+    }
+    importances = _importances(study)
+    if importances:
+        figures["plots/param_importances.png"] = importances
+    return figures
+
+
+def _figure(title: str, xlabel: str, ylabel: str, left: float = 0.12) -> tuple[Any, Any]:
+    from matplotlib.figure import Figure
+
+    # Fixed margins: matplotlib's constrained layout doubles the cost of drawing a figure, and
+    # these are drawn while the user waits for the search to return.
+    fig = Figure(figsize=(7, 4), dpi=100)
+    fig.subplots_adjust(left=left, right=0.97, top=0.9, bottom=0.13)
+    ax = fig.subplots()
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def _history(done: list[FrozenTrial], metric_name: str, maximize: bool) -> Any:
+    fig, ax = _figure("Optimization history", "trial", metric_name)
+    numbers = [t.number for t in done]
+    values = [t.value for t in done]
+    best, running = [], None
+    for v in values:
+        running = v if running is None else (max(running, v) if maximize else min(running, v))
+        best.append(running)
+    ax.scatter(numbers, values, s=14, label="completed trial")
+    ax.step(numbers, best, where="post", color="C3", label="best so far")
+    ax.legend()
+    return fig
+
+
+def _schedules(top: list[FrozenTrial]) -> Any:
+    fig, ax = _figure("Learning-rate schedules of the top trials", "optimizer step", "lr")
+    for trial in top:
+        config, steps = trial.user_attrs.get("config"), trial.user_attrs.get("total_steps")
+        if config and steps:
+            lrs = AdamConfig.from_dict(config).learning_rates(steps)
+            ax.plot(range(steps), lrs, label=f"trial {trial.number} ({trial.value:.4g})")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _curves(top: list[FrozenTrial], metric_name: str) -> Any:
+    fig, ax = _figure("Validation curves of the top trials", "epoch", metric_name)
+    for trial in top:
+        epochs = sorted(trial.intermediate_values)
+        ax.plot(
+            epochs,
+            [trial.intermediate_values[e] for e in epochs],
+            marker=".",
+            label=f"trial {trial.number}",
+        )
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _importances(study: optuna.Study) -> Any | None:
+    try:
+        importances = optuna.importance.get_param_importances(study)
+    except (ValueError, RuntimeError):  # too few trials, or no parameter varies
+        return None
+    if not importances:
+        return None
+    fig, ax = _figure("Parameter importances", "importance", "", left=0.33)
+    names = list(importances)[::-1]
+    ax.barh(names, [importances[n] for n in names])
+    return fig

@@ -1,0 +1,164 @@
+"""MlflowSink: the MLflow side of tracking, run inside the worker process (see worker.py).
+
+Layout: one experiment per study (kind "custom_model_development", so MLflow 3's UI opens it
+on the runs table), a parent run per study invocation, a child run per trial named
+``trial-<n>``. Child status: FINISHED (complete), KILLED (pruned), FAILED; tags
+``adamtune.study``, ``adamtune.trial_number``, ``adamtune.trial_state`` and ``adamtune.reason``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+MAX_PER_REQUEST = 1000  # MLflow's limit of metrics per log_batch request
+STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
+class MlflowSink:
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.experiment_id: str | None = None
+        self.parent_run_id: str | None = None
+        self.study_name = ""
+        self.runs: dict[int, str] = {}  # trial number -> run id
+        self.open: set[str] = set()
+
+    def start_study(
+        self,
+        tracking_uri: str,
+        experiment: str | None,
+        study_name: str,
+        settings: dict[str, Any],
+        space_text: str,
+        started_ms: int,
+    ) -> None:
+        from mlflow import MlflowClient
+        from mlflow.entities import Param
+
+        for name in ("mlflow", "alembic"):  # store set-up chatters at INFO; set after import,
+            logging.getLogger(name).setLevel(logging.WARNING)  # which configures mlflow's logger
+
+        self.client = MlflowClient(tracking_uri)
+        self.study_name = study_name
+        self.experiment_id = self._experiment_id(experiment or study_name)
+        run = self.client.create_run(
+            self.experiment_id,
+            start_time=started_ms,
+            run_name=study_name,
+            tags={"adamtune.study": study_name, "adamtune.role": "study"},
+        )
+        self.parent_run_id = run.info.run_id
+        self.open.add(self.parent_run_id)
+        self.client.log_batch(
+            self.parent_run_id, params=[Param(k, str(v)) for k, v in settings.items()]
+        )
+        self.client.log_text(self.parent_run_id, space_text, "search_space.yaml")
+
+    def _experiment_id(self, name: str) -> str:
+        existing = self.client.get_experiment_by_name(name)
+        if existing is None:
+            try:
+                return self.client.create_experiment(name, tags=EXPERIMENT_TAGS)
+            except Exception:  # another worker created it in between
+                existing = self.client.get_experiment_by_name(name)
+                if existing is None:
+                    raise
+        for key, value in EXPERIMENT_TAGS.items():
+            if key not in existing.tags:
+                self.client.set_experiment_tag(existing.experiment_id, key, value)
+        return existing.experiment_id
+
+    def start_trial(self, number: int, started_ms: int) -> None:
+        tags = {
+            "adamtune.study": self.study_name,
+            "adamtune.trial_number": str(number),
+            "mlflow.parentRunId": self.parent_run_id,
+        }
+        run = self.client.create_run(
+            self.experiment_id, start_time=started_ms, run_name=f"trial-{number}", tags=tags
+        )
+        self.runs[number] = run.info.run_id
+        self.open.add(run.info.run_id)
+
+    def end_trial(
+        self,
+        number: int,
+        state: str,
+        reason: str,
+        params: dict[str, str],
+        value: float | None,
+        learning_rates: list[float],
+        train_losses: list[float],
+        evaluations: list[list[Any]],
+        ended_ms: int,
+    ) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        run_id, now = self.runs[number], ended_ms
+        metrics = [Metric("lr", lr, now, step) for step, lr in enumerate(learning_rates)]
+        metrics += [Metric("train_loss", loss, now, step) for step, loss in enumerate(train_losses)]
+        for epoch, step, values in evaluations:
+            metrics += [Metric(k, v, now, step) for k, v in values.items() if k != "train_loss"]
+            metrics.append(Metric("epoch", epoch, now, step))
+        if value is not None:
+            metrics.append(Metric("objective", value, now, len(learning_rates)))
+        tags = [RunTag("adamtune.trial_state", state)]
+        if reason:
+            tags.append(RunTag("adamtune.reason", reason[:5000]))
+        self.client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()], tags=tags)
+        for i in range(0, len(metrics), MAX_PER_REQUEST):
+            self.client.log_batch(run_id, metrics=metrics[i : i + MAX_PER_REQUEST])
+        self.client.set_terminated(run_id, STATUS[state], end_time=ended_ms)
+        self.open.discard(run_id)
+
+    def end_study(
+        self, storage_url: str | None, study_name: str, interrupted: bool, ended_ms: int
+    ) -> None:
+        if self.parent_run_id is None:
+            return
+        if storage_url:
+            self._summarise(storage_url, study_name, ended_ms)
+        self.client.set_terminated(
+            self.parent_run_id, "KILLED" if interrupted else "FINISHED", end_time=ended_ms
+        )
+        self.open.discard(self.parent_run_id)
+
+    def _summarise(self, storage_url: str, study_name: str, now: int) -> None:
+        import optuna
+        from mlflow.entities import Metric, Param, RunTag
+        from optuna.trial import TrialState
+
+        from adamtune.report import config_rows
+        from adamtune.storage import open_storage
+        from adamtune.tracking.plots import study_figures
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+        trials = study.get_trials(deepcopy=False)
+        counts = {
+            s: sum(t.state == s for t in trials)
+            for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        }
+        metrics = [Metric(f"n_trials_{s.name.lower()}", n, now, 0) for s, n in counts.items()]
+        run_id = self.parent_run_id
+        if not counts[TrialState.COMPLETE]:
+            self.client.log_batch(run_id, metrics=metrics)
+            return
+        best = study.best_trial
+        metrics.append(Metric("best_value", best.value, now, 0))
+        params = [Param(f"best.{k}", str(v)) for k, v in config_rows(best.user_attrs["config"])]
+        self.client.log_batch(
+            run_id,
+            metrics=metrics,
+            params=params,
+            tags=[RunTag("adamtune.best_trial", str(best.number))],
+        )
+        for path, figure in study_figures(study, study.user_attrs.get("metric", "value")).items():
+            self.client.log_figure(run_id, figure, path)
+
+    def kill_open_runs(self) -> None:
+        for run_id in list(self.open):
+            self.client.set_terminated(run_id, "KILLED")
+            self.open.discard(run_id)

@@ -1,0 +1,67 @@
+"""`adamtune ui`: serve the MLflow UI for a tracking store and point at a study's experiment."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from adamtune.errors import AdamtuneError
+
+
+def experiment_id(tracking_uri: str, name: str) -> str:
+    """The id of experiment ``name``; a missing store is reported, not created."""
+    import logging
+
+    if tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise AdamtuneError(
+                f"no MLflow store at {tracking_uri} (run `adamtune search` with tracking on first)"
+            )
+    from mlflow import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    experiment = MlflowClient(tracking_uri).get_experiment_by_name(name)
+    if experiment is None:
+        raise AdamtuneError(
+            f"no MLflow experiment {name!r} at {tracking_uri} "
+            "(run `adamtune search` with tracking on first)"
+        )
+    return experiment.experiment_id
+
+
+def is_server(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(("http://", "https://"))
+
+
+def ui_url(tracking_uri: str, host: str, port: int, experiment: str | None) -> str:
+    base = tracking_uri.rstrip("/") if is_server(tracking_uri) else f"http://{host}:{port}"
+    return f"{base}/#/experiments/{experiment}" if experiment else base
+
+
+def ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
+    """The `mlflow ui` command serving ``tracking_uri`` (the one in this environment)."""
+    mlflow = shutil.which("mlflow") or sys.executable + " -m mlflow"
+    return [
+        *mlflow.split(),
+        "ui",
+        "--backend-store-uri",
+        tracking_uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+
+
+def serve(tracking_uri: str, host: str, port: int) -> int:
+    """Run the MLflow UI in the foreground until it exits or Ctrl-C; returns its exit code."""
+    process = subprocess.Popen(ui_command(tracking_uri, host, port))
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        process.wait(timeout=10)
+        return 0

@@ -1,0 +1,102 @@
+"""The tracking worker process: ``python -m adamtune.tracking.worker``.
+
+Reads one JSON job per line on stdin ({"op": method name, ...arguments}) and runs it on an
+MlflowSink, in order. At end of input (a clean close, or the search process dying) it closes
+every run still open as KILLED and prints {"errors": [...]} on stdout. A failing job is recorded
+and the rest go on: tracking must never take a study down with it. ADAMTUNE_TRACKING_TRACE=1
+prints each job's start time and duration on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from adamtune.tracking.sink import MlflowSink
+
+OPS = ("start_study", "start_trial", "end_trial", "end_study")
+
+
+def _warm_up() -> None:
+    """Load what the summary needs while the first trials train, not after the last: the
+    imports (optuna.importance brings in scikit-learn, 1.5 s here), and matplotlib's font
+    cache, which its first drawing loads."""
+    import io
+
+    import optuna.importance  # noqa: F401
+    from matplotlib.figure import Figure
+
+    import adamtune.tracking.plots  # noqa: F401
+
+    figure = Figure(figsize=(1, 1))
+    figure.subplots().plot([0, 1], [0, 1], label="warm-up")
+    figure.legend()
+    figure.savefig(io.BytesIO(), format="png")
+
+
+def _sqlite_without_fsync_per_commit() -> None:
+    """WAL + synchronous=NORMAL for every SQLite database this process opens (MLflow's store).
+
+    By default SQLite fsyncs on every commit; on ext4 those flushes stall the search process's
+    own storage writes, and cost a quarter of a default study's wall time here. Committed runs
+    still survive a crash or kill (only a power cut can drop the last commits). This process is
+    the tracking worker alone, so the class-wide listener touches nothing else.
+    """
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _pragmas(connection, _record):  # type: ignore[no-untyped-def]
+        if type(connection).__module__.startswith("sqlite3"):
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+
+def main() -> None:
+    # Bookkeeping yields to training: a lower priority, and one thread at a time (the warm-up
+    # runs after the study's run is made, not beside the mlflow import).
+    os.nice(10)
+    _sqlite_without_fsync_per_commit()
+    sink = MlflowSink()
+    warm = False
+    errors: list[str] = []
+    trace = os.environ.get("ADAMTUNE_TRACKING_TRACE") == "1"  # op timings, for diagnosis
+    for line in sys.stdin:
+        job = json.loads(line)
+        op = job.pop("op")
+        started = time.time()
+        try:
+            if op not in OPS:
+                raise ValueError(f"unknown op {op!r}")
+            getattr(sink, op)(**job)
+            if not warm:
+                _warm_up()
+                warm = True
+            if trace:
+                print(
+                    f"adamtune-tracking {op} {job.get('number', '')} at {started:.2f}: "
+                    f"{time.time() - started:.3f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        except Exception as exc:
+            errors.append(
+                f"{op}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            )
+    if sink.client is not None:
+        try:
+            sink.kill_open_runs()
+        except Exception as exc:
+            errors.append(f"closing runs: {type(exc).__name__}: {exc}")
+    print(json.dumps({"errors": errors}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
+    # Everything is committed and reported; tearing down an interpreter holding mlflow,
+    # matplotlib and optuna takes about a second that the search would spend waiting.
+    os._exit(0)

@@ -1,0 +1,207 @@
+"""The MLflow layout, checked through MlflowClient against a real local store."""
+
+import pytest
+from mlflow import MlflowClient
+
+from adamtune.config import AdamConfig
+from adamtune.study import SearchSettings, run_search
+
+HOT_SPACE = "lr: {choices: [10.0, 0.003]}\nschedule:\n  kind: cosine\n  warmup_fraction: 0.2\n"
+
+
+@pytest.fixture
+def tracked(tmp_path):
+    (tmp_path / "hot.yaml").write_text(HOT_SPACE)
+
+    def settings(**overrides):
+        base = dict(
+            storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+            study_name="s",
+            epochs=2,
+            n_trials=4,
+            sampler="random",
+            pruner="none",
+            space=str(tmp_path / "hot.yaml"),
+            tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        )
+        return SearchSettings(**{**base, **overrides})
+
+    return settings
+
+
+def runs_of(settings, experiment="s"):
+    client = MlflowClient(settings.tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, exp, parents, children
+
+
+def test_one_parent_and_one_child_per_trial_with_state_and_tags(tracked):
+    settings = tracked()
+    study = run_search(settings)
+    client, exp, parents, children = runs_of(settings)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert len(parents) == 1 and len(children) == len(study.trials) == 4
+    parent = parents[0]
+    assert parent.info.run_name == "s" and parent.info.status == "FINISHED"
+    for child in children:
+        number = int(child.data.tags["adamtune.trial_number"])
+        trial = study.trials[number]
+        assert child.info.run_name == f"trial-{number}"
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["adamtune.study"] == "s"
+        assert child.data.tags["adamtune.trial_state"] == trial.state.name
+        expected = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}[trial.state.name]
+        assert child.info.status == expected
+        if trial.state.name == "PRUNED":
+            assert child.data.tags["adamtune.reason"].startswith("diverged: loss became")
+        assert float(child.data.params["lr"]) == trial.params["lr"]
+        for key in (
+            "beta1",
+            "beta2",
+            "eps",
+            "weight_decay",
+            "decoupled",
+            "amsgrad",
+            "schedule.kind",
+            "schedule.warmup_fraction",
+            "trial_number",
+            "seed",
+            "task",
+            "total_steps",
+            "batch_size",
+            "device",
+            "optimizer",
+        ):
+            assert key in child.data.params
+    assert {t.state.name for t in study.trials} == {"COMPLETE", "PRUNED"}
+
+
+def test_lr_is_logged_at_every_step_and_equals_the_schedule(tracked):
+    settings = tracked()
+    study = run_search(settings)
+    client, _, _, children = runs_of(settings)
+    for child in children:
+        trial = study.trials[int(child.data.tags["adamtune.trial_number"])]
+        history = sorted(client.get_metric_history(child.info.run_id, "lr"), key=lambda m: m.step)
+        losses = client.get_metric_history(child.info.run_id, "train_loss")
+        if trial.state.name == "COMPLETE":
+            total = trial.user_attrs["total_steps"]
+            expected = AdamConfig.from_dict(trial.user_attrs["config"]).learning_rates(total)
+            assert [m.step for m in history] == list(range(total))
+            assert [m.value for m in history] == pytest.approx(expected, rel=1e-12)
+            assert len(losses) == total
+            val = client.get_metric_history(child.info.run_id, "val_accuracy")
+            assert sorted(m.step for m in val) == [total // 2, total]
+            assert child.data.metrics["objective"] == trial.value
+        else:  # diverged: one point per step actually taken, none after
+            assert 0 < len(history) == len(losses) < 2 * 23
+
+
+def test_parent_holds_settings_space_best_and_plots(tracked):
+    settings = tracked()
+    study = run_search(settings)
+    client, _, parents, _ = runs_of(settings)
+    parent = parents[0]
+    assert parent.data.params["task"] == "digits-mlp"
+    assert parent.data.params["sampler"] == "random"
+    assert parent.data.metrics["best_value"] == study.best_value
+    assert parent.data.params["best.lr"] == str(study.best_trial.user_attrs["config"]["lr"])
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "search_space.yaml" in artifacts
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {
+        "plots/optimization_history.png",
+        "plots/lr_schedules_top.png",
+        "plots/validation_curves_top.png",
+    } <= plots
+
+
+def test_storage_password_never_reaches_mlflow(tracked, tmp_path):
+    settings = tracked(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", n_trials=1)
+    run_search(settings)
+    _, _, parents, _ = runs_of(settings)
+    assert "***" not in parents[0].data.params["storage"]  # sqlite has no password to hide
+    from adamtune.study import SearchSettings
+
+    public = SearchSettings(storage="postgresql://bob:s3cret@db/optuna").public()
+    assert public["storage"] == "postgresql://bob:***@db/optuna"
+
+
+def test_parallel_trials_log_into_their_own_runs(tracked):
+    settings = tracked(n_trials=6, n_jobs=3, space="lr-only")
+    study = run_search(settings)
+    _, _, parents, children = runs_of(settings)
+    numbers = sorted(int(c.data.tags["adamtune.trial_number"]) for c in children)
+    assert numbers == [t.number for t in study.trials] == list(range(6))
+    assert all(c.info.status == "FINISHED" for c in children)
+
+
+def test_a_resumed_study_adds_a_parent_run_per_invocation(tracked):
+    run_search(tracked(n_trials=1))
+    run_search(tracked(n_trials=2))
+    _, _, parents, children = runs_of(tracked())
+    assert len(parents) == 2 and len(children) == 3
+
+
+def test_experiment_name_can_be_overridden(tracked):
+    settings = tracked(n_trials=1, experiment="my-experiment")
+    run_search(settings)
+    _, exp, parents, children = runs_of(settings, "my-experiment")
+    assert len(parents) == 1 and len(children) == 1
+
+
+def test_no_run_is_left_running_after_ctrl_c(tracked, tmp_path):
+    task = tmp_path / "interrupting.py"
+    task.write_text(
+        "from adamtune.tasks.builtin import digits_mlp\n"
+        "from dataclasses import replace\n"
+        "calls = []\n"
+        "def make_task():\n"
+        "    base = digits_mlp()\n"
+        "    def metric(outputs, targets):\n"
+        "        calls.append(1)\n"
+        "        if len(calls) == 3:\n"
+        "            raise KeyboardInterrupt\n"
+        "        return base.metric(outputs, targets)\n"
+        "    return replace(base, name='interrupting', metric=metric)\n"
+    )
+    settings = tracked(task=f"{task}:make_task", space="lr-only", n_trials=5)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(settings)
+    _, _, parents, children = runs_of(settings)
+    statuses = sorted(r.info.status for r in parents + children)
+    assert "RUNNING" not in statuses
+    assert parents[0].info.status == "KILLED"
+    assert [c.info.status for c in children if c.data.tags["adamtune.trial_number"] == "1"] == [
+        "FAILED"
+    ]
+
+
+def test_a_crashing_trial_is_failed_with_its_reason(tracked, tmp_path):
+    task = tmp_path / "crashing.py"
+    task.write_text(
+        "from adamtune.tasks.builtin import digits_mlp\n"
+        "from dataclasses import replace\n"
+        "def make_task():\n"
+        "    def metric(outputs, targets):\n"
+        "        raise RuntimeError('CUDA out of memory (simulated)')\n"
+        "    return replace(digits_mlp(), name='crashing', metric=metric)\n"
+    )
+    settings = tracked(
+        task=f"{task}:make_task", space="lr-only", n_trials=2, max_consecutive_failures=0
+    )
+    run_search(settings)
+    _, _, parents, children = runs_of(settings)
+    assert [c.info.status for c in children] == ["FAILED", "FAILED"]
+    assert (
+        children[0].data.tags["adamtune.reason"] == "RuntimeError: CUDA out of memory (simulated)"
+    )
+    assert parents[0].info.status == "FINISHED"
+
+
+def test_tracking_off_creates_nothing(tracked, tmp_path):
+    run_search(tracked(tracking_uri=None, n_trials=1))
+    assert not (tmp_path / "mlflow.db").exists()
