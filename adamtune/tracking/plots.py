@@ -32,12 +32,23 @@ def study_figures(study: optuna.Study, metric_name: str) -> dict[str, Any]:
     return figures
 
 
+def warm_up_figure() -> Any:
+    """A throwaway figure with every element the summary draws (log axis, legend, bars)."""
+    fig, ax = _figure("warm-up", "step", "lr")
+    ax.plot([0, 1, 2], [1e-4, 1e-3, 1e-2], marker=".", label="trial 0 (0.5)")
+    ax.scatter([0, 1], [1, 2], s=14, label="completed trial")
+    ax.barh(["lr", "schedule.warmup_fraction"], [0.4, 0.6])
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    return fig
+
+
 def _figure(title: str, xlabel: str, ylabel: str, left: float = 0.12) -> tuple[Any, Any]:
     from matplotlib.figure import Figure
 
     # Fixed margins: matplotlib's constrained layout doubles the cost of drawing a figure, and
     # these are drawn while the user waits for the search to return.
-    fig = Figure(figsize=(7, 4), dpi=100)
+    fig = Figure(figsize=(6, 3.5), dpi=90)
     fig.subplots_adjust(left=left, right=0.97, top=0.9, bottom=0.13)
     ax = fig.subplots()
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
