@@ -26,6 +26,7 @@ _EXPORTS = {
     "SearchSettings": "adamtune.study",
     "run_search": "adamtune.study",
     "load_study": "adamtune.study",
+    "load_config": "adamtune.export",
 }
 
 __all__ = sorted(_EXPORTS)

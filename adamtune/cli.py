@@ -318,6 +318,42 @@ def tasks() -> None:
     click.echo("\nYour own: --task my_pkg.tasks:make_task or --task path/to/file.py:make_task")
 
 
+@cli.command()
+@click.argument("study_name")
+@storage_option
+@click.option(
+    "--trial",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Trial number to export.  [default: the best trial]",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["torch", "adamtune", "hf", "lightning", "yaml", "json"]),
+    default="torch",
+    show_default=True,
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write to this file instead of standard output.",
+)
+def export(study_name: str, storage: str, trial: int | None, fmt: str, output: str | None) -> None:
+    """Export the best trial's configuration (or trial N's) as code for your training script."""
+    from adamtune.export import load_trial, render
+
+    text = render(load_trial(study_name, storage, trial), fmt)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    with open(output, "w") as f:
+        f.write(text)
+    click.echo(f"Wrote {output}", err=True)
+
+
 def resolve_tracking_uri(given: str | None) -> str:
     from adamtune.tracking import default_tracking_uri
 

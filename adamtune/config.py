@@ -7,13 +7,16 @@ the same table, so a YAML file and a config object are held to identical rules.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from adamtune.errors import ConfigError
 
 SCHEDULE_KINDS = ("constant", "linear", "cosine", "step", "exponential")
+SCHEMA_VERSION = 1  # of exported yaml/json configs
 
 
 @dataclass(frozen=True)
@@ -128,9 +131,54 @@ class AdamConfig:
 
         return learning_rates(self.lr, self.schedule, total_steps)
 
+    def build_optimizer(self, params: Any, implementation: str = "fused") -> Any:
+        """The optimizer for this config (adamtune.optim.FusedAdam, or "torch" for
+        torch.optim.Adam/AdamW), at the schedule's peak LR."""
+        from adamtune.optimizers import build_optimizer
+
+        return build_optimizer(params, self, implementation)
+
+    def build_scheduler(self, optimizer: Any, total_steps: int) -> Any:
+        """A torch LambdaLR applying this schedule; call ``scheduler.step()`` after every
+        ``optimizer.step()``. Step t's LR is exactly ``learning_rates(total_steps)[t]``; steps past
+        the end keep the last value."""
+        import torch
+
+        from adamtune.schedules import multiplier
+
+        last = total_steps - 1
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: multiplier(self.schedule, min(step, last), total_steps)
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready dict; ``from_dict`` is its inverse."""
         return asdict(self)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> AdamConfig:
+        """Load a config exported with ``adamtune export --format yaml`` (or json)."""
+        import yaml
+
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+            try:  # JSON first: YAML 1.1 reads JSON's 1e-08 as a string
+                data = json.loads(text)
+            except ValueError:
+                data = yaml.safe_load(text)
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: invalid YAML/JSON: {exc}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+            raise ConfigError(f"{source}: config: missing; expected an adamtune export")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ConfigError(
+                f"{source}: schema_version: must be {SCHEMA_VERSION}, got {version!r}"
+            )
+        return cls.from_dict(data["config"], source=source)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> AdamConfig:

@@ -26,6 +26,7 @@ from adamtune.tasks.base import Batch, Task
 
 OptimizerFactory = Callable[[list[torch.nn.Parameter], AdamConfig], torch.optim.Optimizer]
 OnEval = Callable[["Evaluation"], None]
+SchedulerFactory = Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]
 EVAL_CHUNK = 8192
 
 
@@ -83,12 +84,15 @@ def train(
     on_eval: OnEval | None = None,
     divergence_factor: float = 100.0,
     log: TrainingLog | None = None,
+    scheduler_factory: SchedulerFactory | None = None,
 ) -> TrainResult:
     """Train ``task``'s model with ``config`` and return the final validation metrics.
 
     Raises DivergedError at the first step that diverges; exceptions raised by ``on_eval``
     propagate unchanged. ``log``, when given, holds every step and evaluation done, also when
-    training stops early.
+    training stops early. ``scheduler_factory(optimizer, total_steps)``, when given, replaces
+    adamtune's own per-step LR setting with a torch LR scheduler stepped after every optimizer
+    step (how an exported configuration is checked against the trial it came from).
     """
     started = time.perf_counter()
     device = torch.device(device) if isinstance(device, str) else device
@@ -101,6 +105,7 @@ def train(
     n, batch_size = len(x_train), task.batch_size
     total_steps = epochs * task.steps_per_epoch()
     learning_rates = config.learning_rates(total_steps)
+    scheduler = scheduler_factory(optimizer, total_steps) if scheduler_factory else None
     order = torch.Generator().manual_seed(seed)
     log = log if log is not None else TrainingLog()
     log.total_steps = total_steps
@@ -112,8 +117,11 @@ def train(
         permutation = torch.randperm(n, generator=order).to(device)
         for start in range(0, n, batch_size):
             index = permutation[start : start + batch_size]
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rates[step]
+            if scheduler is None:
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rates[step]
+            else:
+                learning_rates[step] = optimizer.param_groups[0]["lr"]
             optimizer.zero_grad(set_to_none=True)
             loss = task.loss(model(x_train[index]), y_train[index])
             loss_value = loss.item()
@@ -126,6 +134,8 @@ def train(
             )
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             losses.append(loss_value)
             log.learning_rates.append(learning_rates[step])
             step += 1

@@ -130,6 +130,7 @@ class MlflowSink:
         from mlflow.entities import Metric, Param, RunTag
         from optuna.trial import TrialState
 
+        from adamtune.export import exported_trial, render
         from adamtune.report import config_rows
         from adamtune.storage import open_storage
         from adamtune.tracking.plots import study_figures
@@ -155,6 +156,9 @@ class MlflowSink:
             params=params,
             tags=[RunTag("adamtune.best_trial", str(best.number))],
         )
+        best_trial = exported_trial(study)
+        for fmt, name in (("torch", "best_config_torch.py"), ("yaml", "best_config.yaml")):
+            self.client.log_text(run_id, render(best_trial, fmt), f"export/{name}")
         for path, figure in study_figures(study, study.user_attrs.get("metric", "value")).items():
             self.client.log_figure(run_id, figure, path)
 

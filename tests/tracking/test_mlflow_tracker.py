@@ -111,6 +111,12 @@ def test_parent_holds_settings_space_best_and_plots(tracked):
     assert parent.data.params["best.lr"] == str(study.best_trial.user_attrs["config"]["lr"])
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert "search_space.yaml" in artifacts
+    exports = {a.path for a in client.list_artifacts(parent.info.run_id, "export")}
+    assert exports == {"export/best_config_torch.py", "export/best_config.yaml"}
+    local = client.download_artifacts(parent.info.run_id, "export/best_config.yaml")
+    assert AdamConfig.from_file(local) == AdamConfig.from_dict(
+        study.best_trial.user_attrs["config"]
+    )
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert {
         "plots/optimization_history.png",

@@ -1,0 +1,352 @@
+"""Export a trial's configuration as code or data for the user's own training script.
+
+Formats: ``torch`` (a self-contained file, imports only torch and math), ``adamtune``
+(FusedAdam and adamtune's schedule), ``hf`` (transformers.TrainingArguments keyword
+arguments), ``lightning`` (a configure_optimizers method), ``yaml`` and ``json``.
+
+Exactness: the torch and lightning schedules are torch LambdaLR schedulers whose multiplier is
+adamtune.schedules' formula written out with the same operations in the same order, so every
+step's learning rate is bit-for-bit the one the trial trained with. Settings equal to torch's
+defaults are left out; floats are written with repr(), which round-trips. Anything that comes
+from the user (study name, task, metric) appears only inside comments or string literals,
+escaped with ascii(), so it cannot inject code.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from adamtune.config import SCHEMA_VERSION, AdamConfig, ScheduleConfig
+from adamtune.errors import ExportError, StudyError
+
+FORMATS = ("torch", "adamtune", "hf", "lightning", "yaml", "json")
+TORCH_DEFAULTS = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "amsgrad": False}
+
+
+@dataclass(frozen=True)
+class ExportedTrial:
+    """A trial's configuration with what is needed to say where it came from."""
+
+    study_name: str
+    trial_number: int
+    value: float
+    metric: str
+    direction: str
+    config: AdamConfig
+    total_steps: int | None
+    seed: int | None
+    task: str | None
+
+
+def load_trial(study_name: str, storage: str, trial: int | None = None) -> ExportedTrial:
+    """The best completed trial of a study, or trial number ``trial``."""
+    from adamtune.study import load_study
+
+    return exported_trial(load_study(study_name, storage), trial)
+
+
+def exported_trial(study: optuna.Study, trial: int | None = None) -> ExportedTrial:
+    """The best completed trial of an open study, or trial number ``trial``."""
+    study_name = study.study_name
+    chosen = _pick(study, trial)
+    if "config" not in chosen.user_attrs:
+        raise StudyError(
+            f"trial {chosen.number} of study {study_name!r} has no 'config' "
+            "user attribute (was it run by adamtune?)"
+        )
+    return ExportedTrial(
+        study_name=study_name,
+        trial_number=chosen.number,
+        value=float(chosen.value),
+        metric=study.user_attrs.get("metric", "value"),
+        direction=study.direction.name.lower(),
+        config=AdamConfig.from_dict(chosen.user_attrs["config"], source=f"trial {chosen.number}"),
+        total_steps=chosen.user_attrs.get("total_steps"),
+        seed=chosen.user_attrs.get("seed"),
+        task=study.user_attrs.get("task"),
+    )
+
+
+def load_config(study_name: str, storage: str, trial: int | None = None) -> AdamConfig:
+    """The AdamConfig of a study's best trial (or of trial ``trial``)."""
+    return load_trial(study_name, storage, trial).config
+
+
+def _pick(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
+    trials = study.get_trials(deepcopy=False)
+    if number is None:
+        if not any(t.state == TrialState.COMPLETE for t in trials):
+            raise StudyError(f"study {study.study_name!r} has no completed trial yet")
+        return study.best_trial
+    matches = [t for t in trials if t.number == number]
+    if not matches:
+        raise StudyError(
+            f"--trial {number}: study {study.study_name!r} has trials 0..{len(trials) - 1}"
+            if trials
+            else "no trials"
+        )
+    if matches[0].state != TrialState.COMPLETE:
+        raise StudyError(
+            f"--trial {number}: the trial is {matches[0].state.name}, not "
+            "COMPLETE; only completed trials can be exported"
+        )
+    return matches[0]
+
+
+def render(trial: ExportedTrial, fmt: str = "torch") -> str:
+    """The export of ``trial`` in format ``fmt`` (one of FORMATS), as text."""
+    renderers = {
+        "torch": _torch,
+        "adamtune": _adamtune,
+        "hf": _hf,
+        "lightning": _lightning,
+        "yaml": _yaml,
+        "json": _json,
+    }
+    if fmt not in renderers:
+        raise ExportError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    return renderers[fmt](trial)
+
+
+# --- shared pieces -------------------------------------------------------------------------
+
+
+def _header(trial: ExportedTrial, what: str) -> list[str]:
+    lines = [
+        f"# {what}, exported by adamtune on {datetime.date.today().isoformat()}.",
+        f"# study: {ascii(trial.study_name)}, trial {trial.trial_number}: "
+        f"{ascii(trial.metric)} = {trial.value!r} ({trial.direction})",
+    ]
+    if trial.task is not None:
+        lines.append(
+            f"# task: {ascii(trial.task)}, seed: {trial.seed!r}, "
+            f"trained for {trial.total_steps!r} optimizer steps"
+        )
+    return lines
+
+
+def _torch_optimizer_call(config: AdamConfig, params: str) -> str:
+    cls = "torch.optim.AdamW" if config.decoupled else "torch.optim.Adam"
+    default_wd = 1e-2 if config.decoupled else 0.0
+    args = [params]
+    if config.lr != TORCH_DEFAULTS["lr"]:
+        args.append(f"lr={config.lr!r}")
+    if config.betas != TORCH_DEFAULTS["betas"]:
+        args.append(f"betas=({config.beta1!r}, {config.beta2!r})")
+    if config.eps != TORCH_DEFAULTS["eps"]:
+        args.append(f"eps={config.eps!r}")
+    if config.weight_decay != default_wd:
+        args.append(f"weight_decay={config.weight_decay!r}")
+    if config.amsgrad:
+        args.append("amsgrad=True")
+    return f"{cls}(\n        " + ",\n        ".join(args) + ",\n    )"
+
+
+def _multiplier_function(schedule: ScheduleConfig) -> list[str]:
+    """adamtune.schedules.multiplier for one schedule, as source, in the same float operations."""
+    describe = f"{schedule.kind} decay"
+    if schedule.warmup_fraction:
+        describe = f"linear warmup, then {describe}"
+    body = [
+        "def lr_multiplier(step: int, total_steps: int) -> float:",
+        f'    """LR multiplier at optimizer step `step` (from 0): {describe}."""',
+        "    step = min(step, total_steps - 1)  # steps past the end keep the last value",
+        f"    warmup = min(total_steps, round({schedule.warmup_fraction!r} * total_steps))",
+        "    if step < warmup:",
+        "        return (step + 1) / warmup",
+        "    progress = (step - warmup) / (total_steps - warmup)",
+    ]
+    final = repr(schedule.final_lr_fraction)
+    tails = {
+        "constant": ["    return 1.0"],
+        "linear": [f"    return 1.0 - (1.0 - {final}) * progress"],
+        "cosine": [
+            f"    return {final} + (1.0 - {final}) * (1.0 + math.cos(math.pi * progress)) / 2.0"
+        ],
+        "exponential": [f"    return float({final} ** progress)"],
+        "step": [
+            f"    return float({schedule.gamma!r} ** math.floor(progress * "
+            f"({schedule.decays!r} + 1)))"
+        ],
+    }
+    return body + tails[schedule.kind]
+
+
+def _needs_math(schedule: ScheduleConfig) -> bool:
+    return schedule.kind in ("cosine", "step")
+
+
+# --- formats ---------------------------------------------------------------------------------
+
+
+def _torch(trial: ExportedTrial) -> str:
+    config = trial.config
+    imports = (
+        ["import math", "", "import torch"] if _needs_math(config.schedule) else ["import torch"]
+    )
+    lines = [
+        *_header(trial, "Adam configuration for torch"),
+        "# Use: optimizer = build_optimizer(model.parameters())",
+        "#      scheduler = build_scheduler(optimizer, total_steps)",
+        "#      ... optimizer.step(); scheduler.step()  # every step",
+        "",
+        *imports,
+        "",
+        "",
+        "def build_optimizer(params):",
+        f"    return {_torch_optimizer_call(config, 'params')}",
+        "",
+        "",
+        *_multiplier_function(config.schedule),
+        "",
+        "",
+        "def build_scheduler(optimizer, total_steps: int):",
+        "    return torch.optim.lr_scheduler.LambdaLR(",
+        "        optimizer, lambda step: lr_multiplier(step, total_steps)",
+        "    )",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _adamtune(trial: ExportedTrial) -> str:
+    c, s = trial.config, trial.config.schedule
+    schedule = (
+        f"ScheduleConfig(\n        kind={s.kind!r},\n"
+        f"        warmup_fraction={s.warmup_fraction!r},\n"
+        f"        final_lr_fraction={s.final_lr_fraction!r},\n"
+        f"        gamma={s.gamma!r},\n        decays={s.decays!r},\n    )"
+    )
+    lines = [
+        *_header(trial, "Adam configuration for adamtune"),
+        "# Use: optimizer = build_optimizer(model.parameters())",
+        "#      scheduler = build_scheduler(optimizer, total_steps)",
+        "#      ... optimizer.step(); scheduler.step()  # every step",
+        "",
+        "from adamtune.config import AdamConfig, ScheduleConfig",
+        "from adamtune.optim import FusedAdam",
+        "",
+        "CONFIG = AdamConfig(",
+        f"    lr={c.lr!r},",
+        f"    beta1={c.beta1!r},",
+        f"    beta2={c.beta2!r},",
+        f"    eps={c.eps!r},",
+        f"    weight_decay={c.weight_decay!r},",
+        f"    decoupled={c.decoupled!r},",
+        f"    amsgrad={c.amsgrad!r},",
+        f"    schedule={schedule},",
+        ")",
+        "",
+        "",
+        "def build_optimizer(params) -> FusedAdam:",
+        "    return CONFIG.build_optimizer(params)",
+        "",
+        "",
+        "def build_scheduler(optimizer, total_steps: int):",
+        "    return CONFIG.build_scheduler(optimizer, total_steps)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _hf(trial: ExportedTrial) -> str:
+    c, s = trial.config, trial.config.schedule
+    problems = []
+    if not c.decoupled:
+        problems.append("decoupled=false (Adam with L2 decay): the Trainer only has AdamW")
+    if c.amsgrad:
+        problems.append("amsgrad=true: TrainingArguments has no AMSGrad switch")
+    if s.warmup_fraction:
+        problems.append(
+            f"schedule.warmup_fraction={s.warmup_fraction!r}: transformers warms "
+            "up from 0 over ceil(ratio * steps) steps, adamtune from lr/warmup over "
+            "round(ratio * steps) steps"
+        )
+    if s.kind in ("step", "exponential"):
+        problems.append(f"schedule.kind={s.kind!r}: no such lr_scheduler_type")
+    if s.kind in ("linear", "cosine") and s.final_lr_fraction != 0:
+        problems.append(
+            f"schedule.final_lr_fraction={s.final_lr_fraction!r}: transformers' "
+            f"{s.kind} schedule decays to 0"
+        )
+    if problems:
+        raise ExportError(
+            f"--format hf cannot express this configuration exactly: "
+            f"{'; '.join(problems)}. Use --format torch"
+        )
+    lines = [
+        *_header(trial, "Adam configuration for transformers.TrainingArguments"),
+        "# Use: TrainingArguments(output_dir=..., **training_args)",
+        "# Note: the Trainer applies weight_decay to all parameters except biases and",
+        "# LayerNorm weights; adamtune's trial decayed every parameter.",
+        "",
+        "training_args = {",
+        '    "optim": "adamw_torch",',
+        f'    "learning_rate": {c.lr!r},',
+        f'    "adam_beta1": {c.beta1!r},',
+        f'    "adam_beta2": {c.beta2!r},',
+        f'    "adam_epsilon": {c.eps!r},',
+        f'    "weight_decay": {c.weight_decay!r},',
+        f'    "lr_scheduler_type": {s.kind!r},',
+        '    "warmup_ratio": 0.0,',
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _lightning(trial: ExportedTrial) -> str:
+    config = trial.config
+    imports = (
+        ["import math", "", "import torch"] if _needs_math(config.schedule) else ["import torch"]
+    )
+    lines = [
+        *_header(trial, "Adam configuration for a LightningModule"),
+        "# Use: paste configure_optimizers into your LightningModule (and lr_multiplier",
+        "# beside it); the scheduler steps after every optimizer step.",
+        "",
+        *imports,
+        "",
+        "",
+        *_multiplier_function(config.schedule),
+        "",
+        "",
+        "def configure_optimizers(self):",
+        f"    optimizer = {_torch_optimizer_call(config, 'self.parameters()')}",
+        "    total_steps = int(self.trainer.estimated_stepping_batches)",
+        "    scheduler = torch.optim.lr_scheduler.LambdaLR(",
+        "        optimizer, lambda step: lr_multiplier(step, total_steps)",
+        "    )",
+        '    return {"optimizer": optimizer,',
+        '            "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _document(trial: ExportedTrial) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "study": trial.study_name,
+        "trial": trial.trial_number,
+        "metric": trial.metric,
+        "value": trial.value,
+        "direction": trial.direction,
+        "task": trial.task,
+        "seed": trial.seed,
+        "total_steps": trial.total_steps,
+        "config": trial.config.to_dict(),
+    }
+
+
+def _yaml(trial: ExportedTrial) -> str:
+    import yaml
+
+    header = "\n".join(_header(trial, "Adam configuration (AdamConfig.from_file loads it)"))
+    return header + "\n" + yaml.safe_dump(_document(trial), sort_keys=False)
+
+
+def _json(trial: ExportedTrial) -> str:
+    return json.dumps(_document(trial), indent=2) + "\n"

@@ -1,0 +1,311 @@
+"""Exports are exact: run in a fresh interpreter, they reproduce the trial's schedule and result."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from adamtune.cli import cli
+from adamtune.config import AdamConfig, ScheduleConfig
+from adamtune.errors import ConfigError, ExportError
+from adamtune.export import ExportedTrial, load_config, load_trial, render
+from adamtune.study import SearchSettings, run_search
+
+SCHEDULES = [
+    ScheduleConfig("constant"),
+    ScheduleConfig("constant", warmup_fraction=0.1),
+    ScheduleConfig("linear", final_lr_fraction=0.05),
+    ScheduleConfig("linear", warmup_fraction=0.07),
+    ScheduleConfig("cosine"),
+    ScheduleConfig("cosine", warmup_fraction=0.0526, final_lr_fraction=0.01),
+    ScheduleConfig("exponential", final_lr_fraction=0.003),
+    ScheduleConfig("exponential", warmup_fraction=0.2, final_lr_fraction=0.1),
+    ScheduleConfig("step", gamma=0.3, decays=3),
+    ScheduleConfig("step", warmup_fraction=0.05, gamma=0.5, decays=1),
+]
+TOTAL = 137
+
+
+def exported(config, **overrides):
+    base = dict(
+        study_name="s",
+        trial_number=3,
+        value=0.91,
+        metric="val_accuracy",
+        direction="maximize",
+        config=config,
+        total_steps=TOTAL,
+        seed=0,
+        task="digits-mlp",
+    )
+    return ExportedTrial(**{**base, **overrides})
+
+
+def run_fresh(source: Path, code: str) -> str:
+    """Run ``code`` in a new interpreter, after executing ``source`` as module ``exported``."""
+    prelude = (
+        f"import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('exported', {str(source)!r})\n"
+        "exported = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(exported)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code], capture_output=True, text=True, check=True
+    ).stdout
+
+
+LRS = (
+    "import torch\n"
+    "p = torch.nn.Parameter(torch.zeros(3))\n"
+    "opt = exported.build_optimizer([p])\n"
+    "sch = exported.build_scheduler(opt, {total})\n"
+    "lrs = []\n"
+    "for _ in range({total}):\n"
+    "    lrs.append(opt.param_groups[0]['lr'])\n"
+    "    p.grad = torch.ones(3)\n"
+    "    opt.step()\n"
+    "    sch.step()\n"
+    "print(repr(lrs)); print(type(opt).__name__, repr(opt.defaults))\n"
+)
+
+
+@pytest.mark.parametrize("fmt", ["torch", "adamtune"])
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: f"{s.kind}-w{s.warmup_fraction}")
+def test_exported_schedule_is_bit_for_bit_the_trials(tmp_path, fmt, schedule):
+    config = AdamConfig(
+        lr=0.0041229701, beta1=0.8, beta2=0.995, eps=1e-9, weight_decay=0.03, schedule=schedule
+    )
+    path = tmp_path / "best.py"
+    path.write_text(render(exported(config), fmt))
+    out = run_fresh(path, LRS.format(total=TOTAL)).splitlines()
+    assert eval(out[0]) == config.learning_rates(TOTAL)  # exact, not approximate
+    assert out[1].startswith("FusedAdam" if fmt == "adamtune" else "AdamW")
+
+
+def test_torch_export_leaves_out_torch_defaults_and_keeps_full_precision(tmp_path):
+    config = AdamConfig(lr=0.1 + 0.2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
+    text = render(exported(config), "torch")
+    assert "lr=0.30000000000000004" in text
+    assert "betas=" not in text and "eps=" not in text and "weight_decay=" not in text
+    adam = render(exported(AdamConfig(decoupled=False, weight_decay=0.01, amsgrad=True)), "torch")
+    assert "torch.optim.Adam(" in adam and "weight_decay=0.01" in adam and "amsgrad=True" in adam
+    zero = render(exported(AdamConfig(weight_decay=0.0)), "torch")
+    assert "weight_decay=0.0" in zero  # AdamW's default is 0.01, so 0 must be written
+
+
+@pytest.mark.parametrize("fmt", ["torch", "adamtune", "lightning", "hf"])
+def test_exported_code_passes_ruff_and_py_compile(tmp_path, fmt):
+    path = tmp_path / "exported.py"
+    path.write_text(render(exported(AdamConfig(schedule=ScheduleConfig("cosine"))), fmt))
+    subprocess.run([sys.executable, "-m", "py_compile", str(path)], check=True)
+    result = subprocess.run(
+        # ruff's defaults plus pycodestyle, warnings and bugbear; long lines are allowed (a study
+        # name in the header comment is as long as the user made it)
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--isolated",
+            "--extend-select",
+            "E,W,B",
+            "--ignore",
+            "E501",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize(
+    "name", ["evil\nimport os; os.system('echo pwned')\n#", "quote'\"\"\"'''", "naïve-étude-研究"]
+)
+def test_study_names_cannot_inject_code(tmp_path, name):
+    for fmt in ("torch", "lightning", "hf", "adamtune"):
+        text = render(exported(AdamConfig(), study_name=name, task=name, metric=name), fmt)
+        assert text.isascii()
+        path = tmp_path / "x.py"
+        path.write_text(text)
+        out = run_fresh(path, "print('ok')")
+        assert out == "ok\n"  # nothing from the name ran
+        assert all(line.startswith("#") for line in text.splitlines() if "evil" in line)
+
+
+def test_lightning_configure_optimizers_steps_every_batch(tmp_path):
+    path = tmp_path / "lit.py"
+    config = AdamConfig(lr=0.01, schedule=ScheduleConfig("linear", warmup_fraction=0.1))
+    path.write_text(render(exported(config), "lightning"))
+    code = (
+        "import torch, types\n"
+        "model = torch.nn.Linear(2, 2)\n"
+        "model.trainer = types.SimpleNamespace(estimated_stepping_batches=50)\n"
+        "out = exported.configure_optimizers(model)\n"
+        "opt, sch = out['optimizer'], out['lr_scheduler']['scheduler']\n"
+        "lrs = []\n"
+        "for _ in range(50):\n"
+        "    lrs.append(opt.param_groups[0]['lr']); opt.step(); sch.step()\n"
+        "print(repr(lrs)); print(out['lr_scheduler']['interval'])\n"
+    )
+    out = run_fresh(path, code).splitlines()
+    assert eval(out[0]) == config.learning_rates(50)
+    assert out[1] == "step"
+
+
+def test_hf_export_for_an_expressible_config():
+    text = render(
+        exported(AdamConfig(lr=2e-5, weight_decay=0.01, schedule=ScheduleConfig("cosine"))), "hf"
+    )
+    namespace: dict = {}
+    exec(text, namespace)
+    assert namespace["training_args"] == {
+        "optim": "adamw_torch",
+        "learning_rate": 2e-5,
+        "adam_beta1": 0.9,
+        "adam_beta2": 0.999,
+        "adam_epsilon": 1e-8,
+        "weight_decay": 0.01,
+        "lr_scheduler_type": "cosine",
+        "warmup_ratio": 0.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("config", "part"),
+    [
+        (
+            AdamConfig(schedule=ScheduleConfig("cosine", warmup_fraction=0.05)),
+            "schedule.warmup_fraction=0.05",
+        ),
+        (AdamConfig(schedule=ScheduleConfig("step")), "schedule.kind='step'"),
+        (
+            AdamConfig(schedule=ScheduleConfig("linear", final_lr_fraction=0.1)),
+            "schedule.final_lr_fraction=0.1",
+        ),
+        (AdamConfig(decoupled=False), "decoupled=false"),
+        (AdamConfig(amsgrad=True), "amsgrad=true"),
+    ],
+)
+def test_hf_refuses_what_it_cannot_express_and_suggests_torch(config, part):
+    with pytest.raises(ExportError) as info:
+        render(exported(config), "hf")
+    assert part in str(info.value) and str(info.value).endswith("Use --format torch")
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_yaml_and_json_round_trip_through_from_file(tmp_path, fmt):
+    config = AdamConfig(
+        lr=0.123456789012345,
+        weight_decay=0.5,
+        amsgrad=True,
+        schedule=ScheduleConfig("step", 0.1, gamma=0.25, decays=2),
+    )
+    path = tmp_path / f"best.{fmt}"
+    path.write_text(render(exported(config), fmt))
+    assert AdamConfig.from_file(path) == config
+    data = yaml.safe_load(path.read_text()) if fmt == "yaml" else json.loads(path.read_text())
+    assert data["schema_version"] == 1 and data["trial"] == 3
+
+
+def test_from_file_names_what_is_wrong(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("schema_version: 2\nconfig: {lr: 0.1}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: schema_version: must be 1, got 2"):
+        AdamConfig.from_file(path)
+    path.write_text("schema_version: 1\nconfig: {lr: -0.1}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: lr: must be > 0, got -0.1"):
+        AdamConfig.from_file(path)
+
+
+@pytest.fixture(scope="module")
+def study_storage(tmp_path_factory):
+    storage = f"sqlite:///{tmp_path_factory.mktemp('export') / 'optuna.db'}"
+    run_search(
+        SearchSettings(
+            storage=storage,
+            study_name="exp",
+            n_trials=4,
+            epochs=3,
+            space="adamw",
+            sampler="random",
+            pruner="none",
+            optimizer="torch",
+        )
+    )
+    return storage
+
+
+@pytest.mark.parametrize("fmt", ["torch", "adamtune"])
+def test_retraining_with_the_export_reproduces_the_trials_objective(tmp_path, study_storage, fmt):
+    best = load_trial("exp", study_storage)
+    path = tmp_path / "best.py"
+    path.write_text(render(best, fmt))
+    code = (
+        "from adamtune import train, resolve_task, AdamConfig\n"
+        f"result = train(resolve_task({best.task!r}), AdamConfig(), seed={best.seed},\n"
+        "               epochs=3, optimizer_factory=lambda ps, _: exported.build_optimizer(ps),\n"
+        "               scheduler_factory=exported.build_scheduler)\n"
+        "print(repr(result.value)); print(repr(result.learning_rates))\n"
+    )
+    out = run_fresh(path, code).splitlines()
+    assert float(out[0]) == pytest.approx(best.value, rel=1e-6)
+    assert eval(out[1]) == best.config.learning_rates(best.total_steps)
+
+
+def test_load_config_returns_the_best_trials_config(study_storage):
+    import optuna
+
+    study = optuna.load_study(study_name="exp", storage=study_storage)
+    assert load_config("exp", study_storage) == AdamConfig.from_dict(
+        study.best_trial.user_attrs["config"]
+    )
+    assert load_config("exp", study_storage, trial=0) == AdamConfig.from_dict(
+        study.trials[0].user_attrs["config"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["ghost"], "Error: no study 'ghost' in {storage} (studies there: exp)"),
+        (["exp", "--trial", "99"], "Error: --trial 99: study 'exp' has trials 0..3"),
+        (
+            ["exp", "--format", "pdf"],
+            "Error: Invalid value for '--format': 'pdf' is not one of "
+            "'torch', 'adamtune', 'hf', 'lightning', 'yaml', 'json'.",
+        ),
+    ],
+)
+def test_cli_errors_are_one_line(study_storage, args, line):
+    result = CliRunner().invoke(cli, ["export", *args, "--storage", study_storage])
+    assert result.exit_code != 0
+    assert result.stderr == line.format(storage=study_storage) + "\n"
+
+
+def test_cli_refuses_an_unfinished_trial(tmp_path):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'p.db'}"
+    study = optuna.create_study(storage=storage, study_name="p")
+    trial = study.ask()
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    result = CliRunner().invoke(cli, ["export", "p", "--storage", storage, "--trial", "0"])
+    assert result.stderr == (
+        "Error: --trial 0: the trial is PRUNED, not COMPLETE; only "
+        "completed trials can be exported\n"
+    )
+    assert CliRunner().invoke(cli, ["export", "p", "--storage", storage]).stderr == (
+        "Error: study 'p' has no completed trial yet\n"
+    )
+
+
+def test_cli_writes_a_file(tmp_path, study_storage):
+    out = tmp_path / "best.py"
+    result = CliRunner().invoke(cli, ["export", "exp", "--storage", study_storage, "-o", str(out)])
+    assert result.exit_code == 0 and result.stderr == f"Wrote {out}\n"
+    assert "def build_optimizer(params):" in out.read_text()
