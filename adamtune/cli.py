@@ -179,6 +179,25 @@ def cli() -> None:
     help="MLflow experiment.  [default: the study name]",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    envvar="ADAMTUNE_WORKERS",
+    show_default=True,
+    show_envvar=True,
+    help="Worker processes on this machine sharing the study (use PostgreSQL or journal:).",
+)
+@click.option(
+    "--heartbeat",
+    type=click.IntRange(min=0),
+    default=10,
+    envvar="ADAMTUNE_HEARTBEAT",
+    show_default=True,
+    show_envvar=True,
+    help="Seconds between a trial's heartbeats; a trial silent for 3 of them is failed "
+    "and retried (RDB storages; 0: off).",
+)
+@click.option(
     "--max-failures",
     type=click.IntRange(min=0),
     default=5,
@@ -213,11 +232,25 @@ def search(**options: Any) -> None:
         if options["no_tracking"]
         else resolve_tracking_uri(options["tracking_uri"]),
         experiment=options["experiment"],
+        heartbeat=options["heartbeat"],
     )
     task = resolve_task(settings.task)
     progress = Progress(settings.n_trials, task.metric_name)
+    workers = options["workers"]
+    if workers > 1 and settings.storage.startswith("sqlite"):
+        click.echo(
+            f"Warning: --workers {workers} on SQLite: writers from several processes "
+            "queue on one file lock. For more than a few workers use PostgreSQL or "
+            "journal:FILE (README, 'Scale out').",
+            err=True,
+        )
     try:
-        study = run_search(settings, callbacks=[progress])
+        if workers > 1:
+            from adamtune.workers import run_workers
+
+            study = run_workers(settings, workers, on_trial=progress)
+        else:
+            study = run_search(settings, callbacks=[progress])
     except KeyboardInterrupt:
         progress.close()
         click.echo(

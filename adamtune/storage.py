@@ -1,8 +1,9 @@
 """Optuna storage from a URL, with errors that name the host and never the password.
 
 Accepted: any SQLAlchemy URL Optuna's RDBStorage takes (``sqlite:///adamtune.db``,
-``postgresql://user:pw@host/db``, ``mysql+pymysql://...``) and ``journal:PATH`` for Optuna's
-journal file storage (safe for several processes on one machine or a shared file system).
+``postgresql://user:pw@host/db``, ``mysql+pymysql://...``), ``journal:PATH`` for Optuna's
+journal file storage (several processes on one machine or a shared file system) and
+``grpc://HOST:PORT`` for Optuna's gRPC storage proxy in front of a database.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def open_storage(url: str, **rdb_options: Any) -> optuna.storages.BaseStorage:
     """
     if url.startswith("journal:"):
         return _journal(url.removeprefix("journal:"))
+    if url.startswith("grpc://"):
+        return _grpc(url)
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -100,6 +103,19 @@ def _use_write_ahead_log(storage: optuna.storages.RDBStorage) -> None:
 
     event.listen(storage.engine, "connect", on_connect)
     storage.engine.dispose()  # the connection made while creating tables predates the listener
+
+
+def _grpc(url: str) -> optuna.storages.BaseStorage:
+    """Optuna's gRPC storage proxy (for hundreds of workers): grpc://host:port."""
+    host, _, port = url.removeprefix("grpc://").rstrip("/").partition(":")
+    if not host or not port.isdigit():
+        raise StorageError(f"--storage {url!r}: expected grpc://HOST:PORT, e.g. grpc://db:13000")
+    try:
+        return optuna.storages.GrpcStorageProxy(host=host, port=int(port))
+    except ImportError as exc:
+        raise StorageError(
+            f"--storage {url!r}: needs grpcio (pip install grpcio protobuf): {exc}"
+        ) from None
 
 
 def _journal(path: str) -> optuna.storages.BaseStorage:

@@ -10,6 +10,7 @@ import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import optuna
 import torch
@@ -48,6 +49,9 @@ class SearchSettings:
     max_consecutive_failures: int = 5
     tracking_uri: str | None = None  # MLflow; None: tracking off
     experiment: str | None = None  # MLflow experiment; None: the study name
+    heartbeat: int = 10  # seconds between a running trial's heartbeats (RDB storages); 0: off
+    max_retries: int = 2  # times a trial whose worker died is re-queued with its parameters
+    worker: int = 0  # this process's index among --workers; keeps their samplers apart
 
     def public(self) -> dict[str, object]:
         """The settings as a dict that is safe to print or track (no password in any URL)."""
@@ -111,9 +115,43 @@ class FailureLimit:
         return bool(self.limit) and self.streak >= self.limit
 
 
-def open_study(settings: SearchSettings, task: Task, space: SearchSpace) -> optuna.Study:
+class StaleTrialHandler:
+    """Called by Optuna when it finds a trial whose worker stopped sending heartbeats (killed,
+    machine lost): the trial is already FAIL; re-queue its parameters and close its tracked run."""
+
+    def __init__(self, max_retries: int) -> None:
+        with warnings.catch_warnings():  # stable since Optuna 2.8; still flagged experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
+        self.tracker: Tracker = NullTracker()
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.retry(study, trial)
+        self.tracker.stale_trial(trial.number)
+
+
+def storage_options(settings: SearchSettings, on_stale: StaleTrialHandler) -> dict[str, Any]:
+    """Heartbeats for relational storages, so a dead worker's trial is failed and retried."""
+    if settings.storage.startswith(("journal:", "grpc://")) or not settings.heartbeat:
+        return {}
+    return {
+        "heartbeat_interval": settings.heartbeat,
+        "grace_period": 3 * settings.heartbeat,
+        "heartbeat_stale_trial_callback": on_stale,
+    }
+
+
+def open_study(
+    settings: SearchSettings,
+    task: Task,
+    space: SearchSpace,
+    on_stale: StaleTrialHandler | None = None,
+) -> optuna.Study:
     """Create the study, or load it to resume; refuses a study made for another task."""
-    storage = open_storage(settings.storage)
+    on_stale = on_stale or StaleTrialHandler(settings.max_retries)
+    with warnings.catch_warnings():  # heartbeats: stable in practice, flagged experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = open_storage(settings.storage, **storage_options(settings, on_stale))
     name = settings.study_name or default_study_name(task, space)
     epochs = settings.epochs or task.epochs
     try:
@@ -140,8 +178,11 @@ def open_study(settings: SearchSettings, task: Task, space: SearchSpace) -> optu
             ("seed", settings.seed),
         ):
             study.set_user_attr(key, value)
-    # Seeding with seed + trials-so-far makes a resumed study draw new points, not replay old.
-    study.sampler = make_sampler(settings.sampler, settings.seed + len(study.trials))
+    # Seeding with seed + trials-so-far makes a resumed study draw new points, not replay old;
+    # the worker offset keeps processes started together from drawing the same points.
+    study.sampler = make_sampler(
+        settings.sampler, settings.seed + len(study.trials) + 7919 * settings.worker
+    )
     return study
 
 
@@ -171,8 +212,10 @@ def run_search(
     task = resolve_task(settings.task)
     space = load_space(settings.space)
     device = resolve_device(settings.device)
-    study = open_study(settings, task, space)
+    on_stale = StaleTrialHandler(settings.max_retries)
+    study = open_study(settings, task, space, on_stale)
     tracker = tracker if tracker is not None else make_tracker(settings)
+    on_stale.tracker = tracker
     objective = Objective(
         task=task,
         space=space,

@@ -3,6 +3,8 @@ import os
 import pytest
 import torch
 
+from tests.servers import serve  # noqa: F401  (a fixture: starts real servers)
+
 # The Triton kernel's logic is tested on CPU through Triton's interpreter; it must be switched
 # on before triton is first imported (adamtune imports it lazily, so here is early enough).
 if not torch.cuda.is_available():
@@ -19,3 +21,24 @@ def in_tmp(tmp_path, monkeypatch):
 @pytest.fixture
 def storage(tmp_path):
     return f"sqlite:///{tmp_path / 'studies.db'}"
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL database for one test, dropped afterwards. Skipped, with the reason,
+    where no server answers on 127.0.0.1:5432 (CI and this project's machines have one)."""
+    import uuid
+
+    psycopg = pytest.importorskip("psycopg")
+    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+    try:
+        connection = psycopg.connect(admin, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 unreachable: {str(exc).splitlines()[0]}")
+    name = f"adamtune_test_{uuid.uuid4().hex[:12]}"
+    connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.close()

@@ -2,6 +2,7 @@
 
 Order of calls: start_study once; then, per trial, start_trial and end_trial (from whichever
 thread runs the trial); then end_study and close, also when the study is interrupted or fails.
+stale_trial(number) may come at any time: another worker's trial was found dead.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Tracker(Protocol):
     def start_study(self, study_name: str, settings: dict[str, Any], space_text: str) -> None: ...
     def start_trial(self, number: int) -> None: ...
     def end_trial(self, record: TrialRecord) -> None: ...
+    def stale_trial(self, number: int) -> None: ...
     def end_study(self, study: optuna.Study, *, interrupted: bool = False) -> None: ...
     def close(self) -> None: ...
 
@@ -54,6 +56,9 @@ class NullTracker:
         pass
 
     def end_trial(self, record: TrialRecord) -> None:
+        pass
+
+    def stale_trial(self, number: int) -> None:
         pass
 
     def end_study(self, study: optuna.Study, *, interrupted: bool = False) -> None:

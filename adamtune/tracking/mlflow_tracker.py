@@ -96,6 +96,9 @@ class MlflowTracker:
             ended_ms=_now_ms(),
         )
 
+    def stale_trial(self, number: int) -> None:
+        self._send("stale_trial", number=number, ended_ms=_now_ms())
+
     def end_study(self, study: optuna.Study, *, interrupted: bool = False) -> None:
         self._send(
             "end_study",

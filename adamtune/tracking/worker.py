@@ -16,7 +16,7 @@ import time
 
 from adamtune.tracking.sink import MlflowSink
 
-OPS = ("start_study", "start_trial", "end_trial", "end_study")
+OPS = ("start_study", "start_trial", "end_trial", "stale_trial", "end_study")
 
 
 def _warm_up() -> None:
@@ -53,6 +53,11 @@ def _sqlite_without_fsync_per_commit() -> None:
 
 
 def main() -> None:
+    # stdout is the status channel to the search process; MLflow prints "View run ... at" lines
+    # on stdout when runs end, which would corrupt it, and raise BrokenPipeError (leaving runs
+    # open) once the search process is gone. Keep the channel, send everything else to null.
+    status = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the whole life of the process)
     # Bookkeeping yields to training: a lower priority, and one thread at a time (the warm-up
     # runs after the study's run is made, not beside the mlflow import).
     os.nice(10)
@@ -62,7 +67,11 @@ def main() -> None:
     errors: list[str] = []
     trace = os.environ.get("ADAMTUNE_TRACKING_TRACE") == "1"  # op timings, for diagnosis
     for line in sys.stdin:
-        job = json.loads(line)
+        try:
+            job = json.loads(line)
+        except ValueError:  # a torn last line: the search process died while writing it
+            errors.append("the search process stopped in the middle of a message")
+            break
         op = job.pop("op")
         started = time.time()
         try:
@@ -88,7 +97,11 @@ def main() -> None:
             sink.kill_open_runs()
         except Exception as exc:
             errors.append(f"closing runs: {type(exc).__name__}: {exc}")
-    print(json.dumps({"errors": errors}), flush=True)
+    try:
+        status.write(json.dumps({"errors": errors}) + "\n")
+        status.flush()
+    except BrokenPipeError:
+        pass  # the search process is gone (killed); its runs are closed all the same
 
 
 if __name__ == "__main__":

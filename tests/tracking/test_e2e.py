@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from adamtune.study import SearchSettings, run_search
-from tests.tracking.conftest import MLFLOW, free_port
+from tests.servers import MLFLOW, free_port
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -1,3 +1,5 @@
+"""Helpers that start real servers for tests (MLflow, the adamtune UI)."""
+
 import socket
 import subprocess
 import sys

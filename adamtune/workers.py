@@ -1,0 +1,113 @@
+"""--workers K: K worker processes on this machine sharing one study through its storage.
+
+The study is created here first, so the workers never race to create it; each worker runs its
+share of the trials with its own sampler seed (settings.worker), its own tracker, and, with
+``--device cuda``, its own GPU (round-robin over the visible GPUs, through
+CUDA_VISIBLE_DEVICES). This process shows progress by polling the storage. Ctrl-C reaches every
+worker (same process group): each closes its running trial and its runs, then exits.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from adamtune.errors import StudyError
+from adamtune.space import load_space
+from adamtune.study import SearchSettings, default_study_name, open_study, run_search
+from adamtune.tasks import resolve_task
+
+POLL_SECONDS = 1.0
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def shares(n_trials: int, workers: int) -> list[int]:
+    """n_trials split as evenly as possible: 10 over 3 -> [4, 3, 3]."""
+    return [n_trials // workers + (i < n_trials % workers) for i in range(workers)]
+
+
+def gpu_for(worker: int, device: str) -> str | None:
+    """The CUDA_VISIBLE_DEVICES value for a worker, or None to leave it alone."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    count = torch.cuda.device_count()
+    return str(worker % count) if count else None
+
+
+def _worker_main(settings: SearchSettings, gpu: str | None) -> None:
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    from adamtune.errors import AdamtuneError
+
+    try:
+        run_search(settings)
+    except AdamtuneError as exc:
+        print(f"Error: worker {settings.worker}: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def run_workers(
+    settings: SearchSettings,
+    workers: int,
+    on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+) -> optuna.Study:
+    """Run ``settings.n_trials`` trials over ``workers`` processes; return the study."""
+    if settings.n_trials is None and settings.timeout is None:
+        raise StudyError("--workers needs --n-trials or --timeout")
+    task, space = resolve_task(settings.task), load_space(settings.space)
+    settings = replace(settings, study_name=settings.study_name or default_study_name(task, space))
+    study = open_study(settings, task, space)
+    seen = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
+    context = multiprocessing.get_context("spawn")  # no forked copies of torch's threads
+    counts = shares(settings.n_trials, workers) if settings.n_trials else [None] * workers
+    processes = [
+        context.Process(
+            target=_worker_main,
+            name=f"adamtune-worker-{i}",
+            args=(replace(settings, n_trials=count, worker=i), gpu_for(i, settings.device)),
+        )
+        for i, count in enumerate(counts)
+        if count != 0
+    ]
+    for process in processes:
+        process.start()
+    try:
+        while any(p.is_alive() for p in processes):
+            time.sleep(POLL_SECONDS)
+            _report_new(study, seen, on_trial)
+    except KeyboardInterrupt:
+        for process in processes:
+            process.join(timeout=60)
+        raise
+    _report_new(study, seen, on_trial)
+    failed = [p.name for p in processes if p.exitcode not in (0, None)]
+    if failed:
+        raise StudyError(
+            f"{len(failed)} of {len(processes)} workers failed "
+            f"({', '.join(failed)}); their errors are above. Completed trials are "
+            "in the study"
+        )
+    return study
+
+
+def _report_new(
+    study: optuna.Study,
+    seen: set[int],
+    on_trial: Callable[[optuna.Study, FrozenTrial], None] | None,
+) -> None:
+    for trial in study.get_trials(deepcopy=False, states=FINISHED):
+        if trial.number not in seen:
+            seen.add(trial.number)
+            if on_trial is not None:
+                on_trial(study, trial)
