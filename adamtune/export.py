@@ -178,8 +178,13 @@ def _multiplier_function(schedule: ScheduleConfig) -> list[str]:
     return body + tails[schedule.kind]
 
 
-def _needs_math(schedule: ScheduleConfig) -> bool:
-    return schedule.kind in ("cosine", "step")
+def _torch_imports(schedule: ScheduleConfig) -> list[str]:
+    """torch, and math where the schedule's formula needs it (cos, floor)."""
+    return (
+        ["import math", "", "import torch"]
+        if schedule.kind in ("cosine", "step")
+        else ["import torch"]
+    )
 
 
 # --- formats ---------------------------------------------------------------------------------
@@ -187,9 +192,7 @@ def _needs_math(schedule: ScheduleConfig) -> bool:
 
 def _torch(trial: ExportedTrial) -> str:
     config = trial.config
-    imports = (
-        ["import math", "", "import torch"] if _needs_math(config.schedule) else ["import torch"]
-    )
+    imports = _torch_imports(config.schedule)
     lines = [
         *_header(trial, "Adam configuration for torch"),
         "# Use: optimizer = build_optimizer(model.parameters())",
@@ -300,9 +303,7 @@ def _hf(trial: ExportedTrial) -> str:
 
 def _lightning(trial: ExportedTrial) -> str:
     config = trial.config
-    imports = (
-        ["import math", "", "import torch"] if _needs_math(config.schedule) else ["import torch"]
-    )
+    imports = _torch_imports(config.schedule)
     lines = [
         *_header(trial, "Adam configuration for a LightningModule"),
         "# Use: paste configure_optimizers into your LightningModule (and lr_multiplier",

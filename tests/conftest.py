@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from tests.servers import serve  # noqa: F401  (a fixture: starts real servers)
+from tests.servers import MLFLOW, free_port, serve  # noqa: F401  (serve: a fixture)
 
 # The Triton kernel's logic is tested on CPU through Triton's interpreter; it must be switched
 # on before triton is first imported (adamtune imports it lazily, so here is early enough).
@@ -42,3 +42,27 @@ def postgres_url():
     finally:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         connection.close()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, serve):  # noqa: F811  (the serve fixture)
+    """A real `mlflow server` on a free loopback port, stopped after the test."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    serve(
+        [
+            *MLFLOW,
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        f"{url}/health",
+        tmp_path,
+    )
+    return url

@@ -190,3 +190,35 @@ def test_ui_without_a_store_or_experiment_is_one_line(run, in_tmp):
         "Error: no MLflow experiment 'ghost' at sqlite:///mlflow.db (run "
         "`adamtune search` with tracking on first)\n"
     )
+
+
+def test_workers_on_sqlite_warn_and_share_the_study(in_tmp):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("adamtune")),
+            "search",
+            "--workers",
+            "2",
+            "--n-trials",
+            "3",
+            *FAST,
+            "--no-tracking",
+            "--study-name",
+            "w",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=in_tmp,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith(
+        "Warning: --workers 2 on SQLite: writers from several processes queue on one file lock."
+    )
+    assert "3/3 trials" in done.stderr
+    study = optuna.load_study(study_name="w", storage="sqlite:///adamtune.db")
+    assert sorted(t.number for t in study.trials) == [0, 1, 2]

@@ -13,34 +13,10 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from adamtune.workers import shares
-from tests.servers import MLFLOW, free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 ADAMTUNE = str(Path(sys.executable).with_name("adamtune"))
 QUICK = ["--space", "lr-only", "--pruner", "none", "--study-name", "s"]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path, serve):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    serve(
-        [
-            *MLFLOW,
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        f"{url}/health",
-        tmp_path,
-    )
-    return url
 
 
 def child_runs(url: str) -> list:
@@ -172,4 +148,7 @@ def test_a_killed_worker_leaves_a_trial_that_is_failed_and_retried(
     ]
     assert running == [], log.read_text()[-3000:]
     killed_runs = [r for r in children if r.data.tags["adamtune.trial_number"] == str(killed)]
-    assert len(killed_runs) == 1 and killed_runs[0].info.status in ("KILLED", "FAILED")
+    # A SIGKILL can take messages that never reached the pipe with it: the killed trial may
+    # have no run at all, but never one that stays open.
+    assert len(killed_runs) <= 1
+    assert all(r.info.status in ("KILLED", "FAILED") for r in killed_runs)

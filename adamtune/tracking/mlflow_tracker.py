@@ -41,6 +41,16 @@ WORKER_ENV = {
 WORKER_ENV["PYTHONWARNINGS"] = "ignore"  # library chatter would land in the user's terminal
 
 
+def _enlarge_pipe(stream: Any) -> None:
+    """Let the pipe hold ~1 MiB (dozens of trials) instead of 64 KiB: while the worker starts up,
+    messages then wait in the kernel, where they survive this process being killed."""
+    import fcntl
+
+    if hasattr(fcntl, "F_SETPIPE_SZ"):
+        with contextlib.suppress(OSError):  # capped by /proc/sys/fs/pipe-max-size
+            fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -66,6 +76,7 @@ class MlflowTracker:
             start_new_session=True,  # Ctrl-C is for the search; the worker closes runs after it
             env={**os.environ, **WORKER_ENV},
         )
+        _enlarge_pipe(self._process.stdin)
         self._writer = threading.Thread(target=self._write, name="adamtune-mlflow", daemon=True)
         self._writer.start()
         self._send(

@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from adamtune.study import SearchSettings, run_search
-from tests.servers import MLFLOW, free_port
+from tests.servers import free_port
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -26,25 +26,8 @@ CHROMIUM_ARGS = [
 ]
 
 
-def test_a_study_logs_to_a_remote_tracking_server(tmp_path, serve):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    serve(
-        [
-            *MLFLOW,
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        f"{url}/health",
-        tmp_path,
-    )
+def test_a_study_logs_to_a_remote_tracking_server(tmp_path, mlflow_server):
+    url = mlflow_server
     settings = SearchSettings(
         storage=f"sqlite:///{tmp_path / 'optuna.db'}",
         study_name="remote",
