@@ -37,15 +37,19 @@ class AdamtuneGroup(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+def env_option(flag: str, *decls: str, **kwargs: Any) -> Any:
+    """A click option that can also be set from ADAMTUNE_<FLAG> (shown in --help)."""
+    envvar = "ADAMTUNE_" + flag.lstrip("-").replace("-", "_").upper()
+    return click.option(flag, *decls, envvar=envvar, show_envvar=True, **kwargs)
+
+
 def storage_option(func: Any) -> Any:
-    return click.option(
+    return env_option(
         "--storage",
         default=DEFAULT_STORAGE,
-        envvar="ADAMTUNE_STORAGE",
         show_default=True,
-        show_envvar=True,
         help="Optuna storage URL: sqlite:///FILE, postgresql://..., "
-        "mysql+pymysql://..., or journal:FILE.",
+        "mysql+pymysql://..., journal:FILE or grpc://HOST:PORT.",
     )(func)
 
 
@@ -56,154 +60,118 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option(
+@env_option(
     "--task",
     default="digits-mlp",
-    envvar="ADAMTUNE_TASK",
     show_default=True,
-    show_envvar=True,
     help="Built-in task (see `adamtune tasks`), module:function or file.py:function.",
 )
-@click.option(
+@env_option(
     "--space",
     default="default",
-    envvar="ADAMTUNE_SPACE",
     show_default=True,
-    show_envvar=True,
     help="Shipped space name (see `adamtune spaces`) or a YAML path.",
 )
-@click.option(
+@env_option(
     "--n-trials",
     type=click.IntRange(min=1),
     default=20,
-    envvar="ADAMTUNE_N_TRIALS",
     show_default=True,
-    show_envvar=True,
     help="New trials to run in this invocation.",
 )
-@click.option(
+@env_option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    envvar="ADAMTUNE_TIMEOUT",
-    show_envvar=True,
     help="Stop starting new trials after this many seconds.",
 )
-@click.option(
+@env_option(
     "--study-name",
     default=None,
-    envvar="ADAMTUNE_STUDY_NAME",
-    show_envvar=True,
     help="Study to create or resume.  [default: TASK-SPACE]",
 )
 @storage_option
-@click.option(
+@env_option(
     "--sampler",
     type=click.Choice(["tpe", "gp", "cmaes", "random", "qmc"]),
     default="tpe",
-    envvar="ADAMTUNE_SAMPLER",
     show_default=True,
-    show_envvar=True,
 )
-@click.option(
+@env_option(
     "--pruner",
     type=click.Choice(["median", "hyperband", "sha", "none"]),
     default="median",
-    envvar="ADAMTUNE_PRUNER",
     show_default=True,
-    show_envvar=True,
 )
-@click.option(
+@env_option(
     "--seed",
     type=int,
     default=0,
-    envvar="ADAMTUNE_SEED",
     show_default=True,
-    show_envvar=True,
     help="Seeds the sampler, the weights and the batch order.",
 )
-@click.option(
+@env_option(
     "--device",
     default="auto",
-    envvar="ADAMTUNE_DEVICE",
     show_default=True,
-    show_envvar=True,
     help="auto, cpu, cuda or cuda:N.",
 )
-@click.option(
+@env_option(
     "--epochs",
     type=click.IntRange(min=1),
     default=None,
-    envvar="ADAMTUNE_EPOCHS",
-    show_envvar=True,
     help="Epochs per trial.  [default: the task's]",
 )
-@click.option(
+@env_option(
     "--n-jobs",
     type=click.IntRange(min=1),
     default=1,
-    envvar="ADAMTUNE_N_JOBS",
     show_default=True,
-    show_envvar=True,
     help="Parallel trials (threads) in this process.",
 )
-@click.option(
+@env_option(
     "--optimizer",
     type=click.Choice(["fused", "torch"]),
     default="fused",
-    envvar="ADAMTUNE_OPTIMIZER",
     show_default=True,
-    show_envvar=True,
     help="fused: adamtune.optim.FusedAdam; torch: torch.optim.Adam/AdamW.",
 )
-@click.option(
+@env_option(
     "--tracking-uri",
     default=None,
-    envvar="ADAMTUNE_TRACKING_URI",
-    show_envvar=True,
     help="MLflow tracking URI (a local store or http://server).  "
     "[default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db]",
 )
-@click.option(
+@env_option(
     "--no-tracking",
     is_flag=True,
-    envvar="ADAMTUNE_NO_TRACKING",
-    show_envvar=True,
     help="Do not log to MLflow.",
 )
-@click.option(
+@env_option(
     "--experiment",
     default=None,
-    envvar="ADAMTUNE_EXPERIMENT",
-    show_envvar=True,
     help="MLflow experiment.  [default: the study name]",
 )
-@click.option(
+@env_option(
     "--workers",
     type=click.IntRange(min=1),
     default=1,
-    envvar="ADAMTUNE_WORKERS",
     show_default=True,
-    show_envvar=True,
     help="Worker processes on this machine sharing the study (use PostgreSQL or journal:).",
 )
-@click.option(
+@env_option(
     "--heartbeat",
     type=click.IntRange(min=0),
     default=10,
-    envvar="ADAMTUNE_HEARTBEAT",
     show_default=True,
-    show_envvar=True,
     help="Seconds between a trial's heartbeats; a trial silent for 3 of them is failed "
     "and retried (RDB storages; 0: off).",
 )
-@click.option(
+@env_option(
     "--max-failures",
     type=click.IntRange(min=0),
     default=5,
-    envvar="ADAMTUNE_MAX_FAILURES",
     show_default=True,
-    show_envvar=True,
     help="Stop after this many failed trials in a row (0: never).",
 )
 def search(**options: Any) -> None:
@@ -395,11 +363,9 @@ def resolve_tracking_uri(given: str | None) -> str:
 
 @cli.command()
 @click.argument("study_name", required=False)
-@click.option(
+@env_option(
     "--tracking-uri",
     default=None,
-    envvar="ADAMTUNE_TRACKING_URI",
-    show_envvar=True,
     help="[default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db]",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")

@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from tests.servers import MLFLOW, free_port, serve  # noqa: F401  (serve: a fixture)
+from tests.servers import MLFLOW, MLFLOW_SERVER_WORKERS, free_port, serve  # noqa: F401
 
 # The Triton kernel's logic is tested on CPU through Triton's interpreter; it must be switched
 # on before triton is first imported (adamtune imports it lazily, so here is early enough).
@@ -61,6 +61,7 @@ def mlflow_server(tmp_path, serve):  # noqa: F811  (the serve fixture)
             "127.0.0.1",
             "--port",
             str(port),
+            *MLFLOW_SERVER_WORKERS,
         ],
         f"{url}/health",
         tmp_path,

@@ -1,5 +1,8 @@
 """Helpers that start real servers for tests (MLflow, the adamtune UI)."""
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -36,8 +39,15 @@ def serve():
     processes = []
 
     def start(command: list[str], url: str, cwd: Path) -> subprocess.Popen:
+        # Its own process group: `mlflow server` runs uvicorn, which runs workers, and stopping
+        # the first process alone leaves the others running (and holding memory) for good.
         process = subprocess.Popen(
-            command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            command,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
         )
         processes.append(process)
         wait_for_http(url, process)
@@ -45,13 +55,23 @@ def serve():
 
     yield start
     for process in processes:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_group(process)
         process.stdout.close()
 
 
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM the process's whole group, then SIGKILL whatever is left after 20 s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=20)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # stragglers of a clean exit
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 MLFLOW = [sys.executable, "-m", "mlflow"]
+MLFLOW_SERVER_WORKERS = ["--workers", "1"]  # uvicorn's default is 4 processes per server

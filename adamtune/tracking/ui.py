@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -56,12 +59,27 @@ def ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
     ]
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the UI the way Ctrl-C does
+
+
 def serve(tracking_uri: str, host: str, port: int) -> int:
-    """Run the MLflow UI in the foreground until it exits or Ctrl-C; returns its exit code."""
-    process = subprocess.Popen(ui_command(tracking_uri, host, port))
+    """Run the MLflow UI in the foreground until it exits, Ctrl-C or SIGTERM; returns its exit
+    code. The UI runs in a process group of its own, stopped whole on the way out: `mlflow ui`
+    starts uvicorn, which starts workers, and stopping only the first would leave them serving."""
+    process = subprocess.Popen(ui_command(tracking_uri, host, port), start_new_session=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return process.wait()
     except KeyboardInterrupt:
-        process.terminate()
-        process.wait(timeout=10)
         return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+            try:
+                process.wait(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                continue
