@@ -86,11 +86,8 @@ def _pick(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
         return study.best_trial
     matches = [t for t in trials if t.number == number]
     if not matches:
-        raise StudyError(
-            f"--trial {number}: study {study.study_name!r} has trials 0..{len(trials) - 1}"
-            if trials
-            else "no trials"
-        )
+        have = f"trials 0..{len(trials) - 1}" if trials else "no trials"
+        raise StudyError(f"--trial {number}: study {study.study_name!r} has {have}")
     if matches[0].state != TrialState.COMPLETE:
         raise StudyError(
             f"--trial {number}: the trial is {matches[0].state.name}, not "

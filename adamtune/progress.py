@@ -12,7 +12,7 @@ import time
 from typing import TextIO
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from adamtune.report import trial_value_text
 
@@ -60,10 +60,10 @@ class Progress:
         if self.total:
             filled = round(self.width * min(self.done, self.total) / self.total)
             bar = "[" + "#" * filled + "." * (self.width - filled) + "] "
-        best = "best: none yet"
-        completed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-        if completed:
+        try:  # one storage query; Optuna raises ValueError while no trial has completed
             best_trial = study.best_trial
             best = f"best {self.metric_name} {best_trial.value:.4g} (trial {best_trial.number})"
+        except ValueError:
+            best = "best: none yet"
         last = f"trial {trial.number} {trial_value_text(trial)}"
         return f"{bar}{count} trials | {best} | {last} | {elapsed:.0f}s"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -45,10 +44,11 @@ def ui_url(tracking_uri: str, host: str, port: int, experiment: str | None) -> s
 
 
 def ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
-    """The `mlflow ui` command serving ``tracking_uri`` (the one in this environment)."""
-    mlflow = shutil.which("mlflow") or sys.executable + " -m mlflow"
+    """The `mlflow ui` command serving ``tracking_uri``, from this Python environment."""
     return [
-        *mlflow.split(),
+        sys.executable,
+        "-m",
+        "mlflow",
         "ui",
         "--backend-store-uri",
         tracking_uri,
