@@ -42,7 +42,7 @@ static inline uint16_t bf16_store(float f) {
  * each (AMSGrad, lerp form) pair so the vector loop does only the work its case needs: on two
  * cores with AVX-512 the sqrt and the division already cost about as much as the memory traffic.
  */
-#define DEFINE_RUN(NAME, T, C, LOAD, STORE)                                                    \
+#define DEFINE_RUN(NAME, T, C, LOAD, STORE, SQRT)                                            \
     static inline __attribute__((always_inline)) void NAME##_body(                           \
         T *restrict p, const T *restrict g, T *restrict m, T *restrict v, T *restrict vmax,  \
         int64_t n, const double *k, const int amsgrad, const int small_w1, int maximize) {   \
@@ -64,7 +64,7 @@ static inline uint16_t bf16_store(float f) {
                 vv = vm > vj ? vm : vj;                                                      \
                 vmax[j] = STORE(vv);                                                         \
             }                                                                                \
-            C denom = sqrt(vv) * inv_bc2_sqrt + eps;                                         \
+            C denom = SQRT(vv) * inv_bc2_sqrt + eps;                                         \
             p[j] = STORE(pj + neg_step * (mj / denom));                                      \
             m[j] = STORE(mj);                                                                \
             v[j] = STORE(vj);                                                                \
@@ -79,10 +79,12 @@ static inline uint16_t bf16_store(float f) {
         else NAME##_body(p, g, m, v, vmax, n, k, 0, 0, maximize);                            \
     }
 
-DEFINE_RUN(run_f32, float, float, IDENT, IDENT)
-DEFINE_RUN(run_f64, double, double, IDENT, IDENT)
-DEFINE_RUN(run_bf16, uint16_t, float, bf16_load, bf16_store)
-DEFINE_RUN(run_f16, _Float16, float, (float), (_Float16))
+/* SQRT matches the compute type C: plain sqrt on a float widens it to double, and the loop then
+ * runs at half the vector width with conversions in and out. */
+DEFINE_RUN(run_f32, float, float, IDENT, IDENT, sqrtf)
+DEFINE_RUN(run_f64, double, double, IDENT, IDENT, sqrt)
+DEFINE_RUN(run_bf16, uint16_t, float, bf16_load, bf16_store, sqrtf)
+DEFINE_RUN(run_f16, _Float16, float, (float), (_Float16), sqrtf)
 
 typedef void (*run_fn)(void *, const void *, void *, void *, void *, int64_t, const double *,
                        int, int);
@@ -126,4 +128,13 @@ int adam_step(int dtype, int64_t n_tensors, void **p, void **g, void **m, void *
         }
     }
     return 0;
+}
+
+/* Adds 1 to each of n float32 step counters (torch's state["step"] tensors) and writes the new
+ * counts to `values`: one call instead of a torch op per parameter. */
+void advance_steps(int64_t n, float **steps, double *values) {
+    for (int64_t i = 0; i < n; i++) {
+        *steps[i] += 1.0f;
+        values[i] = *steps[i];
+    }
 }

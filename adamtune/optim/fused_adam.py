@@ -13,13 +13,17 @@ dicts move between FusedAdam and torch.optim.Adam/AdamW in both directions.
 
 from __future__ import annotations
 
+import array
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-from adamtune.optim import reference
+from adamtune.optim import cpu, reference, triton_adam
+
+# The kernels, by backend name; each module's ``step`` has reference.step's signature.
+KERNELS = {"reference": reference, "cpu": cpu, "triton": triton_adam}
 
 BACKENDS = ("auto", "reference", "cpu", "triton")
 Hyper = float | torch.Tensor
@@ -104,32 +108,33 @@ class FusedAdam(torch.optim.Optimizer):
             return
         n_rows = _rows(group)
         amsgrad = group["amsgrad"]
+        states = []
         for p in params:
             if p.grad.is_sparse:
                 raise RuntimeError("FusedAdam does not support sparse gradients")
             state = self.state[p]
             if not state or (amsgrad and "max_exp_avg_sq" not in state):
                 self._init_state(p, amsgrad)
-        states = [self.state[p] for p in params]
-        steps = [state["step"] for state in states]
-        torch._foreach_add_(steps, 1)
-        step_values = torch.stack(steps).tolist()  # float32 holds integer steps exactly to 2**24
-        distinct = sorted(set(step_values))
-        coef = torch.cat([_coefficients(group, s, n_rows) for s in distinct])
-        block_of = {s: k * n_rows for k, s in enumerate(distinct)}
-        coef_index = [block_of[s] for s in step_values]
-
+            states.append(state)
         buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
         for i, p in enumerate(params):
             buckets.setdefault((p.device, p.dtype), []).append(i)
-        for (device, _), members in buckets.items():
+        kernels = [self._kernel(group["backend"], device) for device, _ in buckets]
+
+        step_values = _advance_steps([state["step"] for state in states])
+        distinct = sorted(set(step_values))
+        coef = _coefficients(group, distinct, n_rows)
+        block_of = {s: k * n_rows for k, s in enumerate(distinct)}
+        coef_index = [block_of[s] for s in step_values]
+
+        for kernel, members in zip(kernels, buckets.values(), strict=True):
             if len(buckets) > 1:
                 picked = [params[i] for i in members], [states[i] for i in members]
                 index = [coef_index[i] for i in members]
             else:
                 picked, index = (params, states), coef_index
             _run(
-                _kernel(group["backend"], device),
+                kernel,
                 *picked,
                 index,
                 coef,
@@ -137,6 +142,15 @@ class FusedAdam(torch.optim.Optimizer):
                 amsgrad=amsgrad,
                 maximize=group["maximize"],
             )
+
+    def _kernel(self, backend: str, device: torch.device) -> Kernel:
+        """The kernel for ``backend`` on ``device``, resolved once per optimizer (a step must not
+        pay for the availability checks), looked up by name so that it can be patched."""
+        resolved = self.__dict__.setdefault("_resolved_backends", {})
+        name = resolved.get((backend, device))
+        if name is None:
+            name = resolved[backend, device] = resolve_backend(backend, device)
+        return KERNELS[name].step
 
     def _init_state(self, p: torch.Tensor, amsgrad: bool) -> None:
         state = self.state[p]
@@ -176,33 +190,48 @@ def _rows(group: dict[str, Any]) -> int:
     return n
 
 
-def _coefficients(group: dict[str, Any], step: float, n_rows: int) -> torch.Tensor:
-    """The [n_rows, 7] coefficient rows (reference.COLUMNS) for one step count, in float64."""
-    lr, (beta1, beta2), eps, wd = (group["lr"], group["betas"], group["eps"], group["weight_decay"])
-    values = [lr, beta1, beta2, eps, wd]
-    if not any(_is_rows(v) for v in values):  # plain floats (or 0-dim tensors): no torch ops
-        lr, beta1, beta2, eps, wd = (float(v) for v in values)
-        step_size = lr / (1 - beta1**step)
-        bc2_sqrt = math.sqrt(1 - beta2**step)
-        l2, decay = (0.0, 1 - lr * wd) if group["decoupled_weight_decay"] else (wd, 1.0)
-        return torch.tensor(
-            [[step_size, bc2_sqrt, beta1, beta2, eps, l2, decay]], dtype=torch.float64
-        )
+def _advance_steps(steps: list[torch.Tensor]) -> list[float]:
+    """Add 1 to every ``state["step"]`` and return the new counts: in one native call when the
+    CPU kernel is loaded and every counter is a float32 CPU scalar (as FusedAdam and torch make
+    them), else with torch ops (a foreach add costs microseconds per parameter)."""
+    f32 = torch.float32
+    if cpu.loaded() and all(s.is_cpu and s.dtype is f32 and s.dim() == 0 for s in steps):
+        return cpu.advance_steps(steps)
+    torch._foreach_add_(steps, 1)
+    return torch.stack(steps).tolist()  # float32 holds integer steps exactly to 2**24
+
+
+def _coefficients(group: dict[str, Any], steps: list[float], n_rows: int) -> torch.Tensor:
+    """The [len(steps) * n_rows, 7] coefficient table (reference.COLUMNS) in float64: for each
+    step count, one row per hyperparameter row. Python floats are IEEE doubles, and for the tens
+    of rows a group has they cost a fraction of what torch ops would."""
     lr, beta1, beta2, eps, wd = (
-        torch.as_tensor(v, dtype=torch.float64).detach().cpu().expand(n_rows) for v in values
+        _per_row(value, n_rows)
+        for value in (group["lr"], *group["betas"], group["eps"], group["weight_decay"])
     )
-    step_size = lr / (1 - beta1**step)
-    bc2_sqrt = (1 - beta2**step).sqrt()
-    zeros, ones = torch.zeros_like(lr), torch.ones_like(lr)
-    l2, decay = (zeros, 1 - lr * wd) if group["decoupled_weight_decay"] else (wd, ones)
-    return torch.stack([step_size, bc2_sqrt, beta1, beta2, eps, l2, decay], dim=1)
+    if group["decoupled_weight_decay"]:
+        l2, decay = [0.0] * n_rows, [1 - lr_r * wd_r for lr_r, wd_r in zip(lr, wd, strict=True)]
+    else:
+        l2, decay = wd, [1.0] * n_rows
+    blocks = []
+    for step in steps:  # column-major: list concatenation runs in C, one transpose fixes it
+        step_size = [lr_r / (1 - beta1_r**step) for lr_r, beta1_r in zip(lr, beta1, strict=True)]
+        bc2_sqrt = [math.sqrt(1 - beta2_r**step) for beta2_r in beta2]
+        columns = array.array("d", step_size + bc2_sqrt + beta1 + beta2 + eps + l2 + decay)
+        blocks.append(torch.frombuffer(columns, dtype=torch.float64).view(-1, n_rows).T)
+    return torch.cat(blocks) if len(blocks) > 1 else blocks[0].contiguous()
+
+
+def _per_row(value: Hyper, n_rows: int) -> list[float]:
+    """A hyperparameter as one float per row."""
+    if _is_rows(value):
+        return value.tolist()
+    return [float(value)] * n_rows
 
 
 def resolve_backend(backend: str, device: torch.device | str) -> str:
     """The one place that picks the backend that updates tensors on ``device`` ("auto" resolved
     to "cpu", "triton" or "reference"), and explains why a forced one cannot run."""
-    from adamtune.optim import cpu, triton_adam
-
     device = torch.device(device)
     if backend == "reference":
         return backend
@@ -227,13 +256,6 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
     return "triton" if triton_adam.available(device) else "reference"
 
 
-def _kernel(backend: str, device: torch.device) -> Kernel:
-    from adamtune.optim import cpu, triton_adam
-
-    kernels = {"reference": reference.step, "cpu": cpu.step, "triton": triton_adam.step}
-    return kernels[resolve_backend(backend, device)]
-
-
 def _run(
     kernel: Kernel,
     params: list[torch.Tensor],
@@ -254,7 +276,8 @@ def _run(
         [state["max_exp_avg_sq"] for state in states] if amsgrad else [None] * len(params),
     ]
     write_back: list[tuple[torch.Tensor, torch.Tensor]] = []
-    if not all(t.is_contiguous() for column in columns[: 5 if amsgrad else 4] for t in column):
+    checked = columns[0] + columns[1] + columns[2] + columns[3] + (columns[4] if amsgrad else [])
+    if not all(map(torch.Tensor.is_contiguous, checked)):
         columns, write_back = _contiguous(columns)
     row_sizes = [max(1, p.numel() // n_rows) for p in params]
     kernel(*columns, row_sizes, coef_index, coef, amsgrad=amsgrad, maximize=maximize)

@@ -249,6 +249,44 @@ def test_many_tensors_cost_one_kernel_call(monkeypatch):
     assert calls == [200]
 
 
+def test_many_step_counters_advance_in_one_native_call(monkeypatch):
+    calls = []
+    original = cpu.advance_steps
+    monkeypatch.setattr(
+        cpu, "advance_steps", lambda steps: (calls.append(len(steps)), original(steps))[1]
+    )
+    params = [torch.randn(3) for _ in range(200)]
+    optimizer = FusedAdam(params, backend="cpu")
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        optimizer.step()
+    assert calls == [200, 200, 200]
+    assert {optimizer.state[p]["step"].item() for p in params} == {3.0}
+
+
+def test_step_counters_of_another_dtype_still_count(monkeypatch):
+    """A state loaded from torch.optim.Adam made under float64 default dtype holds float64
+    counters; the native counter update must not write float32 into them."""
+    torch.manual_seed(0)
+    params = [torch.randn(5), torch.randn(5)]
+    twin = [p.clone() for p in params]
+    optimizer = FusedAdam(params, backend="cpu")
+    expected = torch.optim.Adam(twin, foreach=False)
+    for step in range(4):
+        grads = [torch.randn(5), torch.randn(5)]
+        for p, t, g in zip(params, twin, grads, strict=True):
+            p.grad, t.grad = g, g.clone()
+        optimizer.step()
+        expected.step()
+        if step == 0:
+            optimizer.state[params[1]]["step"] = torch.tensor(1.0, dtype=torch.float64)
+    assert optimizer.state[params[1]]["step"].dtype == torch.float64
+    assert [optimizer.state[p]["step"].item() for p in params] == [4.0, 4.0]
+    for p, t in zip(params, twin, strict=True):
+        torch.testing.assert_close(p, t)
+
+
 def test_state_dict_round_trips_with_torch_adamw():
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)
