@@ -1,8 +1,10 @@
 """Optimizer step speed: FusedAdam's backends against torch.optim.AdamW, side by side.
 
 For each size (parameters) and layout (one tensor, or ~200 tensors), every implementation
-updates the same parameters and gradients; steps are timed in interleaved rounds so machine
-noise hits all of them alike. Prints ms per step (median), effective GB/s at 28 bytes per
+updates the same memory: the same parameters and gradients and, after a warm-up step, the same
+exp_avg/exp_avg_sq tensors (the state layouts are the same), so no implementation wins or loses
+by where its allocations landed. Runs of --steps steps (after one untimed step) are timed in interleaved rounds so
+machine noise hits all of them alike. Prints ms per step (median), effective GB/s at 28 bytes per
 parameter (read p, g, m, v; write p, m, v) and the ratio to torch's fused=True (> 1: faster).
 Then per-row mode (N rows with different hyperparameters) against uniform mode.
 
@@ -59,15 +61,30 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_step(optimizer: torch.optim.Optimizer, device: str) -> float:
-    sync(device)
-    start = time.perf_counter()
+def time_step(optimizer: torch.optim.Optimizer, device: str, steps: int = 1) -> float:
+    """Seconds per step, over ``steps`` consecutive steps after one untimed step, so that each
+    implementation meets caches in its own steady state, not as the one before left them."""
     optimizer.step()
     sync(device)
-    return time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(steps):
+        optimizer.step()
+    sync(device)
+    return (time.perf_counter() - start) / steps
 
 
-def bench_layout(n: int, tensors: int, device: str, rounds: int, skip_slow: bool) -> list[tuple]:
+def share_state(optimizers: list[torch.optim.Optimizer], params: list[torch.Tensor]) -> None:
+    """Point every optimizer's moment buffers at the first one's (step counters stay apart)."""
+    first = optimizers[0]
+    for opt in optimizers[1:]:
+        for p in params:
+            for key in ("exp_avg", "exp_avg_sq"):
+                opt.state[p][key] = first.state[p][key]
+
+
+def bench_layout(
+    n: int, tensors: int, device: str, rounds: int, steps: int, skip_slow: bool
+) -> list[tuple]:
     params = make_params(n, tensors, device)
     impls = implementations(device)
     if skip_slow and n >= 50_000_000:
@@ -75,11 +92,13 @@ def bench_layout(n: int, tensors: int, device: str, rounds: int, skip_slow: bool
     optimizers = {name: make(params) for name, make in impls.items()}
     for opt in optimizers.values():  # state allocation and kernel build/compile out of timing
         opt.step()
+    share_state(list(optimizers.values()), params)
+    for opt in optimizers.values():
         opt.step()
     times: dict[str, list[float]] = {name: [] for name in optimizers}
     for _ in range(rounds):
         for name, opt in optimizers.items():
-            times[name].append(time_step(opt, device))
+            times[name].append(time_step(opt, device, steps))
     fused = statistics.median(times["torch fused"])
     rows = []
     for name, ts in times.items():
@@ -89,15 +108,13 @@ def bench_layout(n: int, tensors: int, device: str, rounds: int, skip_slow: bool
     return rows
 
 
-def bench_per_row(n: int, rows: int, device: str, rounds: int) -> tuple[float, float]:
+def bench_per_row(n: int, rows: int, device: str, rounds: int, steps: int) -> tuple[float, float]:
     backend = "triton" if device == "cuda" else "cpu"
-    p_uniform = torch.randn(rows, n // rows, device=device)
-    p_rows = p_uniform.clone()
-    for p in (p_uniform, p_rows):
-        p.grad = torch.randn_like(p)
-    uniform = FusedAdam([p_uniform], lr=1e-3, weight_decay=0.01, backend=backend)
+    param = torch.randn(rows, n // rows, device=device)
+    param.grad = torch.randn_like(param)
+    uniform = FusedAdam([param], lr=1e-3, weight_decay=0.01, backend=backend)
     per_row = FusedAdam(
-        [p_rows],
+        [param],
         lr=torch.logspace(-4, -2, rows),
         betas=(torch.linspace(0.8, 0.95, rows), torch.linspace(0.99, 0.999, rows)),
         eps=torch.full((rows,), 1e-8),
@@ -106,10 +123,11 @@ def bench_per_row(n: int, rows: int, device: str, rounds: int) -> tuple[float, f
     )
     for opt in (uniform, per_row):
         opt.step()
+    share_state([uniform, per_row], [param])
     t_u, t_r = [], []
     for _ in range(rounds):
-        t_u.append(time_step(uniform, device))
-        t_r.append(time_step(per_row, device))
+        t_u.append(time_step(uniform, device, steps))
+        t_r.append(time_step(per_row, device, steps))
     return statistics.median(t_u) * 1e3, statistics.median(t_r) * 1e3
 
 
@@ -118,7 +136,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--sizes", default="1e6,2e7,1e8", help="comma-separated parameter counts")
     parser.add_argument("--tensors", type=int, default=200, help="tensors in the 'many' layout")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--steps", type=int, default=5, help="consecutive steps timed per round")
     parser.add_argument("--rows", type=int, default=32, help="N for the per-row comparison")
     parser.add_argument("--with-reference-at-100m", action="store_true")
     parser.add_argument("--out", help="also write the tables (markdown) to this file")
@@ -130,7 +149,8 @@ def main() -> None:
     )
     lines = [
         f"# optim_step: {args.device} ({device_name}), torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds",
+        f"{torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds "
+        f"of {args.steps} steps, shared memory",
         "",
         "| params | layout | implementation | ms/step | GB/s | vs torch fused |",
         "|---|---|---|---|---|---|",
@@ -139,7 +159,7 @@ def main() -> None:
     for n in sizes:
         for tensors, layout in ((1, "1 tensor"), (args.tensors, f"{args.tensors} tensors")):
             for name, ms, gbs, ratio in bench_layout(
-                n, tensors, args.device, args.rounds, not args.with_reference_at_100m
+                n, tensors, args.device, args.rounds, args.steps, not args.with_reference_at_100m
             ):
                 line = f"| {n / 1e6:g}M | {layout} | {name} | {ms:.2f} | {gbs:.1f} | {ratio:.2f}x |"
                 lines.append(line)
@@ -151,7 +171,7 @@ def main() -> None:
     ]
     print("\n".join(per_row_lines), flush=True)
     for n in sizes:
-        u, r = bench_per_row(n, args.rows, args.device, args.rounds)
+        u, r = bench_per_row(n, args.rows, args.device, args.rounds, args.steps)
         line = f"| {n / 1e6:g}M | {u:.2f} | {r:.2f} | {r / u:.3f} |"
         per_row_lines.append(line)
         print(line, flush=True)
