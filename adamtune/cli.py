@@ -176,8 +176,34 @@ def cli() -> None:
 )
 def search(**options: Any) -> None:
     """Run (or resume) a study: every trial trains the task with one Adam configuration."""
-    from adamtune.progress import Progress
+    from adamtune.tracking import make_tracker
+
+    workers = options["workers"]
+    tracking_uri = None if options["no_tracking"] else resolve_tracking_uri(options["tracking_uri"])
+    # First, before torch and the data load: the tracking worker's MLflow import overlaps them.
+    # With --workers, each worker process has a tracker of its own.
+    tracker = make_tracker(
+        tracking_uri if workers == 1 else None, options["experiment"], options["storage"]
+    )
+    try:
+        study, task = _search(options, workers, tracking_uri, tracker)
+    finally:
+        tracker.close()
+    if not any(t.value is not None for t in study.trials):
+        raise click.ClickException("no trial completed; see the reasons above")
     from adamtune.report import best_trial_summary
+
+    click.echo(best_trial_summary(study.study_name, study.best_trial, task.metric_name))
+    if tracking_uri:
+        click.echo(
+            f"\nTrials logged to MLflow at {tracking_uri}, experiment "
+            f"{options['experiment'] or study.study_name!r}: `adamtune ui` to review."
+        )
+
+
+def _search(options: dict[str, Any], workers: int, tracking_uri: str | None, tracker: Any) -> Any:
+    """The study part of ``search``: settings, progress bar, one process or several."""
+    from adamtune.progress import Progress
     from adamtune.study import SearchSettings, run_search
     from adamtune.tasks import resolve_task
 
@@ -196,15 +222,12 @@ def search(**options: Any) -> None:
         n_jobs=options["n_jobs"],
         optimizer=options["optimizer"],
         max_consecutive_failures=options["max_failures"],
-        tracking_uri=None
-        if options["no_tracking"]
-        else resolve_tracking_uri(options["tracking_uri"]),
+        tracking_uri=tracking_uri,
         experiment=options["experiment"],
         heartbeat=options["heartbeat"],
     )
     task = resolve_task(settings.task)
     progress = Progress(settings.n_trials, task.metric_name)
-    workers = options["workers"]
     if workers > 1 and settings.storage.startswith("sqlite"):
         click.echo(
             f"Warning: --workers {workers} on SQLite: writers from several processes "
@@ -218,7 +241,7 @@ def search(**options: Any) -> None:
 
             study = run_workers(settings, workers, on_trial=progress)
         else:
-            study = run_search(settings, callbacks=[progress])
+            study = run_search(settings, callbacks=[progress], tracker=tracker)
     except KeyboardInterrupt:
         progress.close()
         click.echo(
@@ -226,14 +249,7 @@ def search(**options: Any) -> None:
         )
         sys.exit(130)
     progress.close()
-    if not any(t.value is not None for t in study.trials):
-        raise click.ClickException("no trial completed; see the reasons above")
-    click.echo(best_trial_summary(study.study_name, study.best_trial, task.metric_name))
-    if settings.tracking_uri:
-        click.echo(
-            f"\nTrials logged to MLflow at {settings.tracking_uri}, experiment "
-            f"{settings.experiment or study.study_name!r}: `adamtune ui` to review."
-        )
+    return study, task
 
 
 @cli.command()

@@ -21,7 +21,7 @@ from adamtune.objective import Objective
 from adamtune.space import SearchSpace, load_space
 from adamtune.storage import open_storage, redact
 from adamtune.tasks import Task, resolve_task
-from adamtune.tracking import NullTracker, Tracker
+from adamtune.tracking import NullTracker, Tracker, make_tracker
 from adamtune.train import resolve_device
 
 SAMPLERS = ("tpe", "gp", "cmaes", "random", "qmc")
@@ -186,14 +186,6 @@ def open_study(
     return study
 
 
-def make_tracker(settings: SearchSettings) -> Tracker:
-    if settings.tracking_uri is None:
-        return NullTracker()
-    from adamtune.tracking.mlflow_tracker import MlflowTracker
-
-    return MlflowTracker(settings.tracking_uri, settings.experiment, settings.storage)
-
-
 def run_search(
     settings: SearchSettings,
     *,
@@ -214,7 +206,8 @@ def run_search(
     device = resolve_device(settings.device)
     on_stale = StaleTrialHandler(settings.max_retries)
     study = open_study(settings, task, space, on_stale)
-    tracker = tracker if tracker is not None else make_tracker(settings)
+    if tracker is None:
+        tracker = make_tracker(settings.tracking_uri, settings.experiment, settings.storage)
     on_stale.tracker = tracker
     objective = Objective(
         task=task,

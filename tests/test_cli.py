@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import optuna
 import pytest
 from click.testing import CliRunner
@@ -161,6 +164,29 @@ def test_search_tracks_to_mlflow_by_default_and_says_where(run, in_tmp):
     client = MlflowClient("sqlite:///mlflow.db")
     experiment = client.get_experiment_by_name("digits-mlp-lr-only")
     assert len(client.search_runs([experiment.experiment_id])) == 2
+
+
+def tracking_workers_of_this_process() -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"adamtune.tracking.worker" in cmdline and parent == os.getpid():
+            found.append(int(proc.name))
+    return found
+
+
+def test_a_search_refused_on_bad_input_leaves_no_tracking_behind(run, in_tmp):
+    """search starts the tracking worker before anything else; a bad flag found later must
+    still stop it, with nothing logged and no MLflow store made."""
+    result = run("search", "--space", "no-such-space", *FAST[:2], track=True)
+    assert result.exit_code != 0
+    assert "no-such-space" in result.output
+    assert tracking_workers_of_this_process() == []
+    assert not (in_tmp / "mlflow.db").exists()
 
 
 def test_no_tracking_writes_no_mlflow_store(run, in_tmp):

@@ -6,8 +6,10 @@ another core instead of competing with training for this process's GIL; a backgr
 here only writes to the pipe, so training never waits on MLflow. Each trial's per-step metrics
 are sent once, when it ends, and logged in batches of at most 1000.
 
-``close()`` waits for the worker to drain its queue; the worker then closes every run still
-open as KILLED. If this process dies (even by SIGKILL), the worker sees its pipe close and does
+``launch()`` starts the worker ahead of the study (the CLI does so before its own imports), so
+MLflow's import, about two seconds, overlaps the search's set-up; ``start_study`` launches it
+if nobody did. ``close()`` waits for the worker to drain its queue; the worker then closes
+every run still open as KILLED. If this process dies (even by SIGKILL), the worker sees its pipe close and does
 the same, so no run is left RUNNING.
 """
 
@@ -21,11 +23,12 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
-
-import optuna
+from typing import TYPE_CHECKING, Any
 
 from adamtune.tracking.base import TrialRecord
+
+if TYPE_CHECKING:  # launch() runs before the search imports optuna; it must not wait for it
+    import optuna
 
 # The worker is bookkeeping: one thread per numeric library, or its BLAS/OpenMP pools take
 # every core and slow training (measured: trials 30-50% slower with the default pools).
@@ -67,7 +70,10 @@ class MlflowTracker:
         self._outbox: queue.Queue[str | None] = queue.Queue()
         self._writer: threading.Thread | None = None
 
-    def start_study(self, study_name: str, settings: dict[str, Any], space_text: str) -> None:
+    def launch(self) -> None:
+        """Start the worker process now; it loads MLflow while the caller goes on."""
+        if self._process is not None:
+            return
         self._process = subprocess.Popen(
             [sys.executable, "-m", "adamtune.tracking.worker"],
             stdin=subprocess.PIPE,
@@ -79,6 +85,9 @@ class MlflowTracker:
         _enlarge_pipe(self._process.stdin)
         self._writer = threading.Thread(target=self._write, name="adamtune-mlflow", daemon=True)
         self._writer.start()
+
+    def start_study(self, study_name: str, settings: dict[str, Any], space_text: str) -> None:
+        self.launch()
         self._send(
             "start_study",
             tracking_uri=self.tracking_uri,
@@ -86,6 +95,7 @@ class MlflowTracker:
             study_name=study_name,
             settings=settings,
             space_text=space_text,
+            storage_url=self.storage_url,
             started_ms=_now_ms(),
         )
 
@@ -113,7 +123,6 @@ class MlflowTracker:
     def end_study(self, study: optuna.Study, *, interrupted: bool = False) -> None:
         self._send(
             "end_study",
-            storage_url=self.storage_url,
             study_name=study.study_name,
             interrupted=interrupted,
             ended_ms=_now_ms(),

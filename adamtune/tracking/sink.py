@@ -24,6 +24,15 @@ class MlflowSink:
         self.study_name = ""
         self.runs: dict[int, str] = {}  # trial number -> run id
         self.open: set[str] = set()
+        self.storage_url: str | None = None  # the Optuna storage the summary reads
+        self._storage: Any = None  # ... opened ahead by prepare_summary
+
+    def prepare_summary(self) -> None:
+        """Open the Optuna storage now (~0.1 s for SQLite), not after the last trial."""
+        if self.storage_url and self._storage is None:
+            from adamtune.storage import open_storage
+
+            self._storage = open_storage(self.storage_url)
 
     def start_study(
         self,
@@ -32,6 +41,7 @@ class MlflowSink:
         study_name: str,
         settings: dict[str, Any],
         space_text: str,
+        storage_url: str | None,
         started_ms: int,
     ) -> None:
         from mlflow import MlflowClient
@@ -42,6 +52,7 @@ class MlflowSink:
 
         self.client = MlflowClient(tracking_uri)
         self.study_name = study_name
+        self.storage_url = storage_url
         self.experiment_id = self._experiment_id(experiment or study_name)
         run = self.client.create_run(
             self.experiment_id,
@@ -113,30 +124,28 @@ class MlflowSink:
         self.client.set_terminated(run_id, STATUS[state], end_time=ended_ms)
         self.open.discard(run_id)
 
-    def end_study(
-        self, storage_url: str | None, study_name: str, interrupted: bool, ended_ms: int
-    ) -> None:
+    def end_study(self, study_name: str, interrupted: bool, ended_ms: int) -> None:
         if self.parent_run_id is None:
             return
-        if storage_url:
-            self._summarise(storage_url, study_name, ended_ms)
+        if self.storage_url:
+            self._summarise(study_name, ended_ms)
         self.client.set_terminated(
             self.parent_run_id, "KILLED" if interrupted else "FINISHED", end_time=ended_ms
         )
         self.open.discard(self.parent_run_id)
 
-    def _summarise(self, storage_url: str, study_name: str, now: int) -> None:
+    def _summarise(self, study_name: str, now: int) -> None:
         import optuna
         from mlflow.entities import Metric, Param, RunTag
         from optuna.trial import TrialState
 
         from adamtune.export import exported_trial, render
         from adamtune.report import config_rows
-        from adamtune.storage import open_storage
         from adamtune.tracking.plots import study_figures
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+        self.prepare_summary()
+        study = optuna.load_study(study_name=study_name, storage=self._storage)
         trials = study.get_trials(deepcopy=False)
         counts = {
             s: sum(t.state == s for t in trials)

@@ -26,6 +26,7 @@ def test_a_torn_last_line_ends_input_cleanly(tmp_path):
             "study_name": "s",
             "settings": {"task": "t"},
             "space_text": "lr: 0.1\n",
+            "storage_url": None,
             "started_ms": 0,
         }
     )
