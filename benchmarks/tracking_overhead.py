@@ -93,14 +93,16 @@ def main() -> None:
                 print(f"{mode:>4} run {i + 1}: {wall:.2f} s ({split})", flush=True)
     off = statistics.median(walls["off"])
     print(
-        "\n| tracking | wall s | ratio to --no-tracking | set-up s | trials s | wind-down s |"
-        "\n|---|---|---|---|---|---|"
+        "\n| tracking | wall s | ratio of medians | median of paired ratios "
+        "| set-up s | trials s | wind-down s |\n|---|---|---|---|---|---|---|"
     )
     for mode, label in MODES.items():
         wall = statistics.median(walls[mode])
+        paired = statistics.median(w / o for w, o in zip(walls[mode], walls["off"], strict=True))
         split = " | ".join(f"{statistics.median(p[k] for p in parts[mode]):.2f}" for k in range(3))
-        print(f"| {label} | {wall:.2f} | {wall / off:.3f} | {split} |")
-    print(f"(medians of {args.repeats} runs each)")
+        print(f"| {label} | {wall:.2f} | {wall / off:.3f} | {paired:.3f} | {split} |")
+    print(f"(medians of {args.repeats} runs each; a paired ratio divides a run by the")
+    print(" --no-tracking run just before it, which cancels slow drifts of the machine)")
 
 
 if __name__ == "__main__":

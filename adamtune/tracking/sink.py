@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-MAX_PER_REQUEST = 1000  # MLflow's limit of metrics per log_batch request
+MAX_PER_REQUEST = 1000  # MLflow's limit of entities (metrics + params + tags) per log_batch
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
@@ -118,8 +118,11 @@ class MlflowSink:
         tags = [RunTag("adamtune.trial_state", state)]
         if reason:
             tags.append(RunTag("adamtune.reason", reason[:5000]))
-        self.client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()], tags=tags)
-        for i in range(0, len(metrics), MAX_PER_REQUEST):
+        params_ = [Param(k, v) for k, v in params.items()]
+        # Params and tags ride with the first metrics: a default trial is one request.
+        first = MAX_PER_REQUEST - len(params_) - len(tags)
+        self.client.log_batch(run_id, metrics=metrics[:first], params=params_, tags=tags)
+        for i in range(first, len(metrics), MAX_PER_REQUEST):
             self.client.log_batch(run_id, metrics=metrics[i : i + MAX_PER_REQUEST])
         self.client.set_terminated(run_id, STATUS[state], end_time=ended_ms)
         self.open.discard(run_id)
