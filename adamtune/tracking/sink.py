@@ -118,10 +118,10 @@ class MlflowSink:
         tags = [RunTag("adamtune.trial_state", state)]
         if reason:
             tags.append(RunTag("adamtune.reason", reason[:5000]))
-        params_ = [Param(k, v) for k, v in params.items()]
+        logged_params = [Param(k, v) for k, v in params.items()]
         # Params and tags ride with the first metrics: a default trial is one request.
-        first = MAX_PER_REQUEST - len(params_) - len(tags)
-        self.client.log_batch(run_id, metrics=metrics[:first], params=params_, tags=tags)
+        first = MAX_PER_REQUEST - len(logged_params) - len(tags)
+        self.client.log_batch(run_id, metrics=metrics[:first], params=logged_params, tags=tags)
         for i in range(first, len(metrics), MAX_PER_REQUEST):
             self.client.log_batch(run_id, metrics=metrics[i : i + MAX_PER_REQUEST])
         self.client.set_terminated(run_id, STATUS[state], end_time=ended_ms)
