@@ -9,11 +9,17 @@ exit non-zero, without a traceback.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from adamtune.errors import AdamtuneError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from adamtune.tasks import Task
+    from adamtune.tracking import Tracker
 
 DEFAULT_STORAGE = "sqlite:///adamtune.db"
 
@@ -201,7 +207,9 @@ def search(**options: Any) -> None:
         )
 
 
-def _search(options: dict[str, Any], workers: int, tracking_uri: str | None, tracker: Any) -> Any:
+def _search(
+    options: dict[str, Any], workers: int, tracking_uri: str | None, tracker: Tracker
+) -> tuple[optuna.Study, Task]:
     """The study part of ``search``: settings, progress bar, one process or several."""
     from adamtune.progress import Progress
     from adamtune.study import SearchSettings, run_search

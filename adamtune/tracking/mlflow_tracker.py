@@ -9,8 +9,8 @@ are sent once, when it ends, and logged in batches of at most 1000.
 ``launch()`` starts the worker ahead of the study (the CLI does so before its own imports), so
 MLflow's import, about two seconds, overlaps the search's set-up; ``start_study`` launches it
 if nobody did. ``close()`` waits for the worker to drain its queue; the worker then closes
-every run still open as KILLED. If this process dies (even by SIGKILL), the worker sees its pipe close and does
-the same, so no run is left RUNNING.
+every run still open as KILLED. If this process dies (even by SIGKILL), the worker sees its
+pipe close and does the same, so no run is left RUNNING.
 """
 
 from __future__ import annotations

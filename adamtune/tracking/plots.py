@@ -27,7 +27,7 @@ def study_figures(study: optuna.Study, metric_name: str) -> dict[str, Any]:
         "plots/lr_schedules_top.png": _schedules(top),
         "plots/validation_curves_top.png": _curves(top, metric_name),
     }
-    importances = _importances(study)
+    importances = _importances(study, len(done))
     if importances:
         figures["plots/param_importances.png"] = importances
     return figures
@@ -111,13 +111,12 @@ def _curves(top: list[FrozenTrial], metric_name: str) -> Any:
     return fig
 
 
-def _importances(study: optuna.Study) -> Any | None:
+def _importances(study: optuna.Study, n_done: int) -> Any | None:
     """Optuna's PED-ANOVA importances: how much each parameter matters for reaching the top
     10% of trials. Unlike the default fANOVA it needs no scikit-learn (see worker.py)."""
     from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
 
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(done) < MIN_TRIALS_FOR_IMPORTANCES:
+    if n_done < MIN_TRIALS_FOR_IMPORTANCES:
         return None
     try:
         importances = get_param_importances(study, evaluator=PedAnovaImportanceEvaluator())
