@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from adamtune.tracking.base import TrialRecord
 
@@ -75,7 +76,7 @@ class MlflowTracker:
         if self._process is not None:
             return
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "adamtune.tracking.worker"],
+            [sys.executable, "-m", "adamtune.tracking.worker", urlsplit(self.tracking_uri).scheme],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -1,10 +1,12 @@
-"""The tracking worker process: ``python -m adamtune.tracking.worker``.
+"""The tracking worker process: ``python -m adamtune.tracking.worker [SCHEME]``.
 
-Reads one JSON job per line on stdin ({"op": method name, ...arguments}) and runs it on an
-MlflowSink, in order. At end of input (a clean close, or the search process dying) it closes
-every run still open as KILLED and prints {"errors": [...]} on stdout. A failing job is recorded
-and the rest go on: tracking must never take a study down with it. ADAMTUNE_TRACKING_TRACE=1
-prints each job's start time and duration on stderr.
+SCHEME is the tracking URI's scheme (``sqlite``, ``http``, ...): it says which MLflow store to
+load ahead, while the search process still sets up. Then the worker reads one JSON job per
+line on stdin ({"op": method name, ...arguments}) and runs it on an MlflowSink, in order. At
+end of input (a clean close, or the search process dying) it closes every run still open as
+KILLED and prints {"errors": [...]} on stdout. A failing job is recorded and the rest go on:
+tracking must never take a study down with it. ADAMTUNE_TRACKING_TRACE=1 prints on stderr when
+the worker is ready, and each job's start time and duration.
 """
 
 from __future__ import annotations
@@ -18,12 +20,22 @@ import time
 from adamtune.tracking.sink import MlflowSink
 
 OPS = ("start_study", "start_trial", "end_trial", "stale_trial", "end_study")
+SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy store
 
 
-def _warm_up(sink: MlflowSink) -> None:
-    """Load what the summary needs while the trials train, not after the last: the imports,
-    the Optuna storage, matplotlib's font cache, and the text-layout caches that the first log
-    axis, legend and bar chart fill."""
+def _preload_store(scheme: str) -> None:
+    """Import the MLflow store module that the tracking URI's scheme needs, which MLflow
+    imports only when the first client connects: for a SQL store, SQLAlchemy's ORM and
+    Alembic (~0.6 s)."""
+    if scheme.split("+")[0] in SQL_SCHEMES:
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+
+def _warm_up_summary() -> None:
+    """Load what the summary plots need: optuna.importance, matplotlib, its font cache, and the
+    text-layout caches that the first log axis, legend and bar chart fill (about a second of
+    CPU). Done before the first job: the search process is still importing torch and loading
+    data then, which leaves this process a second or two it would otherwise spend waiting."""
     import io
 
     import optuna.importance  # noqa: F401
@@ -31,7 +43,6 @@ def _warm_up(sink: MlflowSink) -> None:
     from adamtune.tracking.plots import warm_up_figure
 
     warm_up_figure().savefig(io.BytesIO(), format="png")
-    sink.prepare_summary()
 
 
 def _sqlite_without_fsync_per_commit() -> None:
@@ -54,7 +65,7 @@ def _sqlite_without_fsync_per_commit() -> None:
             cursor.close()
 
 
-def main() -> None:
+def main(store_scheme: str = "") -> None:
     # stdout is the status channel to the search process; MLflow prints "View run ... at" lines
     # on stdout when runs end, which would corrupt it, and raise BrokenPipeError (leaving runs
     # open) once the search process is gone. Keep the channel, send everything else to null.
@@ -68,13 +79,18 @@ def main() -> None:
     # PED-ANOVA, which needs none of it.
     sys.modules.setdefault("sklearn.ensemble", None)  # type: ignore[assignment]
     _sqlite_without_fsync_per_commit()
-    # Launched ahead of the study: load MLflow (~2 s) while the search process sets up.
+    # Launched ahead of the study: load MLflow (~2 s), its store and the plotting stack (~1 s)
+    # while the search process sets up, instead of beside its first trials.
     from mlflow import MlflowClient  # noqa: F401
 
+    _preload_store(store_scheme)
+    _warm_up_summary()
+    trace = os.environ.get("ADAMTUNE_TRACKING_TRACE") == "1"  # op timings, for diagnosis
+    if trace:
+        print(f"adamtune-tracking ready at {time.time():.2f}", file=sys.stderr, flush=True)
     sink = MlflowSink()
     warm = False
     errors: list[str] = []
-    trace = os.environ.get("ADAMTUNE_TRACKING_TRACE") == "1"  # op timings, for diagnosis
     for line in sys.stdin:
         try:
             job = json.loads(line)
@@ -88,8 +104,8 @@ def main() -> None:
                 raise ValueError(f"unknown op {op!r}")
             getattr(sink, op)(**job)
             if not warm and sink.client is not None:
-                _warm_up(sink)
-                # A full collection over MLflow, scikit-learn and matplotlib takes 0.1-0.3 s
+                sink.prepare_summary()
+                # A full collection over MLflow, SQLAlchemy and matplotlib takes 0.1-0.3 s
                 # and came up in the middle of the summary; this process never unloads them.
                 gc.freeze()
                 warm = True
@@ -117,7 +133,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:2])  # the tracking URI's scheme (not the URI: it may hold a password)
     # Everything is committed and reported; tearing down an interpreter holding mlflow,
     # matplotlib and optuna takes about a second that the search would spend waiting.
     os._exit(0)

@@ -43,3 +43,21 @@ def test_a_torn_last_line_ends_input_cleanly(tmp_path):
 def test_unknown_ops_are_reported_not_fatal():
     status, _ = run_worker(json.dumps({"op": "format_disk"}) + "\n")
     assert status == {"errors": ["format_disk: ValueError: unknown op 'format_disk'"]}
+
+
+def test_the_sql_store_is_loaded_ahead_only_for_sql_tracking_uris():
+    """The worker imports MLflow's SQL store before the first job when the tracking URI is a
+    database (so the study's first trials don't pay for it), and not for a tracking server."""
+    probe = (
+        "import sys\n"
+        "from adamtune.tracking.worker import _preload_store\n"
+        "_preload_store(sys.argv[1])\n"
+        "print('mlflow.store.tracking.sqlalchemy_store' in sys.modules)\n"
+    )
+    loaded = {
+        scheme: subprocess.run(
+            [sys.executable, "-c", probe, scheme], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for scheme in ("sqlite", "postgresql+psycopg2", "http")
+    }
+    assert loaded == {"sqlite": "True", "postgresql+psycopg2": "True", "http": "False"}
