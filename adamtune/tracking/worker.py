@@ -11,11 +11,13 @@ the worker is ready, and each job's start time and duration.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 import sys
 import time
+from typing import Any
 
 from adamtune.tracking.sink import MlflowSink
 
@@ -45,6 +47,9 @@ def _warm_up_summary() -> None:
     warm_up_figure().savefig(io.BytesIO(), format="png")
 
 
+_SQLITE_CONNECTIONS: list[Any] = []  # every SQLite connection this process opened
+
+
 def _sqlite_without_fsync_per_commit() -> None:
     """WAL + synchronous=NORMAL for every SQLite database this process opens (MLflow's store).
 
@@ -63,6 +68,16 @@ def _sqlite_without_fsync_per_commit() -> None:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
+            _SQLITE_CONNECTIONS.append(connection)
+
+
+def _close_sqlite() -> None:
+    """Close every SQLite connection, which os._exit would skip: the last one to close a
+    database folds its write-ahead log back in and deletes it, so an MLflow store stays the one
+    file users copy and share (with a -wal file beside it, a copy would lack the latest runs)."""
+    for connection in _SQLITE_CONNECTIONS:
+        with contextlib.suppress(Exception):
+            connection.close()
 
 
 def main(store_scheme: str = "") -> None:
@@ -125,6 +140,7 @@ def main(store_scheme: str = "") -> None:
             sink.kill_open_runs()
         except Exception as exc:
             errors.append(f"closing runs: {type(exc).__name__}: {exc}")
+    _close_sqlite()
     try:
         status.write(json.dumps({"errors": errors}) + "\n")
         status.flush()

@@ -5,10 +5,12 @@ import subprocess
 import sys
 
 
-def run_worker(stdin: str) -> tuple[dict, str]:
+def run_worker(stdin: str, cwd=None) -> tuple[dict, str]:
+    """Run the worker on ``stdin`` in ``cwd`` (where a store's artifacts go, under mlruns/)."""
     done = subprocess.run(
         [sys.executable, "-m", "adamtune.tracking.worker"],
         input=stdin,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=120,
@@ -30,7 +32,7 @@ def test_a_torn_last_line_ends_input_cleanly(tmp_path):
             "started_ms": 0,
         }
     )
-    status, stderr = run_worker(start + "\n" + '{"op": "start_trial", "numb')
+    status, stderr = run_worker(start + "\n" + '{"op": "start_trial", "numb', cwd=tmp_path)
     assert status == {"errors": ["the search process stopped in the middle of a message"]}
     assert "Traceback" not in stderr
     from mlflow import MlflowClient
@@ -61,3 +63,22 @@ def test_the_sql_store_is_loaded_ahead_only_for_sql_tracking_uris():
         for scheme in ("sqlite", "postgresql+psycopg2", "http")
     }
     assert loaded == {"sqlite": "True", "postgresql+psycopg2": "True", "http": "False"}
+
+
+def test_the_store_is_one_file_when_the_worker_is_done(tmp_path):
+    """The worker writes SQLite stores in WAL mode; on its way out it folds the log back in, so
+    no mlflow.db-wal (holding the latest runs) is left for a copy of mlflow.db to miss."""
+    start = {
+        "op": "start_study",
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "experiment": None,
+        "study_name": "s",
+        "settings": {"task": "t"},
+        "space_text": "lr: 0.1\n",
+        "storage_url": None,
+        "started_ms": 0,
+    }
+    end = {"op": "end_study", "study_name": "s", "interrupted": False, "ended_ms": 1}
+    status, _ = run_worker(f"{json.dumps(start)}\n{json.dumps(end)}\n", cwd=tmp_path)
+    assert status == {"errors": []}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "mlruns"]
