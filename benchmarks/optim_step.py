@@ -73,6 +73,18 @@ def time_step(optimizer: torch.optim.Optimizer, device: str, steps: int = 1) -> 
     return (time.perf_counter() - start) / steps
 
 
+def settle(optimizer: torch.optim.Optimizer, device: str, seconds: float) -> None:
+    """Step for ``seconds`` before timing. On this VM, freshly allocated memory runs up to 1.5x
+    slower for its first few dozen passes (the host maps it in as it goes: a 20M step takes
+    ~15 ms, then ~10 ms once settled), so a layout timed at once would be timed in a drift that
+    training, thousands of steps long, never sees. All implementations share the memory, so
+    settling it with one settles it for all."""
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        optimizer.step()
+    sync(device)
+
+
 def share_state(optimizers: list[torch.optim.Optimizer], params: list[torch.Tensor]) -> None:
     """Point every optimizer's moment buffers at the first one's (step counters stay apart)."""
     first = optimizers[0]
@@ -83,7 +95,7 @@ def share_state(optimizers: list[torch.optim.Optimizer], params: list[torch.Tens
 
 
 def bench_layout(
-    n: int, tensors: int, device: str, rounds: int, steps: int, skip_slow: bool
+    n: int, tensors: int, device: str, rounds: int, steps: int, skip_slow: bool, settle_s: float
 ) -> list[tuple]:
     params = make_params(n, tensors, device)
     impls = implementations(device)
@@ -95,6 +107,7 @@ def bench_layout(
     share_state(list(optimizers.values()), params)
     for opt in optimizers.values():
         opt.step()
+    settle(optimizers["torch fused"], device, settle_s)
     times: dict[str, list[float]] = {name: [] for name in optimizers}
     for _ in range(rounds):
         for name, opt in optimizers.items():
@@ -108,7 +121,9 @@ def bench_layout(
     return rows
 
 
-def bench_per_row(n: int, rows: int, device: str, rounds: int, steps: int) -> tuple[float, float]:
+def bench_per_row(
+    n: int, rows: int, device: str, rounds: int, steps: int, settle_s: float
+) -> tuple[float, float]:
     backend = "triton" if device == "cuda" else "cpu"
     param = torch.randn(rows, n // rows, device=device)
     param.grad = torch.randn_like(param)
@@ -124,6 +139,7 @@ def bench_per_row(n: int, rows: int, device: str, rounds: int, steps: int) -> tu
     for opt in (uniform, per_row):
         opt.step()
     share_state([uniform, per_row], [param])
+    settle(uniform, device, settle_s)
     t_u, t_r = [], []
     for _ in range(rounds):
         t_u.append(time_step(uniform, device, steps))
@@ -139,6 +155,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--steps", type=int, default=5, help="consecutive steps timed per round")
     parser.add_argument("--rows", type=int, default=32, help="N for the per-row comparison")
+    parser.add_argument(
+        "--settle", type=float, default=5.0, help="seconds of steps before timing a layout"
+    )
     parser.add_argument("--with-reference-at-100m", action="store_true")
     parser.add_argument("--out", help="also write the tables (markdown) to this file")
     args = parser.parse_args()
@@ -150,7 +169,7 @@ def main() -> None:
     lines = [
         f"# optim_step: {args.device} ({device_name}), torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds "
-        f"of {args.steps} steps, shared memory",
+        f"of {args.steps} steps, shared memory settled for {args.settle:g} s",
         "",
         "| params | layout | implementation | ms/step | GB/s | vs torch fused |",
         "|---|---|---|---|---|---|",
@@ -159,7 +178,13 @@ def main() -> None:
     for n in sizes:
         for tensors, layout in ((1, "1 tensor"), (args.tensors, f"{args.tensors} tensors")):
             for name, ms, gbs, ratio in bench_layout(
-                n, tensors, args.device, args.rounds, args.steps, not args.with_reference_at_100m
+                n,
+                tensors,
+                args.device,
+                args.rounds,
+                args.steps,
+                not args.with_reference_at_100m,
+                args.settle,
             ):
                 line = f"| {n / 1e6:g}M | {layout} | {name} | {ms:.2f} | {gbs:.1f} | {ratio:.2f}x |"
                 lines.append(line)
@@ -171,7 +196,7 @@ def main() -> None:
     ]
     print("\n".join(per_row_lines), flush=True)
     for n in sizes:
-        u, r = bench_per_row(n, args.rows, args.device, args.rounds, args.steps)
+        u, r = bench_per_row(n, args.rows, args.device, args.rounds, args.steps, args.settle)
         line = f"| {n / 1e6:g}M | {u:.2f} | {r:.2f} | {r / u:.3f} |"
         per_row_lines.append(line)
         print(line, flush=True)
