@@ -7,10 +7,11 @@ here only writes to the pipe, so training never waits on MLflow. Each trial's pe
 are sent once, when it ends, and logged in batches of at most 1000.
 
 ``launch()`` starts the worker ahead of the study (the CLI does so before its own imports), so
-MLflow's import, about two seconds, overlaps the search's set-up; ``start_study`` launches it
-if nobody did. ``close()`` waits for the worker to drain its queue; the worker then closes
-every run still open as KILLED. If this process dies (even by SIGKILL), the worker sees its
-pipe close and does the same, so no run is left RUNNING.
+that loading MLflow, the store's module and matplotlib (about three seconds of CPU) overlaps the
+search's set-up rather than its first trials; ``start_study`` launches it if nobody did.
+``close()`` waits for the worker to drain its queue; the worker then closes every run still
+open as KILLED. If this process dies (even by SIGKILL), the worker sees its pipe close and does
+the same, so no run is left RUNNING.
 """
 
 from __future__ import annotations
