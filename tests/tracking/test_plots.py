@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -68,5 +69,6 @@ def test_importances_need_no_scikit_learn_forests():
         "assert 'plots/param_importances.png' in figures, sorted(figures)\n"
         "assert 'sklearn.ensemble' not in [m for m, v in sys.modules.items() if v]\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    root = Path(__file__).parents[2]  # where `tests` imports from
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
     assert done.returncode == 0, done.stderr
