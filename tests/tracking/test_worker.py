@@ -5,12 +5,11 @@ import subprocess
 import sys
 
 
-def run_worker(stdin: str, cwd=None) -> tuple[dict, str]:
-    """Run the worker on ``stdin`` in ``cwd`` (where a store's artifacts go, under mlruns/)."""
+def run_worker(stdin: str) -> tuple[dict, str]:
+    """Run the worker on ``stdin`` (in the test's tmp_path: see conftest.py)."""
     done = subprocess.run(
         [sys.executable, "-m", "adamtune.tracking.worker"],
         input=stdin,
-        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=120,
@@ -19,20 +18,23 @@ def run_worker(stdin: str, cwd=None) -> tuple[dict, str]:
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
 
 
+def start_study(store) -> str:
+    """The job that opens study "s" in the SQLite store at ``store``, as the worker reads it."""
+    job = {
+        "op": "start_study",
+        "tracking_uri": f"sqlite:///{store}",
+        "experiment": None,
+        "study_name": "s",
+        "settings": {"task": "t"},
+        "space_text": "lr: 0.1\n",
+        "storage_url": None,
+        "started_ms": 0,
+    }
+    return json.dumps(job) + "\n"
+
+
 def test_a_torn_last_line_ends_input_cleanly(tmp_path):
-    start = json.dumps(
-        {
-            "op": "start_study",
-            "tracking_uri": f"sqlite:///{tmp_path / 'm.db'}",
-            "experiment": None,
-            "study_name": "s",
-            "settings": {"task": "t"},
-            "space_text": "lr: 0.1\n",
-            "storage_url": None,
-            "started_ms": 0,
-        }
-    )
-    status, stderr = run_worker(start + "\n" + '{"op": "start_trial", "numb', cwd=tmp_path)
+    status, stderr = run_worker(start_study(tmp_path / "m.db") + '{"op": "start_trial", "numb')
     assert status == {"errors": ["the search process stopped in the middle of a message"]}
     assert "Traceback" not in stderr
     from mlflow import MlflowClient
@@ -68,17 +70,7 @@ def test_the_sql_store_is_loaded_ahead_only_for_sql_tracking_uris():
 def test_the_store_is_one_file_when_the_worker_is_done(tmp_path):
     """The worker writes SQLite stores in WAL mode; on its way out it folds the log back in, so
     no mlflow.db-wal (holding the latest runs) is left for a copy of mlflow.db to miss."""
-    start = {
-        "op": "start_study",
-        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "experiment": None,
-        "study_name": "s",
-        "settings": {"task": "t"},
-        "space_text": "lr: 0.1\n",
-        "storage_url": None,
-        "started_ms": 0,
-    }
     end = {"op": "end_study", "study_name": "s", "interrupted": False, "ended_ms": 1}
-    status, _ = run_worker(f"{json.dumps(start)}\n{json.dumps(end)}\n", cwd=tmp_path)
+    status, _ = run_worker(start_study(tmp_path / "mlflow.db") + json.dumps(end) + "\n")
     assert status == {"errors": []}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "mlruns"]
