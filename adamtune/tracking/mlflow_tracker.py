@@ -71,6 +71,7 @@ class MlflowTracker:
         self._process: subprocess.Popen[str] | None = None
         self._outbox: queue.Queue[str | None] = queue.Queue()
         self._writer: threading.Thread | None = None
+        self._study_started = False  # until then the worker has nothing to log or close
 
     def launch(self) -> None:
         """Start the worker process now; it loads MLflow while the caller goes on."""
@@ -90,6 +91,7 @@ class MlflowTracker:
 
     def start_study(self, study_name: str, settings: dict[str, Any], space_text: str) -> None:
         self.launch()
+        self._study_started = True
         self._send(
             "start_study",
             tracking_uri=self.tracking_uri,
@@ -137,6 +139,13 @@ class MlflowTracker:
         self._outbox.put(None)
         assert self._writer is not None
         self._writer.join()
+        if not self._study_started:  # e.g. the search refused its input: stop the worker now,
+            self._process.kill()  # rather than wait for it to finish loading MLflow
+            self._process.wait()
+            assert self._process.stdout is not None
+            self._process.stdout.close()
+            self._process = None
+            return
         assert self._process.stdout is not None
         out = self._process.stdout.read()  # the writer closed stdin: the worker is finishing
         self._process.stdout.close()

@@ -1,10 +1,13 @@
 """The MLflow layout, checked through MlflowClient against a real local store."""
 
+import signal
+
 import pytest
 from mlflow import MlflowClient
 
 from adamtune.config import AdamConfig
 from adamtune.study import SearchSettings, run_search
+from adamtune.tracking.mlflow_tracker import MlflowTracker
 
 HOT_SPACE = "lr: {choices: [10.0, 0.003]}\nschedule:\n  kind: cosine\n  warmup_fraction: 0.2\n"
 
@@ -211,3 +214,15 @@ def test_a_crashing_trial_is_failed_with_its_reason(tracked, tmp_path):
 def test_tracking_off_creates_nothing(tracked, tmp_path):
     run_search(tracked(tracking_uri=None, n_trials=1))
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_tracker_closed_before_its_study_stops_its_worker_at_once(tmp_path):
+    """A search refused on bad input closes its tracker before any study: the worker, still
+    loading MLflow, has nothing to log, so it is stopped rather than waited for."""
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'm.db'}")
+    tracker.launch()
+    worker = tracker._process
+    tracker.close()
+    assert worker.returncode == -signal.SIGKILL
+    assert tracker.errors == []
+    assert not (tmp_path / "m.db").exists()
