@@ -138,3 +138,35 @@ void advance_steps(int64_t n, float **steps, double *values) {
         values[i] = *steps[i];
     }
 }
+
+/* Writes the coefficient table for n_steps step counts and n_rows hyperparameter rows to `out`
+ * (n_steps * n_rows rows of NCOEF doubles, step-major: row k * n_rows + r is step steps[k] with
+ * hyperparameter row r). Hyperparameter h (lr, beta1, beta2, eps, weight_decay) of row r is
+ * rows[h][r], read as float32 (dtype[h] 0) or float64 (1), or scalar[h] when rows[h] is NULL.
+ * The arithmetic is that of fused_adam._coefficients in Python floats, to the last bit. */
+void adam_coefficients(int64_t n_steps, const double *steps, int64_t n_rows,
+                       const double *scalar, const void *const *rows, const int *dtype,
+                       int decoupled, double *out) {
+    for (int64_t r = 0; r < n_rows; r++) {
+        double h[5];
+        for (int k = 0; k < 5; k++) {
+            if (!rows[k]) h[k] = scalar[k];
+            else if (dtype[k]) h[k] = ((const double *)rows[k])[r];
+            else h[k] = ((const float *)rows[k])[r];
+        }
+        const double lr = h[0], beta1 = h[1], beta2 = h[2], eps = h[3], wd = h[4];
+        /* volatile: keeps 1 - lr * wd two roundings, as in Python (no fused multiply-add) */
+        volatile double lr_wd = lr * wd;
+        const double l2 = decoupled ? 0.0 : wd, decay = decoupled ? 1.0 - lr_wd : 1.0;
+        for (int64_t s = 0; s < n_steps; s++) {
+            double *k = out + (s * n_rows + r) * NCOEF;
+            k[0] = lr / (1.0 - pow(beta1, steps[s]));
+            k[1] = sqrt(1.0 - pow(beta2, steps[s]));
+            k[2] = beta1;
+            k[3] = beta2;
+            k[4] = eps;
+            k[5] = l2;
+            k[6] = decay;
+        }
+    }
+}

@@ -101,6 +101,18 @@ def library() -> ctypes.CDLL:
     fn.restype = ctypes.c_int
     lib.advance_steps.argtypes = [ctypes.c_int64, ptr, ctypes.POINTER(ctypes.c_double)]
     lib.advance_steps.restype = None
+    double_p = ctypes.POINTER(ctypes.c_double)
+    lib.adam_coefficients.argtypes = [
+        ctypes.c_int64,
+        double_p,
+        ctypes.c_int64,
+        double_p,
+        ptr,
+        ctypes.POINTER(ctypes.c_int),
+        ctypes.c_int,
+        double_p,
+    ]
+    lib.adam_coefficients.restype = None
     return lib
 
 
@@ -122,7 +134,7 @@ def _build(compiler: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
-        cmd = [compiler, *FLAGS, "-o", str(built), str(SOURCE)]
+        cmd = [compiler, *FLAGS, "-o", str(built), str(SOURCE), "-lm"]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             first = (result.stderr.strip().splitlines() or ["unknown error"])[0]
@@ -166,6 +178,49 @@ def advance_steps(steps: list[torch.Tensor]) -> list[float]:
     values = (ctypes.c_double * len(steps))()
     library().advance_steps(len(steps), _pointers(steps), values)
     return values[:]
+
+
+_HYPER_DTYPES = {torch.float32: 0, torch.float64: 1}  # codes for adam_coefficients
+
+
+def reads_hyperparameter(value: float | torch.Tensor) -> bool:
+    """True when coefficients() can read ``value`` in place: a float, or a contiguous float32
+    or float64 CPU tensor of at most one dimension."""
+    if not isinstance(value, torch.Tensor):
+        return True
+    return (
+        value.is_cpu and value.dtype in _HYPER_DTYPES and value.dim() <= 1 and value.is_contiguous()
+    )
+
+
+def coefficients(
+    steps: list[float], hypers: list[float | torch.Tensor], n_rows: int, decoupled: bool
+) -> torch.Tensor:
+    """The coefficient table (reference.COLUMNS) for these step counts, natively: the same
+    numbers, to the last bit, as fused_adam's Python floats. ``hypers`` are lr, beta1, beta2,
+    eps and weight_decay, each a float or a tensor that reads_hyperparameter accepts; a 1-D
+    tensor has one value per row."""
+    scalars = (ctypes.c_double * 5)()
+    rows = (ctypes.c_void_p * 5)()
+    dtypes = (ctypes.c_int * 5)()
+    for h, value in enumerate(hypers):
+        if isinstance(value, torch.Tensor) and value.dim() == 1:
+            rows[h] = value.data_ptr()
+            dtypes[h] = _HYPER_DTYPES[value.dtype]
+        else:
+            scalars[h] = float(value)
+    table = torch.empty(len(steps) * n_rows, NCOEF, dtype=torch.float64)
+    library().adam_coefficients(
+        len(steps),
+        (ctypes.c_double * len(steps))(*steps),
+        n_rows,
+        scalars,
+        rows,
+        dtypes,
+        int(decoupled),
+        ctypes.cast(table.data_ptr(), ctypes.POINTER(ctypes.c_double)),
+    )
+    return table
 
 
 def step(

@@ -167,19 +167,15 @@ class FusedAdam(torch.optim.Optimizer):
 
 def _rows(group: dict[str, Any]) -> int:
     """N when any hyperparameter is a 1-D tensor of length N (checked against params), else 1."""
-    named = {
-        "lr": group["lr"],
-        "betas[0]": group["betas"][0],
-        "betas[1]": group["betas"][1],
-        "eps": group["eps"],
-        "weight_decay": group["weight_decay"],
-    }
-    lengths = {name: len(v) for name, v in named.items() if _is_rows(v)}
+    hypers = (group["lr"], *group["betas"], group["eps"], group["weight_decay"])
+    lengths = {v.shape[0] for v in hypers if _is_rows(v)}
     if not lengths:
         return 1
-    n = next(iter(lengths.values()))
-    if any(length != n for length in lengths.values()):
-        raise ValueError(f"per-row hyperparameters must all have the same length, got {lengths}")
+    if len(lengths) > 1:
+        names = ("lr", "betas[0]", "betas[1]", "eps", "weight_decay")
+        named = {name: len(v) for name, v in zip(names, hypers, strict=True) if _is_rows(v)}
+        raise ValueError(f"per-row hyperparameters must all have the same length, got {named}")
+    n = lengths.pop()
     for p in group["params"]:
         if p.dim() == 0 or p.shape[0] != n:
             raise ValueError(
@@ -203,13 +199,21 @@ def _advance_steps(steps: list[torch.Tensor]) -> list[float]:
 
 def _coefficients(group: dict[str, Any], steps: list[float], n_rows: int) -> torch.Tensor:
     """The [len(steps) * n_rows, 7] coefficient table (reference.COLUMNS) in float64: for each
-    step count, one row per hyperparameter row. Python floats are IEEE doubles, and for the tens
-    of rows a group has they cost a fraction of what torch ops would."""
-    lr, beta1, beta2, eps, wd = (
-        _per_row(value, n_rows)
-        for value in (group["lr"], *group["betas"], group["eps"], group["weight_decay"])
-    )
-    if group["decoupled_weight_decay"]:
+    step count, one row per hyperparameter row. Built natively when the CPU kernel is loaded and
+    can read the hyperparameters where they lie, else in Python floats (IEEE doubles: the same
+    numbers; for the tens of rows a group has they cost a fraction of what torch ops would)."""
+    hypers = [group["lr"], *group["betas"], group["eps"], group["weight_decay"]]
+    decoupled = group["decoupled_weight_decay"]
+    if cpu.loaded() and all(map(cpu.reads_hyperparameter, hypers)):
+        return cpu.coefficients(steps, hypers, n_rows, decoupled)
+    return _python_coefficients(hypers, steps, n_rows, decoupled)
+
+
+def _python_coefficients(
+    hypers: list[Hyper], steps: list[float], n_rows: int, decoupled: bool
+) -> torch.Tensor:
+    lr, beta1, beta2, eps, wd = (_per_row(value, n_rows) for value in hypers)
+    if decoupled:
         l2, decay = [0.0] * n_rows, [1 - lr_r * wd_r for lr_r, wd_r in zip(lr, wd, strict=True)]
     else:
         l2, decay = wd, [1.0] * n_rows

@@ -112,14 +112,29 @@ def test_bf16_matches_torch_fused(backend, name):
     assert_same(ours, theirs, optimizer, reference, torch.bfloat16)
 
 
+# How per-row hyperparameter tensors may arrive: the native coefficient table reads float32 and
+# float64 in place; a strided view goes through Python floats.
+HYPER_LAYOUTS = {
+    "float32": lambda t: t,
+    "float64": lambda t: t.double(),
+    "strided": lambda t: t.repeat_interleave(2)[::2],
+}
+
+
+@pytest.mark.parametrize("layout", list(HYPER_LAYOUTS))
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_per_row_hyperparameters_equal_independent_optimizers(backend):
+def test_per_row_hyperparameters_equal_independent_optimizers(backend, layout):
     n = 6
-    lr = torch.logspace(-4, -1, n)
-    beta1 = torch.linspace(0.5, 0.95, n)
-    beta2 = torch.linspace(0.9, 0.999, n)
-    eps = torch.logspace(-10, -6, n)
-    wd = torch.linspace(0.0, 0.2, n)
+    lr, beta1, beta2, eps, wd = map(
+        HYPER_LAYOUTS[layout],
+        (
+            torch.logspace(-4, -1, n),
+            torch.linspace(0.5, 0.95, n),
+            torch.linspace(0.9, 0.999, n),
+            torch.logspace(-10, -6, n),
+            torch.linspace(0.0, 0.2, n),
+        ),
+    )
     torch.manual_seed(0)
     stacked = [torch.randn(n, 4, 3), torch.randn(n, 7)]
     ours = [p.clone() for p in stacked]
@@ -165,6 +180,49 @@ def test_per_row_hyperparameters_equal_independent_optimizers(backend):
                     singles[i].state[row][key],
                     **TOLERANCE[torch.float32],
                 )
+
+
+HYPER_FORMS = {
+    "floats": [1e-3, 0.9, 0.999, 1e-8, 0.01],
+    "0-dim tensors": [torch.tensor(3e-2), 0.5, torch.tensor(0.99, dtype=torch.float64), 0.0, 0.1],
+    "float32 rows": [torch.logspace(-4, -1, 5), 0.9, torch.linspace(0.9, 0.999, 5), 1e-8, 0.2],
+    "float64 rows": [
+        torch.logspace(-4, -1, 5, dtype=torch.float64),
+        torch.linspace(0.0, 0.95, 5, dtype=torch.float64),
+        0.999,
+        torch.logspace(-10, -6, 5, dtype=torch.float64),
+        torch.linspace(0.0, 0.3, 5, dtype=torch.float64),
+    ],
+}
+
+
+@pytest.mark.parametrize("decoupled", [False, True], ids=["l2", "decoupled"])
+@pytest.mark.parametrize("form", list(HYPER_FORMS))
+def test_native_coefficient_table_equals_python_floats_bit_for_bit(form, decoupled):
+    from adamtune.optim import fused_adam
+
+    hypers = HYPER_FORMS[form]
+    n_rows = 5 if "rows" in form else 1
+    steps = [1.0, 2.0, 37.0, 10_000.0]
+    assert all(map(cpu.reads_hyperparameter, hypers))
+    native = cpu.coefficients(steps, hypers, n_rows, decoupled)
+    python = fused_adam._python_coefficients(hypers, steps, n_rows, decoupled)
+    assert native.shape == (len(steps) * n_rows, 7)
+    assert torch.equal(native, python)
+
+
+def test_coefficient_table_is_native_unless_a_hyperparameter_cannot_be_read_in_place(
+    monkeypatch,
+):
+    calls = []
+    original = cpu.coefficients
+    monkeypatch.setattr(cpu, "coefficients", lambda *a: (calls.append(a[2]), original(*a))[1])
+    for lr in (torch.full((3,), 1e-3), torch.full((6,), 1e-3)[::2], torch.full((3,), 1e-3).half()):
+        param = torch.zeros(3, 2)
+        param.grad = torch.ones(3, 2)
+        FusedAdam([param], lr=lr, backend="cpu").step()
+        torch.testing.assert_close(param, torch.full((3, 2), -1e-3))
+    assert calls == [3]  # the strided view and the float16 tensor took the Python path
 
 
 def test_per_row_needs_matching_leading_dimension():
