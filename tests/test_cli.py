@@ -131,6 +131,24 @@ def test_a_bad_space_file_names_file_key_and_value(in_tmp):
     assert result.stderr == "Error: bad.yaml: beta2.high: must be in [0, 1), got 1.5\n"
 
 
+def test_a_bad_space_is_refused_before_torch_is_imported(in_tmp):
+    """Checking --space takes milliseconds; it must not wait for seconds of torch import."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from adamtune.cli import cli\n"
+        "try:\n"
+        "    cli.main(['search', '--space', 'nope.yaml'])\n"
+        "except SystemExit as exit:\n"
+        "    print(exit.code, 'torch' in sys.modules, 'optuna' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stderr == "Error: nope.yaml: no such file\n"
+    assert done.stdout == "1 False False\n"
+
+
 def test_help_lists_every_search_option(run):
     text = run("search", "--help").output
     for option in (
@@ -182,9 +200,9 @@ def tracking_workers_of_this_process() -> list[int]:
 def test_a_search_refused_on_bad_input_leaves_no_tracking_behind(run, in_tmp):
     """search starts the tracking worker before anything else; a bad flag found later must
     still stop it, with nothing logged and no MLflow store made."""
-    result = run("search", "--space", "no-such-space", *FAST[:2], track=True)
+    result = run("search", "--task", "no-such-task", *FAST, track=True)
     assert result.exit_code != 0
-    assert "no-such-space" in result.output
+    assert "no-such-task" in result.output
     assert tracking_workers_of_this_process() == []
     assert not (in_tmp / "mlflow.db").exists()
 
