@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import array
 import math
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -39,6 +40,25 @@ def _check_range(name: str, value: Hyper, ok: Callable[[Any], bool]) -> None:
     for v in values:
         if not ok(v):
             raise ValueError(f"Invalid {name}: {v}")
+
+
+def _without_dynamo_import(name: str) -> Callable[..., Any]:
+    """torch.optim.Optimizer's method ``name`` without its ``torch._disable_dynamo`` wrapper
+    while torch._dynamo is not loaded. That wrapper imports torch._dynamo on its first call
+    (1-2 s here, more than a trial of the default study) only to tell the compiler to skip the
+    method; when the compiler was never imported there is nothing to tell, so the plain method
+    does the same. Once torch._dynamo is loaded (torch.compile in use) the wrapper runs as in
+    torch."""
+    wrapped = getattr(torch.optim.Optimizer, name)
+    plain = getattr(wrapped, "__wrapped__", wrapped)
+
+    def method(self: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
+        chosen = wrapped if "torch._dynamo" in sys.modules else plain
+        return chosen(self, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = wrapped.__doc__
+    return method
 
 
 class FusedAdam(torch.optim.Optimizer):
@@ -83,6 +103,11 @@ class FusedAdam(torch.optim.Optimizer):
             for p in group["params"]:
                 if torch.is_complex(p):
                     raise ValueError("FusedAdam does not support complex parameters")
+
+    add_param_group = _without_dynamo_import("add_param_group")
+    zero_grad = _without_dynamo_import("zero_grad")
+    state_dict = _without_dynamo_import("state_dict")
+    load_state_dict = _without_dynamo_import("load_state_dict")
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

@@ -414,3 +414,30 @@ def test_importing_the_package_needs_only_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_training_with_it_never_imports_torch_dynamo():
+    """torch.optim.Optimizer's methods import torch._dynamo (1-2 s) on first call; FusedAdam
+    skips that import while nothing else has made it, and uses torch's wrappers once it has."""
+    code = (
+        "import sys, torch\n"
+        "from adamtune.optim import FusedAdam\n"
+        "p = torch.zeros(3, requires_grad=True)\n"
+        "opt = FusedAdam([p], lr=0.1)\n"
+        "opt.add_param_group({'params': [torch.zeros(2, requires_grad=True)]})\n"
+        "for _ in range(2):\n"
+        "    opt.zero_grad()\n"
+        "    (p * torch.arange(3.0)).sum().backward()\n"
+        "    opt.step()\n"
+        "opt.load_state_dict(opt.state_dict())\n"
+        "print('torch._dynamo' in sys.modules, [round(x, 4) for x in p.tolist()])\n"
+        "import torch._dynamo\n"
+        "opt.zero_grad()\n"
+        "opt.load_state_dict(opt.state_dict())\n"
+        "print(p.grad, opt.zero_grad.__name__, FusedAdam.state_dict.__doc__ is not None)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [
+        "False [0.0, -0.2, -0.2]",
+        "None zero_grad True",
+    ]
