@@ -5,7 +5,9 @@ updates the same memory: the same parameters and gradients and, after a warm-up 
 exp_avg/exp_avg_sq tensors (the state layouts are the same), so no implementation wins or loses
 by where its allocations landed. Runs of --steps steps (after one untimed step) are timed in interleaved rounds so
 machine noise hits all of them alike. Prints ms per step (median), effective GB/s at 28 bytes per
-parameter (read p, g, m, v; write p, m, v) and the ratio to torch's fused=True (> 1: faster).
+parameter (read p, g, m, v; write p, m, v) and the ratio to torch's fused=True (> 1: faster), as
+a ratio of medians and as the median of per-round ratios (each round's time against torch
+fused's in the same round, which cancels the VM's slow drifts).
 Then per-row mode (N rows with different hyperparameters) against uniform mode.
 
     python benchmarks/optim_step.py                       # CPU, 1M/20M/100M
@@ -112,18 +114,20 @@ def bench_layout(
     for _ in range(rounds):
         for name, opt in optimizers.items():
             times[name].append(time_step(opt, device, steps))
-    fused = statistics.median(times["torch fused"])
+    fused_times = times["torch fused"]
+    fused = statistics.median(fused_times)
     rows = []
     for name, ts in times.items():
         t = statistics.median(ts)
-        rows.append((name, t * 1e3, BYTES_PER_PARAM * n / t / 1e9, fused / t))
+        paired = statistics.median(f / x for f, x in zip(fused_times, ts, strict=True))
+        rows.append((name, t * 1e3, BYTES_PER_PARAM * n / t / 1e9, fused / t, paired))
     del optimizers, params
     return rows
 
 
 def bench_per_row(
     n: int, rows: int, device: str, rounds: int, steps: int, settle_s: float
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     backend = "triton" if device == "cuda" else "cpu"
     param = torch.randn(rows, n // rows, device=device)
     param.grad = torch.randn_like(param)
@@ -144,7 +148,8 @@ def bench_per_row(
     for _ in range(rounds):
         t_u.append(time_step(uniform, device, steps))
         t_r.append(time_step(per_row, device, steps))
-    return statistics.median(t_u) * 1e3, statistics.median(t_r) * 1e3
+    paired = statistics.median(r / u for u, r in zip(t_u, t_r, strict=True))
+    return statistics.median(t_u) * 1e3, statistics.median(t_r) * 1e3, paired
 
 
 def main() -> None:
@@ -171,13 +176,13 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds "
         f"of {args.steps} steps, shared memory settled for {args.settle:g} s",
         "",
-        "| params | layout | implementation | ms/step | GB/s | vs torch fused |",
-        "|---|---|---|---|---|---|",
+        "| params | layout | implementation | ms/step | GB/s | vs torch fused | paired |",
+        "|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
     for n in sizes:
         for tensors, layout in ((1, "1 tensor"), (args.tensors, f"{args.tensors} tensors")):
-            for name, ms, gbs, ratio in bench_layout(
+            for name, ms, gbs, ratio, paired in bench_layout(
                 n,
                 tensors,
                 args.device,
@@ -186,18 +191,23 @@ def main() -> None:
                 not args.with_reference_at_100m,
                 args.settle,
             ):
-                line = f"| {n / 1e6:g}M | {layout} | {name} | {ms:.2f} | {gbs:.1f} | {ratio:.2f}x |"
+                line = (
+                    f"| {n / 1e6:g}M | {layout} | {name} | {ms:.2f} | {gbs:.1f} "
+                    f"| {ratio:.2f}x | {paired:.2f}x |"
+                )
                 lines.append(line)
                 print(line, flush=True)
     per_row_lines = [
         "",
-        f"| params | uniform ms | per-row (N={args.rows}) ms | per-row / uniform |",
-        "|---|---|---|---|",
+        f"| params | uniform ms | per-row (N={args.rows}) ms | per-row / uniform | paired |",
+        "|---|---|---|---|---|",
     ]
     print("\n".join(per_row_lines), flush=True)
     for n in sizes:
-        u, r = bench_per_row(n, args.rows, args.device, args.rounds, args.steps, args.settle)
-        line = f"| {n / 1e6:g}M | {u:.2f} | {r:.2f} | {r / u:.3f} |"
+        u, r, paired = bench_per_row(
+            n, args.rows, args.device, args.rounds, args.steps, args.settle
+        )
+        line = f"| {n / 1e6:g}M | {u:.2f} | {r:.2f} | {r / u:.3f} | {paired:.3f} |"
         per_row_lines.append(line)
         print(line, flush=True)
     if args.out:
