@@ -190,15 +190,22 @@ class FusedAdam(torch.optim.Optimizer):
             state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
+HYPER_NAMES = ("lr", "betas[0]", "betas[1]", "eps", "weight_decay")
+
+
+def _hypers(group: dict[str, Any]) -> list[Hyper]:
+    """The group's hyperparameters in HYPER_NAMES order (the coefficient table's inputs)."""
+    return [group["lr"], *group["betas"], group["eps"], group["weight_decay"]]
+
+
 def _rows(group: dict[str, Any]) -> int:
     """N when any hyperparameter is a 1-D tensor of length N (checked against params), else 1."""
-    hypers = (group["lr"], *group["betas"], group["eps"], group["weight_decay"])
+    hypers = _hypers(group)
     lengths = {v.shape[0] for v in hypers if _is_rows(v)}
     if not lengths:
         return 1
     if len(lengths) > 1:
-        names = ("lr", "betas[0]", "betas[1]", "eps", "weight_decay")
-        named = {name: len(v) for name, v in zip(names, hypers, strict=True) if _is_rows(v)}
+        named = {name: len(v) for name, v in zip(HYPER_NAMES, hypers, strict=True) if _is_rows(v)}
         raise ValueError(f"per-row hyperparameters must all have the same length, got {named}")
     n = lengths.pop()
     for p in group["params"]:
@@ -227,7 +234,7 @@ def _coefficients(group: dict[str, Any], steps: list[float], n_rows: int) -> tor
     step count, one row per hyperparameter row. Built natively when the CPU kernel is loaded and
     can read the hyperparameters where they lie, else in Python floats (IEEE doubles: the same
     numbers; for the tens of rows a group has they cost a fraction of what torch ops would)."""
-    hypers = [group["lr"], *group["betas"], group["eps"], group["weight_decay"]]
+    hypers = _hypers(group)
     decoupled = group["decoupled_weight_decay"]
     if cpu.loaded() and all(map(cpu.reads_hyperparameter, hypers)):
         return cpu.coefficients(steps, hypers, n_rows, decoupled)
