@@ -183,9 +183,12 @@ def cli() -> None:
 def search(**options: Any) -> None:
     """Run (or resume) a study: every trial trains the task with one Adam configuration."""
     from adamtune.space import load_space
+    from adamtune.tasks.loader import check_spec
     from adamtune.tracking import make_tracker
 
-    load_space(options["space"])  # a bad --space answers at once, not after torch's import
+    # A mistyped --task or --space answers at once, not after seconds of torch import.
+    check_spec(options["task"])
+    load_space(options["space"])
     workers = options["workers"]
     tracking_uri = None if options["no_tracking"] else resolve_tracking_uri(options["tracking_uri"])
     # First, before torch and the data load: the tracking worker's MLflow import overlaps them.

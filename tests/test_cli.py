@@ -131,8 +131,17 @@ def test_a_bad_space_file_names_file_key_and_value(in_tmp):
     assert result.stderr == "Error: bad.yaml: beta2.high: must be in [0, 1), got 1.5\n"
 
 
-def test_a_bad_space_is_refused_before_torch_is_imported(in_tmp):
-    """Checking --space takes milliseconds; it must not wait for seconds of torch import."""
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (["--space", "nope.yaml"], "Error: nope.yaml: no such file"),
+        (["--task", "nope.py:make"], "Error: --task 'nope.py:make': no such file 'nope.py'"),
+        (["--task", "digits-mpl"], "Error: --task 'digits-mpl': not a built-in task ("),
+    ],
+)
+def test_a_bad_space_or_task_is_refused_before_torch_is_imported(in_tmp, args, error):
+    """Checking --space or a --task name takes milliseconds; it must not wait for seconds of
+    torch import."""
     import subprocess
     import sys
 
@@ -140,13 +149,30 @@ def test_a_bad_space_is_refused_before_torch_is_imported(in_tmp):
         "import sys\n"
         "from adamtune.cli import cli\n"
         "try:\n"
-        "    cli.main(['search', '--space', 'nope.yaml'])\n"
+        f"    cli.main(['search', *{args!r}])\n"
         "except SystemExit as exit:\n"
         "    print(exit.code, 'torch' in sys.modules, 'optuna' in sys.modules)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.stderr == "Error: nope.yaml: no such file\n"
+    assert done.stderr.startswith(error) and done.stderr.count("\n") == 1, done.stderr
     assert done.stdout == "1 False False\n"
+
+
+def test_tasks_lists_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from adamtune.cli import cli\n"
+        "try:\n"
+        "    cli.main(['tasks'])\n"
+        "except SystemExit as exit:\n"
+        "    print(exit.code, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "digits-mlp" in done.stdout
+    assert done.stdout.endswith("0 False\n")
 
 
 def test_help_lists_every_search_option(run):
@@ -200,9 +226,9 @@ def tracking_workers_of_this_process() -> list[int]:
 def test_a_search_refused_on_bad_input_leaves_no_tracking_behind(run, in_tmp):
     """search starts the tracking worker before anything else; a bad flag found later must
     still stop it, with nothing logged and no MLflow store made."""
-    result = run("search", "--task", "no-such-task", *FAST, track=True)
+    result = run("search", "--device", "tpu", *FAST, track=True)
     assert result.exit_code != 0
-    assert "no-such-task" in result.output
+    assert "--device" in result.output
     assert tracking_workers_of_this_process() == []
     assert not (in_tmp / "mlflow.db").exists()
 

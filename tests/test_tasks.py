@@ -25,6 +25,13 @@ def broken():
 """
 
 
+def test_the_catalogue_names_exactly_the_builtin_factories():
+    from adamtune.tasks.builtin import BUILTIN
+    from adamtune.tasks.catalog import DESCRIPTIONS
+
+    assert list(DESCRIPTIONS) == list(BUILTIN)
+
+
 def test_builtins_include_required_tasks():
     names = builtin_tasks()
     for name in ("digits-mlp", "mnist1d-mlp", "mnist1d-cnn", "diabetes-mlp", "wine-mlp"):

@@ -203,12 +203,3 @@ BUILTIN = {
     "mnist1d-mlp": mnist1d_mlp,
     "mnist1d-cnn": mnist1d_cnn,
 }
-
-DESCRIPTIONS = {
-    "digits-mlp": "8x8 handwritten digits (scikit-learn), MLP; val_accuracy (default)",
-    "wine-mlp": "wine cultivars (scikit-learn), MLP; val_accuracy",
-    "breast-cancer-mlp": "breast cancer diagnosis (scikit-learn), MLP; val_accuracy",
-    "diabetes-mlp": "diabetes progression regression (scikit-learn), MLP; val_mse (minimize)",
-    "mnist1d-mlp": "MNIST-1D generated offline, MLP; val_accuracy",
-    "mnist1d-cnn": "MNIST-1D generated offline, 1-D CNN; val_accuracy",
-}

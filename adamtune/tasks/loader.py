@@ -1,7 +1,8 @@
 """Resolve a ``--task`` value: a built-in name, ``package.module:function`` or ``file.py:function``.
 
 A user factory takes no arguments and returns an adamtune.Task. Resolved tasks are cached per
-process, so a study builds its data once, not once per trial.
+process, so a study builds its data once, not once per trial. check_spec catches a mistyped name
+or a missing file without importing torch, so the CLI can answer before its heavy imports.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import importlib
 import importlib.util
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from adamtune.errors import TaskError
-from adamtune.tasks.base import Task
-from adamtune.tasks.builtin import BUILTIN, DESCRIPTIONS
+from adamtune.tasks.catalog import DESCRIPTIONS
+
+if TYPE_CHECKING:
+    from adamtune.tasks.base import Task
 
 
 def builtin_tasks() -> dict[str, str]:
@@ -23,21 +27,36 @@ def builtin_tasks() -> dict[str, str]:
     return dict(DESCRIPTIONS)
 
 
-@functools.lru_cache(maxsize=8)
-def resolve_task(spec: str) -> Task:
-    """Build the task named by ``spec`` (see module doc); errors are one TaskError line."""
+def check_spec(spec: str) -> None:
+    """Raise the TaskError that resolve_task would raise for a mistyped built-in name, a
+    malformed spec or a missing file: the checks that need neither torch nor the user's code."""
     if ":" not in spec:
-        if spec not in BUILTIN:
-            close = difflib.get_close_matches(spec, list(BUILTIN), n=1)
+        if spec not in DESCRIPTIONS:
+            close = difflib.get_close_matches(spec, list(DESCRIPTIONS), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise TaskError(
-                f"--task {spec!r}: not a built-in task ({', '.join(BUILTIN)}) and not "
+                f"--task {spec!r}: not a built-in task ({', '.join(DESCRIPTIONS)}) and not "
                 f"'module:function' or 'file.py:function'{hint}"
             )
-        return BUILTIN[spec]()
+        return
     target, _, func_name = spec.rpartition(":")
     if not target or not func_name.isidentifier():
         raise TaskError(f"--task {spec!r}: expected 'module:function' or 'file.py:function'")
+    if target.endswith(".py") and not Path(target).is_file():
+        raise TaskError(f"--task {spec!r}: no such file {target!r}")
+
+
+@functools.lru_cache(maxsize=8)
+def resolve_task(spec: str) -> Task:
+    """Build the task named by ``spec`` (see module doc); errors are one TaskError line."""
+    from adamtune.tasks.base import Task
+
+    check_spec(spec)
+    if ":" not in spec:
+        from adamtune.tasks.builtin import BUILTIN
+
+        return BUILTIN[spec]()
+    target, _, func_name = spec.rpartition(":")
     module = _load_file(spec, target) if target.endswith(".py") else _import(spec, target)
     factory = getattr(module, func_name, None)
     if not callable(factory):
@@ -66,8 +85,6 @@ def _import(spec: str, module_name: str):
 
 def _load_file(spec: str, path_text: str):
     path = Path(path_text)
-    if not path.is_file():
-        raise TaskError(f"--task {spec!r}: no such file {path_text!r}")
     module_name = f"adamtune_user_task_{path.stem}"
     module_spec = importlib.util.spec_from_file_location(module_name, path)
     assert module_spec is not None and module_spec.loader is not None
