@@ -6,8 +6,7 @@ torch, optuna and mlflow load only when a name that needs them is first used.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from adamtune._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -32,14 +31,8 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'adamtune' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+    return sorted({*globals(), *__all__})

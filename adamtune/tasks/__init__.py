@@ -6,8 +6,7 @@ torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from adamtune._lazy import lazy_getattr
 
 _EXPORTS = {
     "Task": "adamtune.tasks.base",
@@ -20,10 +19,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'adamtune.tasks' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())
