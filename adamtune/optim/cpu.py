@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -162,8 +163,10 @@ def _warn_once(reason: str) -> None:
     )
 
 
-def _pointers(tensors: list[torch.Tensor]) -> ctypes.Array:
-    return (ctypes.c_void_p * len(tensors))(*map(torch.Tensor.data_ptr, tensors))
+def _pointers(tensors: Sequence[torch.Tensor | None]) -> ctypes.Array:
+    return (ctypes.c_void_p * len(tensors))(
+        *(t.data_ptr() if t is not None else 0 for t in tensors)
+    )
 
 
 def _int64s(values: list[int]) -> ctypes.Array:

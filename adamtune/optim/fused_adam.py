@@ -118,7 +118,7 @@ class FusedAdam(torch.optim.Optimizer):
             group.setdefault("maximize", False)
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -201,11 +201,16 @@ def _hypers(group: dict[str, Any]) -> list[Hyper]:
 def _rows(group: dict[str, Any]) -> int:
     """N when any hyperparameter is a 1-D tensor of length N (checked against params), else 1."""
     hypers = _hypers(group)
-    lengths = {v.shape[0] for v in hypers if _is_rows(v)}
+    rows = [v for v in hypers if isinstance(v, torch.Tensor) and v.dim() == 1]
+    lengths = {v.shape[0] for v in rows}
     if not lengths:
         return 1
     if len(lengths) > 1:
-        named = {name: len(v) for name, v in zip(HYPER_NAMES, hypers, strict=True) if _is_rows(v)}
+        named = {
+            name: v.shape[0]
+            for name, v in zip(HYPER_NAMES, hypers, strict=True)
+            if isinstance(v, torch.Tensor) and v.dim() == 1
+        }
         raise ValueError(f"per-row hyperparameters must all have the same length, got {named}")
     n = lengths.pop()
     for p in group["params"]:
@@ -260,8 +265,8 @@ def _python_coefficients(
 
 def _per_row(value: Hyper, n_rows: int) -> list[float]:
     """A hyperparameter as one float per row."""
-    if _is_rows(value):
-        return value.tolist()
+    if isinstance(value, torch.Tensor) and value.dim() == 1:
+        return [float(v) for v in value.tolist()]
     return [float(value)] * n_rows
 
 
@@ -304,7 +309,7 @@ def _run(
     maximize: bool,
 ) -> None:
     """Call ``kernel`` on contiguous buffers; non-contiguous tensors go through copies."""
-    columns = [
+    columns: list[list[Any]] = [
         params,
         [p.grad for p in params],
         [state["exp_avg"] for state in states],

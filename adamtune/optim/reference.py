@@ -30,8 +30,12 @@ def step(
             continue
         compute = torch.float64 if param.dtype == torch.float64 else torch.float32
         rows = param.numel() // row_sizes[i]
-        k = coef[coef_index[i] : coef_index[i] + rows].to(param.device, compute)
+        table = coef[coef_index[i] : coef_index[i] + rows].to(param.device)
+        k = table.to(compute)
         step_size, bc2_sqrt, beta1, beta2, eps, l2, decay = (k[:, j : j + 1] for j in range(7))
+        # 1 - beta from the float64 table: in float32, 1 - 0.9999 keeps only ~3 digits, and
+        # exp_avg_sq drifts from torch's (which takes 1 - beta in Python doubles) by ~1e-3.
+        one_minus_beta1, one_minus_beta2 = ((1 - table[:, j : j + 1]).to(compute) for j in (2, 3))
 
         shape = (rows, row_sizes[i])
         p, m, v, g = (
@@ -41,12 +45,13 @@ def step(
             g = -g
         g = g + l2 * p  # Adam's L2 penalty (l2 = 0 for AdamW)
         p = p * decay  # AdamW's decoupled decay (decay = 1 for Adam)
-        m = torch.lerp(m, g, 1 - beta1)
-        v = beta2 * v + (1 - beta2) * (g * g)
+        m = torch.lerp(m, g, one_minus_beta1)
+        v = beta2 * v + one_minus_beta2 * (g * g)
         second = v
-        if amsgrad:
-            second = torch.maximum(max_exp_avg_sqs[i].reshape(shape).to(compute), v)
-            max_exp_avg_sqs[i].copy_(second.reshape(param.shape))
+        kept = max_exp_avg_sqs[i]
+        if amsgrad and kept is not None:
+            second = torch.maximum(kept.reshape(shape).to(compute), v)
+            kept.copy_(second.reshape(param.shape))
         denom = second.sqrt() / bc2_sqrt + eps
         p = p - step_size * (m / denom)
         param.copy_(p.reshape(param.shape))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 
 import torch
 
@@ -49,7 +50,7 @@ def _triton_dtypes():
     }
 
 
-def _addresses(tensors: list[torch.Tensor | None], device: torch.device) -> torch.Tensor:
+def _addresses(tensors: Sequence[torch.Tensor | None], device: torch.device) -> torch.Tensor:
     return torch.tensor(
         [t.data_ptr() if t is not None else 0 for t in tensors], dtype=torch.int64, device=device
     )
@@ -71,7 +72,8 @@ def step(
     """Update contiguous tensors of one dtype on one device in place, in one launch."""
     device = params[0].device
     numels = [p.numel() for p in params]
-    block_tensor, block_start = [], []
+    block_tensor: list[int] = []
+    block_start: list[int] = []
     for i, n in enumerate(numels):
         starts = range(0, n, BLOCK)
         block_tensor += [i] * len(starts)

@@ -112,6 +112,42 @@ def test_bf16_matches_torch_fused(backend, name):
     assert_same(ours, theirs, optimizer, reference, torch.bfloat16)
 
 
+def random_config(seed):
+    """A random configuration across the ranges a search visits: beta2 up to 1 - 1e-5."""
+    g = torch.Generator().manual_seed(seed)
+    u = lambda: torch.rand((), generator=g).item()  # noqa: E731
+    return dict(
+        lr=10 ** (-4 + 3 * u()),
+        betas=(1 - 10 ** (-3 * u()) * 0.5, 1 - 10 ** (-5 + 4 * u())),
+        eps=10 ** (-10 + 6 * u()),
+        weight_decay=u() * 0.2,
+        decoupled_weight_decay=u() > 0.5,
+        amsgrad=u() > 0.7,
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scale", [1e-4, 1e-2, 1.0, 1e2])
+@pytest.mark.parametrize("seed", range(4))
+def test_random_configs_and_gradient_scales_match_torch(backend, scale, seed):
+    """Every state entry of every backend against torch, over random configurations and
+    gradients from 1e-4 to 1e2: a kernel that computes 1 - beta2 in float32 drifts here."""
+    config = random_config(seed)
+    torch.manual_seed(seed)
+    ours = [torch.randn(64, 33), torch.randn(7)]
+    theirs = [p.clone() for p in ours]
+    optimizer = FusedAdam(ours, backend=backend, **config)
+    reference = torch_optimizer(theirs, config, foreach=False)
+    g = torch.Generator().manual_seed(1000 + seed)
+    for _ in range(15):
+        for mine, other in zip(ours, theirs, strict=True):
+            mine.grad = torch.randn(mine.shape, generator=g) * scale
+            other.grad = mine.grad.clone()
+        optimizer.step()
+        reference.step()
+    assert_same(ours, theirs, optimizer, reference, torch.float32)
+
+
 # How per-row hyperparameter tensors may arrive: the native coefficient table reads float32 and
 # float64 in place; a strided view goes through Python floats.
 HYPER_LAYOUTS = {
