@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from adamtune.errors import ConfigError
+from adamtune.errors import ConfigError, one_line, shown
 
 SCHEDULE_KINDS = ("constant", "linear", "cosine", "step", "exponential")
 SCHEMA_VERSION = 1  # of exported yaml/json configs
@@ -33,10 +33,17 @@ class Domain:
         """The rule ``value`` breaks, as text, or None when it is valid."""
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return "must be a number"
-        if self.integer and not float(value).is_integer():
-            return "must be an integer"
-        if math.isnan(value):
+        try:
+            number = float(value)
+        except OverflowError:
+            return "must be a finite number"
+        if math.isnan(number):
             return "must not be NaN"
+        if math.isinf(number):
+            return "must be a finite number"
+        if self.integer and not number.is_integer():
+            return "must be an integer"
+        value = number
         too_low = value <= self.low if self.low_open else value < self.low
         too_high = value >= self.high if self.high_open else value > self.high
         if too_low or too_high:
@@ -52,12 +59,14 @@ class Domain:
 
 
 UNIT_OPEN = Domain(0.0, 1.0, high_open=True)
+# 1 - beta below this rounds beta to exactly 1.0 in float64 (no averaging at all)
+MIN_ONE_MINUS_BETA = 1e-15
 DOMAINS: dict[str, Domain] = {
     "lr": Domain(0.0, low_open=True),
     "beta1": UNIT_OPEN,
     "beta2": UNIT_OPEN,
-    "one_minus_beta1": Domain(0.0, 1.0, low_open=True),
-    "one_minus_beta2": Domain(0.0, 1.0, low_open=True),
+    "one_minus_beta1": Domain(MIN_ONE_MINUS_BETA, 1.0),
+    "one_minus_beta2": Domain(MIN_ONE_MINUS_BETA, 1.0),
     "eps": Domain(0.0),
     "weight_decay": Domain(0.0),
     "schedule.warmup_fraction": UNIT_OPEN,
@@ -71,7 +80,7 @@ def check(name: str, value: Any) -> None:
     """Raise ConfigError naming ``name`` if ``value`` breaks its domain."""
     rule = DOMAINS[name].violation(value)
     if rule:
-        raise ConfigError(f"{name}: {rule}, got {value!r}")
+        raise ConfigError(f"{name}: {rule}, got {shown(value)}")
 
 
 @dataclass(frozen=True)
@@ -87,7 +96,7 @@ class ScheduleConfig:
     def __post_init__(self) -> None:
         if self.kind not in SCHEDULE_KINDS:
             raise ConfigError(
-                f"schedule.kind: must be one of {', '.join(SCHEDULE_KINDS)}, got {self.kind!r}"
+                f"schedule.kind: must be one of {', '.join(SCHEDULE_KINDS)}, got {shown(self.kind)}"
             )
         for f in fields(self):
             if f.name != "kind":
@@ -117,9 +126,11 @@ class AdamConfig:
             check(name, getattr(self, name))
         for name in ("decoupled", "amsgrad"):
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name}: must be true or false, got {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"{name}: must be true or false, got {shown(getattr(self, name))}"
+                )
         if not isinstance(self.schedule, ScheduleConfig):
-            raise ConfigError(f"schedule: must be a ScheduleConfig, got {self.schedule!r}")
+            raise ConfigError(f"schedule: must be a ScheduleConfig, got {shown(self.schedule)}")
 
     @property
     def betas(self) -> tuple[float, float]:
@@ -158,33 +169,35 @@ class AdamConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> AdamConfig:
         """Load a config exported with ``adamtune export --format yaml`` (or json)."""
-        import yaml
+        from adamtune import yamlfile
 
         source = str(path)
         try:
-            text = Path(path).read_text()
+            text = yamlfile.read_text(Path(path))
             try:  # JSON first: YAML 1.1 reads JSON's 1e-08 as a string
                 data = json.loads(text)
             except ValueError:
-                data = yaml.safe_load(text)
-        except OSError as exc:
-            raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: invalid YAML/JSON: {exc}") from None
+                data = yamlfile.parse(text)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
         if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
             raise ConfigError(f"{source}: config: missing; expected an adamtune export")
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise ConfigError(
-                f"{source}: schema_version: must be {SCHEMA_VERSION}, got {version!r}"
+                f"{source}: schema_version: must be {SCHEMA_VERSION}, got {shown(version)}"
             )
         return cls.from_dict(data["config"], source=source)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> AdamConfig:
         """Build from ``to_dict`` output; unknown keys are an error, missing ones default."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: config: must be a mapping, got {shown(data)}")
         data = dict(data)
         schedule_data = data.pop("schedule", {}) or {}
+        if not isinstance(schedule_data, dict):
+            raise ConfigError(f"{source}: schedule: must be a mapping, got {shown(schedule_data)}")
         _reject_unknown(data, {f.name for f in fields(cls)} - {"schedule"}, source)
         _reject_unknown(
             schedule_data, {f.name for f in fields(ScheduleConfig)}, source, "schedule."
@@ -196,8 +209,9 @@ class AdamConfig:
 
 
 def _reject_unknown(data: dict[str, Any], known: set[str], source: str, prefix: str = "") -> None:
-    unknown = sorted(set(data) - known)
+    unknown = sorted(str(key) for key in data if key not in known)
     if unknown:
         raise ConfigError(
-            f"{source}: {prefix}{unknown[0]}: unknown key (known: {', '.join(sorted(known))})"
+            f"{source}: {prefix}{one_line(unknown[0], 60)}: unknown key "
+            f"(known: {', '.join(sorted(known))})"
         )

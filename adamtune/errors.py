@@ -1,10 +1,22 @@
-"""Errors a user can fix. The CLI prints each as one line and exits non-zero.
+"""Errors a user can fix, and the helpers that keep every message to one short line.
 
-Every message names where the problem is (file, key, flag or URL), the rule that was broken
-and the value that broke it, e.g. ``my.yaml: beta2.high: must be < 1, got 1.5``.
+The CLI prints each AdamtuneError as one line and exits non-zero. Every message names where the
+problem is (file, key, flag or URL), the rule that was broken and the value that broke it,
+e.g. ``my.yaml: beta2.high: must be < 1, got 1.5``. Values echoed back go through ``shown`` (a
+hostile YAML alias can expand to megabytes), and text that came from outside (a user's
+exception, a driver's message) through ``safe_str`` and ``one_line``.
 """
 
 from __future__ import annotations
+
+import reprlib
+from typing import Any
+
+MAX_LINE = 400  # characters of a message line; the rest is cut with an ellipsis
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 6
+_SHORT.maxlevel = 2
 
 
 class AdamtuneError(Exception):
@@ -34,7 +46,11 @@ class StudyError(AdamtuneError):
 
 
 class ExportError(AdamtuneError):
-    """A configuration cannot be exported exactly in the requested format."""
+    """A configuration cannot be exported exactly in the requested format, or not written."""
+
+
+class TrackingError(AdamtuneError):
+    """The MLflow tracking store is unreachable, malformed or belongs to another tool."""
 
 
 class DivergedError(AdamtuneError):
@@ -46,3 +62,29 @@ class DivergedError(AdamtuneError):
         self.lr = lr
         what = f"loss became {loss:.4g}" + (f" ({why})" if why else "")
         super().__init__(f"{what} at step {step} (lr={lr:.3g})")
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, cut short: safe to echo whatever a user's file held."""
+    return _SHORT.repr(value)
+
+
+def safe_str(exc: BaseException) -> str:
+    """``str(exc)``, even when the exception's own ``__str__`` raises."""
+    try:
+        return str(exc)
+    except BaseException:  # noqa: BLE001  (a user's __str__ may raise anything)
+        return f"<{type(exc).__name__} whose message cannot be printed>"
+
+
+def describe(exc: BaseException) -> str:
+    """``TypeName: message`` on one line, for a trial's fail reason or a one-line error."""
+    text = one_line(safe_str(exc))
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def one_line(text: str, limit: int = MAX_LINE) -> str:
+    """``text`` with its lines joined by ' | ', whitespace collapsed, and cut to ``limit``."""
+    parts = [" ".join(line.split()) for line in str(text).splitlines()]
+    joined = " | ".join(part for part in parts if part)
+    return joined if len(joined) <= limit else joined[: limit - 1] + "…"

@@ -25,10 +25,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
-
+from adamtune import yamlfile
 from adamtune.config import DOMAINS, SCHEDULE_KINDS, AdamConfig, ScheduleConfig
-from adamtune.errors import ConfigError, SpaceError
+from adamtune.errors import ConfigError, SpaceError, one_line, shown
 
 TOP_LEVEL = (
     "lr",
@@ -66,6 +65,9 @@ class Fixed:
     def values(self) -> list[Any]:
         return [self.value]
 
+    def distributions(self, name: str) -> dict[str, Any]:
+        return {}
+
 
 @dataclass(frozen=True)
 class Categorical:
@@ -76,6 +78,11 @@ class Categorical:
 
     def values(self) -> list[Any]:
         return list(self.choices)
+
+    def distributions(self, name: str) -> dict[str, Any]:
+        from optuna.distributions import CategoricalDistribution
+
+        return {name: CategoricalDistribution(list(self.choices))}
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,14 @@ class FloatRange:
     def values(self) -> list[Any]:
         return [self.low, self.high] + ([0.0] if self.include_zero else [])
 
+    def distributions(self, name: str) -> dict[str, Any]:
+        from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+        out: dict[str, Any] = {name: FloatDistribution(self.low, self.high, log=self.log)}
+        if self.include_zero:
+            out[f"{name}.enabled"] = CategoricalDistribution([True, False])
+        return out
+
 
 @dataclass(frozen=True)
 class IntRange:
@@ -105,6 +120,11 @@ class IntRange:
 
     def values(self) -> list[Any]:
         return [self.low, self.high]
+
+    def distributions(self, name: str) -> dict[str, Any]:
+        from optuna.distributions import IntDistribution
+
+        return {name: IntDistribution(self.low, self.high, log=self.log)}
 
 
 Param = Fixed | Categorical | FloatRange | IntRange
@@ -145,6 +165,13 @@ class SearchSpace:
             return getattr(ScheduleConfig() if name != field else AdamConfig(), field)
         return param.sample(trial, name)
 
+    def distributions(self) -> dict[str, Any]:
+        """Optuna parameter name -> the distribution this space samples it from."""
+        out: dict[str, Any] = {}
+        for name, param in self.params.items():
+            out.update(param.distributions(name))
+        return out
+
     @property
     def searched(self) -> list[str]:
         """Names of the parameters that are not fixed."""
@@ -167,12 +194,15 @@ def space_text(name_or_path: str) -> tuple[str, str]:
         path = Path(name_or_path)
         if not path.is_file():
             raise SpaceError(f"{name_or_path}: no such file")
-        return str(path), path.read_text()
+        try:
+            return str(path), yamlfile.read_text(path)
+        except ValueError as exc:
+            raise SpaceError(f"{name_or_path}: {exc}") from None
     shipped = shipped_spaces()
     if name_or_path not in shipped:
         hint = _did_you_mean(name_or_path, shipped)
         raise SpaceError(
-            f"space {name_or_path!r}: not a shipped space ({', '.join(shipped)}) "
+            f"space {shown(name_or_path)}: not a shipped space ({', '.join(shipped)}) "
             f"nor a .yaml path{hint}"
         )
     entry = resources.files("adamtune.search_spaces").joinpath(f"{name_or_path}.yaml")
@@ -192,16 +222,14 @@ def load_space(name_or_path: str) -> SearchSpace:
 def parse_space(text: str) -> dict[str, Param]:
     """Parse YAML text into validated params (errors carry the key, not the file)."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        raise SpaceError(f"{where}invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        data = yamlfile.parse(text)
+    except ValueError as exc:
+        raise SpaceError(str(exc)) from None
     if not isinstance(data, dict):
         raise SpaceError(f"must be a mapping of parameters, got {type(data).__name__}")
     schedule = data.get("schedule", {})
     if not isinstance(schedule, dict):
-        raise SpaceError(f"schedule: must be a mapping, got {schedule!r}")
+        raise SpaceError(f"schedule: must be a mapping, got {shown(schedule)}")
     _reject_unknown(data, TOP_LEVEL, "")
     _reject_unknown(schedule, SCHEDULE_KEYS, "schedule.")
     for beta in ("beta1", "beta2"):
@@ -234,11 +262,13 @@ def _parse_param(name: str, spec: Any) -> Param:
     include_zero = spec.get("include_zero", False)
     for flag, value in (("log", log), ("include_zero", include_zero)):
         if not isinstance(value, bool):
-            raise SpaceError(f"{name}.{flag}: must be true or false, got {value!r}")
+            raise SpaceError(f"{name}.{flag}: must be true or false, got {shown(value)}")
     if low >= high:
-        raise SpaceError(f"{name}: 'low' must be < 'high', got low={low!r}, high={high!r}")
+        raise SpaceError(
+            f"{name}: 'low' must be < 'high', got low={shown(low)}, high={shown(high)}"
+        )
     if log and low <= 0:
-        raise SpaceError(f"{name}.low: must be > 0 on a log scale, got {low!r}")
+        raise SpaceError(f"{name}.low: must be > 0 on a log scale, got {shown(low)}")
     if include_zero and DOMAINS[name].violation(0.0):
         raise SpaceError(f"{name}.include_zero: 0 is not a valid {name}")
     if DOMAINS[name].integer:
@@ -254,7 +284,7 @@ def _number(name: str, value: Any) -> float | int:
     field = name.rsplit(".", 1)[0] if name.endswith((".low", ".high")) else name
     rule = DOMAINS[field].violation(value)
     if rule:
-        raise SpaceError(f"{name}: {rule}, got {value!r}")
+        raise SpaceError(f"{name}: {rule}, got {shown(value)}")
     return value
 
 
@@ -267,7 +297,7 @@ def _parse_kind(spec: Any) -> Param:
     for kind in kinds:
         if kind not in SCHEDULE_KINDS:
             raise SpaceError(
-                f"schedule.kind: must be one of {', '.join(SCHEDULE_KINDS)}, got {kind!r}"
+                f"schedule.kind: must be one of {', '.join(SCHEDULE_KINDS)}, got {shown(kind)}"
             )
     return Categorical(tuple(kinds)) if isinstance(spec, dict) else Fixed(spec)
 
@@ -276,13 +306,13 @@ def _parse_bool(name: str, spec: Any) -> Param:
     values = _choice_list(name, spec.get("choices")) if isinstance(spec, dict) else [spec]
     for value in values:
         if not isinstance(value, bool):
-            raise SpaceError(f"{name}: must be true or false, got {value!r}")
+            raise SpaceError(f"{name}: must be true or false, got {shown(value)}")
     return Categorical(tuple(values)) if isinstance(spec, dict) else Fixed(spec)
 
 
 def _choice_list(name: str, choices: Any) -> list[Any]:
     if not isinstance(choices, list) or not choices:
-        raise SpaceError(f"{name}.choices: must be a non-empty list, got {choices!r}")
+        raise SpaceError(f"{name}.choices: must be a non-empty list, got {shown(choices)}")
     return choices
 
 
@@ -294,7 +324,7 @@ def _check_exponential(params: dict[str, Param]) -> None:
     if min(final.values()) <= 0:
         raise SpaceError(
             "schedule.final_lr_fraction: must be > 0 when schedule.kind can be exponential, "
-            f"got {min(final.values())!r}"
+            f"got {shown(min(final.values()))}"
         )
 
 
@@ -302,7 +332,7 @@ def _reject_unknown(data: dict[str, Any], known: Any, prefix: str) -> None:
     for key in data:
         if key not in known:
             raise SpaceError(
-                f"{prefix}{key}: unknown key{_did_you_mean(str(key), known)} "
+                f"{prefix}{one_line(str(key), 60)}: unknown key{_did_you_mean(str(key), known)} "
                 f"(known: {', '.join(known)})"
             )
 
