@@ -22,9 +22,9 @@ _EXPORTS = {
     "resolve_task": "adamtune.tasks",
     "train": "adamtune.train",
     "TrainResult": "adamtune.train",
-    "SearchSettings": "adamtune.study",
+    "SearchSettings": "adamtune.settings",
     "run_search": "adamtune.study",
-    "load_study": "adamtune.study",
+    "load_study": "adamtune.studies",
     "load_config": "adamtune.export",
 }
 

@@ -1,14 +1,18 @@
 """Glue between one Optuna trial and the training loop.
 
-trial -> AdamConfig (space) -> train(...) -> value; intermediate values go to the pruner, and
-everything a reader of the study needs without adamtune goes into trial user attributes:
-``config`` (the resolved AdamConfig), ``seed``, ``metrics``, ``total_steps``, ``seconds``,
-``pruned_reason`` for pruned trials and ``fail_reason`` for failed ones. A tracker, when set,
-hears of the trial's start and of its end, whatever the end.
+trial -> AdamConfig (space) -> train(...) -> a TrialOutcome; ``Objective.__call__`` turns the
+outcome into what Optuna expects (a value, TrialPruned, or an exception it records as FAIL),
+into trial user attributes, and into the tracker's record, in that one place.
+
+User attributes, readable without adamtune: ``config`` (the resolved AdamConfig), ``seed``,
+``metrics``, ``total_steps``, ``seconds``, ``pruned_reason`` for pruned trials and
+``fail_reason`` for failed ones. User code (the task's model, loss and metric) may raise
+anything, SystemExit included: that fails the trial with its reason, never the study.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -17,13 +21,29 @@ import optuna
 import torch
 
 from adamtune.config import AdamConfig
-from adamtune.errors import DivergedError
+from adamtune.errors import DivergedError, describe
 from adamtune.optimizers import build_optimizer
 from adamtune.report import config_rows
 from adamtune.space import SearchSpace
 from adamtune.tasks import Task
 from adamtune.tracking import NullTracker, Tracker, TrialRecord
-from adamtune.train import Evaluation, TrainingLog, TrainResult, train
+from adamtune.train import Evaluation, TrainingLog, train
+
+
+class TrialFailed(Exception):
+    """Raised to Optuna for a failed trial; the reason is already on the trial."""
+
+
+@dataclass
+class TrialOutcome:
+    """What happened to one trial: the state Optuna will record, and why."""
+
+    state: str  # "COMPLETE", "PRUNED" or "FAIL"
+    value: float | None = None
+    reason: str = ""  # why it was pruned or failed
+    metrics: dict[str, float] = field(default_factory=dict)
+    total_steps: int = 0
+    seconds: float = 0.0
 
 
 @dataclass
@@ -37,75 +57,107 @@ class Objective:
     tracker: Tracker = field(default_factory=NullTracker)
 
     def __call__(self, trial: optuna.Trial) -> float:
-        config = self.space.sample(trial)
-        trial.set_user_attr("config", config.to_dict())
-        trial.set_user_attr("seed", self.seed)
         self.tracker.start_trial(trial.number)
         log = TrainingLog()
-        state, reason, value = "FAIL", "", None
+        config: AdamConfig | None = None
         try:
-            result = self._train(trial, config, log)
-            self._record(trial, result)
-            state, value = "COMPLETE", result.value
-            return result.value
-        except DivergedError as exc:
-            state, reason = "PRUNED", f"diverged: {exc}"
-            trial.set_user_attr("pruned_reason", reason)
-            raise optuna.TrialPruned(reason) from None
-        except optuna.TrialPruned as exc:
-            state, reason = "PRUNED", str(exc)
-            raise
+            config = self.space.sample(trial)
+            trial.set_user_attr("config", config.to_dict())
+            trial.set_user_attr("seed", self.seed)
+            outcome = self._run(trial, config, log)
         except KeyboardInterrupt:
-            reason = "interrupted (Ctrl-C)"
-            trial.set_user_attr("fail_reason", reason)
+            outcome = TrialOutcome("FAIL", reason="interrupted (Ctrl-C or SIGTERM)")
+            self._record(trial, outcome, config, log)
             raise
-        except Exception as exc:  # recorded on the trial; Optuna marks it FAIL
-            reason = f"{type(exc).__name__}: {exc}"
-            trial.set_user_attr("fail_reason", reason)
-            raise
-        finally:
-            self.tracker.end_trial(
-                TrialRecord(
-                    number=trial.number,
-                    state=state,
-                    reason=reason,
-                    params=self._run_params(trial, config, log),
-                    value=value,
-                    metric_name=self.task.metric_name,
-                    log=log,
-                )
-            )
+        except BaseException as exc:  # noqa: BLE001  (sampling or user code: the trial fails)
+            outcome = TrialOutcome("FAIL", reason=describe(exc))
+        self._record(trial, outcome, config, log)
+        if outcome.state == "PRUNED":
+            raise optuna.TrialPruned(outcome.reason)
+        if outcome.state == "FAIL":
+            raise TrialFailed(outcome.reason)
+        assert outcome.value is not None
+        return outcome.value
 
-    def _train(self, trial: optuna.Trial, config: AdamConfig, log: TrainingLog) -> TrainResult:
-        factory = partial(build_optimizer, implementation=self.optimizer)
-        return train(
-            self.task,
-            config,
-            seed=self.seed,
-            epochs=self.epochs,
-            device=self.device,
-            optimizer_factory=factory,
-            on_eval=partial(self._report, trial),
-            log=log,
+    def _run(self, trial: optuna.Trial, config: AdamConfig, log: TrainingLog) -> TrialOutcome:
+        """Train one configuration; pruning and divergence are outcomes, user errors raise."""
+        try:
+            result = train(
+                self.task,
+                config,
+                seed=self.seed,
+                epochs=self.epochs,
+                device=self.device,
+                optimizer_factory=partial(build_optimizer, implementation=self.optimizer),
+                on_eval=partial(self._report, trial),
+                log=log,
+            )
+        except DivergedError as exc:
+            return TrialOutcome("PRUNED", reason=f"diverged: {exc}", total_steps=log.total_steps)
+        except optuna.TrialPruned as exc:
+            return TrialOutcome("PRUNED", reason=str(exc), total_steps=log.total_steps)
+        if not math.isfinite(result.value):
+            return TrialOutcome(
+                "FAIL",
+                reason=f"{self.task.metric_name} is {result.value} (not a finite number)",
+                metrics=result.metrics,
+                total_steps=result.total_steps,
+            )
+        return TrialOutcome(
+            "COMPLETE", result.value, "", result.metrics, result.total_steps, result.seconds
         )
 
     def _report(self, trial: optuna.Trial, evaluation: Evaluation) -> None:
         value = evaluation.metrics[self.task.metric_name]
         trial.report(value, evaluation.epoch)
         if trial.should_prune():
-            reason = (
+            raise optuna.TrialPruned(
                 f"pruned at epoch {evaluation.epoch}: "
                 f"{self.task.metric_name} {value:.4g} not promising"
             )
-            trial.set_user_attr("pruned_reason", reason)
-            raise optuna.TrialPruned(reason)
+
+    def _record(
+        self,
+        trial: optuna.Trial,
+        outcome: TrialOutcome,
+        config: AdamConfig | None,
+        log: TrainingLog,
+    ) -> None:
+        """The one place an outcome becomes user attributes and the tracker's record."""
+        attrs: dict[str, Any] = {}
+        if outcome.state == "COMPLETE":
+            attrs = {
+                "metrics": outcome.metrics,
+                "total_steps": outcome.total_steps,
+                "seconds": round(outcome.seconds, 3),
+            }
+        elif outcome.state == "PRUNED":
+            attrs = {"pruned_reason": outcome.reason}
+        else:
+            attrs = {"fail_reason": outcome.reason}
+        try:
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+        finally:
+            self.tracker.end_trial(
+                TrialRecord(
+                    number=trial.number,
+                    state=outcome.state,
+                    reason=outcome.reason,
+                    params=self._run_params(trial, config, log),
+                    value=outcome.value,
+                    metric_name=self.task.metric_name,
+                    log=log,
+                )
+            )
 
     def _run_params(
-        self, trial: optuna.Trial, config: AdamConfig, log: TrainingLog
+        self, trial: optuna.Trial, config: AdamConfig | None, log: TrainingLog
     ) -> dict[str, Any]:
         """The resolved configuration and how the trial ran, for trackers."""
+        resolved = dict(config_rows(config.to_dict())) if config is not None else {}
         return {
-            **dict(config_rows(config.to_dict())),
+            **resolved,
             "trial_number": trial.number,
             "seed": self.seed,
             "task": self.task.name,
@@ -121,9 +173,3 @@ class Objective:
         from adamtune.optim import resolve_backend
 
         return f"fused/{resolve_backend('auto', self.device)}"
-
-    @staticmethod
-    def _record(trial: optuna.Trial, result: TrainResult) -> None:
-        trial.set_user_attr("metrics", result.metrics)
-        trial.set_user_attr("total_steps", result.total_steps)
-        trial.set_user_attr("seconds", round(result.seconds, 3))

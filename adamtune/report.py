@@ -37,13 +37,14 @@ def trial_value_text(trial: FrozenTrial) -> str:
         or trial.user_attrs.get("fail_reason")
         or trial.system_attrs.get("fail_reason", "")
     )
-    reason = reason.strip().splitlines()[-1] if reason else ""
+    reason = reason.strip().splitlines()[-1] if isinstance(reason, str) and reason.strip() else ""
     return f"{trial.state.name} ({reason})" if reason else trial.state.name
 
 
 def config_rows(config: dict[str, Any]) -> list[tuple[str, Any]]:
     """Flatten an AdamConfig dict for display, skipping schedule fields its kind ignores."""
-    schedule = dict(config.get("schedule", {}))
+    schedule = config.get("schedule")
+    schedule = dict(schedule) if isinstance(schedule, dict) else {}
     kind = schedule.get("kind")
     if kind not in ("linear", "cosine", "exponential"):
         schedule.pop("final_lr_fraction", None)
@@ -61,7 +62,7 @@ def best_trial_summary(study_name: str, trial: FrozenTrial, metric_name: str) ->
         f"{metric_name} = {trial.value:.6g}"
     )
     config = trial.user_attrs.get("config")
-    if not config:
+    if not isinstance(config, dict) or not config:
         return header + "\n" + format_table(["parameter", "value"], sorted(trial.params.items()))
     return header + "\n" + format_table(["parameter", "value"], config_rows(config))
 
@@ -70,11 +71,13 @@ def top_trials_table(trials: Sequence[FrozenTrial]) -> str:
     headers = ["trial", "state", "value", "lr", "beta1", "beta2", "eps", "weight_decay", "schedule"]
     rows = []
     for t in trials:
-        c = t.user_attrs.get("config", {})
-        schedule = c.get("schedule", {})
+        c = t.user_attrs.get("config")
+        c = c if isinstance(c, dict) else {}
+        schedule = c.get("schedule")
+        schedule = schedule if isinstance(schedule, dict) else {}
         kind = schedule.get("kind", "")
-        if schedule.get("warmup_fraction"):
-            kind += f"+warmup {schedule['warmup_fraction']:.3g}"
+        if isinstance(schedule.get("warmup_fraction"), float) and schedule["warmup_fraction"]:
+            kind = f"{kind}+warmup {schedule['warmup_fraction']:.3g}"
         rows.append(
             [
                 t.number,

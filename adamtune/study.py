@@ -9,54 +9,24 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from adamtune.errors import StudyError
+from adamtune.errors import StorageError, StudyError, describe, shown
 from adamtune.objective import Objective
+from adamtune.settings import SEED_LIMIT, SearchSettings
 from adamtune.space import SearchSpace, load_space
-from adamtune.storage import open_storage, redact
+from adamtune.storage import open_storage
 from adamtune.tasks import Task, resolve_task
 from adamtune.tracking import NullTracker, Tracker, make_tracker
-from adamtune.train import resolve_device
+from adamtune.train import planned_steps, resolve_device
+from adamtune.urls import redact
 
-SAMPLERS = ("tpe", "gp", "cmaes", "random", "qmc")
-PRUNERS = ("median", "hyperband", "sha", "none")
+__all__ = ["SearchSettings", "open_study", "run_search"]
+
 Callback = Callable[[optuna.Study, FrozenTrial], None]
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """Everything ``adamtune search`` takes; the defaults are the CLI's defaults."""
-
-    task: str = "digits-mlp"
-    space: str = "default"
-    n_trials: int | None = 20
-    timeout: float | None = None
-    study_name: str | None = None
-    storage: str = "sqlite:///adamtune.db"
-    sampler: str = "tpe"
-    pruner: str = "median"
-    seed: int = 0
-    device: str = "auto"
-    epochs: int | None = None
-    n_jobs: int = 1
-    optimizer: str = "fused"
-    max_consecutive_failures: int = 5
-    tracking_uri: str | None = None  # MLflow; None: tracking off
-    experiment: str | None = None  # MLflow experiment; None: the study name
-    heartbeat: int = 10  # seconds between a running trial's heartbeats (RDB storages); 0: off
-    max_retries: int = 2  # times a trial whose worker died is re-queued with its parameters
-    worker: int = 0  # this process's index among --workers; keeps their samplers apart
-
-    def public(self) -> dict[str, object]:
-        """The settings as a dict that is safe to print or track (no password in any URL)."""
-        tracking = redact(self.tracking_uri) if self.tracking_uri else None
-        return {**asdict(self), "storage": redact(self.storage), "tracking_uri": tracking}
 
 
 def default_study_name(task: Task, space: SearchSpace) -> str:
@@ -78,7 +48,7 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "qmc":
         return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
-    raise StudyError(f"--sampler: must be one of {', '.join(SAMPLERS)}, got {name!r}")
+    raise StudyError(f"--sampler: must be one of tpe, gp, cmaes, random, qmc, got {shown(name)}")
 
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
@@ -90,7 +60,7 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
         return optuna.pruners.SuccessiveHalvingPruner()
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise StudyError(f"--pruner: must be one of {', '.join(PRUNERS)}, got {name!r}")
+    raise StudyError(f"--pruner: must be one of median, hyperband, sha, none, got {shown(name)}")
 
 
 class FailureLimit:
@@ -130,30 +100,23 @@ class StaleTrialHandler:
         self.tracker.stale_trial(trial.number)
 
 
-def storage_options(settings: SearchSettings, on_stale: StaleTrialHandler) -> dict[str, Any]:
-    """Heartbeats for relational storages, so a dead worker's trial is failed and retried."""
-    if settings.storage.startswith(("journal:", "grpc://")) or not settings.heartbeat:
-        return {}
-    return {
-        "heartbeat_interval": settings.heartbeat,
-        "grace_period": 3 * settings.heartbeat,
-        "heartbeat_stale_trial_callback": on_stale,
-    }
-
-
 def open_study(
     settings: SearchSettings,
     task: Task,
     space: SearchSpace,
     on_stale: StaleTrialHandler | None = None,
 ) -> optuna.Study:
-    """Create the study, or load it to resume; refuses a study made for another task."""
+    """Create the study, or load it to resume. A stored study is resumed only when it fits:
+    the same task, the same direction, and a space whose parameters keep their types."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna").setLevel(logging.ERROR)  # failures are shown by our callbacks
     on_stale = on_stale or StaleTrialHandler(settings.max_retries)
     with warnings.catch_warnings():  # heartbeats: stable in practice, flagged experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = open_storage(settings.storage, **storage_options(settings, on_stale))
+        storage = open_storage(settings.storage, heartbeat=settings.heartbeat, on_stale=on_stale)
     name = settings.study_name or default_study_name(task, space)
     epochs = settings.epochs or task.epochs
+    where = f"study {shown(name)} in {redact(settings.storage)}"
     try:
         study = optuna.create_study(
             storage=storage,
@@ -162,28 +125,66 @@ def open_study(
             load_if_exists=True,
             pruner=make_pruner(settings.pruner, epochs),
         )
-    except ValueError as exc:  # e.g. a stored direction that differs
-        raise StudyError(f"study {name!r} in {redact(settings.storage)}: {exc}") from None
-    stored_task = study.user_attrs.get("task")
-    if stored_task is not None and stored_task != task.name:
-        raise StudyError(
-            f"study {name!r} was created for task {stored_task!r}, not "
-            f"{task.name!r}; pass --study-name to start a new study"
-        )
-    if stored_task is None:
-        for key, value in (
-            ("task", task.name),
-            ("metric", task.metric_name),
-            ("space", space.name),
-            ("seed", settings.seed),
-        ):
-            study.set_user_attr(key, value)
+        check_fits(study, task, space)
+        if study.user_attrs.get("task") is None:
+            for key, value in (
+                ("task", task.name),
+                ("metric", task.metric_name),
+                ("space", space.name),
+                ("seed", settings.seed),
+            ):
+                study.set_user_attr(key, value)
+        n_trials = len(study.get_trials(deepcopy=False))
+    except StudyError:
+        raise
+    except Exception as exc:  # a read-only, locked or broken storage
+        raise StorageError(f"{where}: {describe(exc)}") from None
     # Seeding with seed + trials-so-far makes a resumed study draw new points, not replay old;
     # the worker offset keeps processes started together from drawing the same points.
     study.sampler = make_sampler(
-        settings.sampler, settings.seed + len(study.trials) + 7919 * settings.worker
+        settings.sampler, (settings.seed + n_trials + 7919 * settings.worker) % SEED_LIMIT
     )
     return study
+
+
+def check_fits(study: optuna.Study, task: Task, space: SearchSpace) -> None:
+    """Refuse to resume a study made for another task, direction or parameter types."""
+    name = shown(study.study_name)
+    stored_task = study.user_attrs.get("task")
+    if stored_task is not None and stored_task != task.name:
+        raise StudyError(
+            f"study {name} was created for task {shown(stored_task)}, not "
+            f"{shown(task.name)}; pass --study-name to start a new study"
+        )
+    stored = study.direction.name.lower()
+    if stored != task.direction:
+        raise StudyError(
+            f"study {name} was created to {stored} its metric, but task {shown(task.name)} "
+            f"asks to {task.direction} {task.metric_name}; pass --study-name to start a new study"
+        )
+    new = space.distributions()
+    for trial in study.get_trials(deepcopy=False):
+        for param, old in trial.distributions.items():
+            if param not in new:
+                continue
+            try:
+                optuna.distributions.check_distribution_compatibility(old, new[param])
+            except ValueError:
+                raise StudyError(
+                    f"study {name}: parameter {param} was searched as {_kind(old)} and space "
+                    f"{shown(space.name)} makes it {_kind(new[param])}; pass --study-name to "
+                    "start a new study"
+                ) from None
+
+
+def _kind(distribution: optuna.distributions.BaseDistribution) -> str:
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return f"a choice of {shown(list(distribution.choices))}"
+    scale = "log" if getattr(distribution, "log", False) else "linear"
+    number = (
+        "integer" if isinstance(distribution, optuna.distributions.IntDistribution) else "float"
+    )
+    return f"a {scale} {number} range"
 
 
 def run_search(
@@ -199,11 +200,10 @@ def run_search(
     trials fail in a row. The tracker (default: from ``settings.tracking_uri``) is closed on
     every way out, so no tracked run stays open.
     """
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("optuna").setLevel(logging.ERROR)  # failures are shown by our callbacks
     task = resolve_task(settings.task)
     space = load_space(settings.space)
     device = resolve_device(settings.device)
+    planned_steps(task, settings.epochs or task.epochs)  # refuses an endless run up front
     on_stale = StaleTrialHandler(settings.max_retries)
     study = open_study(settings, task, space, on_stale)
     if tracker is None:
@@ -219,7 +219,7 @@ def run_search(
         tracker=tracker,
     )
     failures = FailureLimit(settings.max_consecutive_failures)
-    tracker.start_study(study.study_name, settings.public(), space.text)
+    tracker.start_study(study.study_name, settings.redacted(), space.text)
     threads = torch.get_num_threads()
     if task.threads is not None:
         torch.set_num_threads(task.threads)
@@ -243,27 +243,3 @@ def run_search(
             f"stopped after {failures.streak} failed trials in a row; last: {failures.last_reason}"
         )
     return study
-
-
-def list_studies(storage_url: str) -> list[optuna.study.StudySummary]:
-    return optuna.get_all_study_summaries(open_storage(storage_url), include_best_trial=True)
-
-
-def load_study(name: str, storage_url: str) -> optuna.Study:
-    """Load an existing study; an unknown name lists the ones that exist."""
-    storage = open_storage(storage_url)
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        names = optuna.get_all_study_names(storage)
-        known = ", ".join(names) if names else "none"
-        raise StudyError(
-            f"no study {name!r} in {redact(storage_url)} (studies there: {known})"
-        ) from None
-
-
-def top_trials(study: optuna.Study, k: int = 10) -> list[FrozenTrial]:
-    """The ``k`` best completed trials, best first."""
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    return sorted(done, key=lambda t: t.value, reverse=maximize)[:k]

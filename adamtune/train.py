@@ -13,6 +13,7 @@ the batch order (a dedicated generator); the same config and seed give the same 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from adamtune.config import AdamConfig
-from adamtune.errors import DivergedError
+from adamtune.errors import ConfigError, DivergedError, TaskError, shown
 from adamtune.optimizers import build_optimizer
 from adamtune.tasks.base import Batch, Task
 
@@ -28,6 +29,10 @@ OptimizerFactory = Callable[[list[torch.nn.Parameter], AdamConfig], torch.optim.
 OnEval = Callable[["Evaluation"], None]
 SchedulerFactory = Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]
 EVAL_CHUNK = 8192
+MAX_TOTAL_STEPS = 100_000_000  # a trial's per-step log (lr, loss) must fit in memory
+# torch.manual_seed and the model's initialisation share torch's global generator; threads
+# (--n-jobs) building models at the same time would draw from each other's sequence.
+_BUILD_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -60,17 +65,24 @@ class TrainResult:
 
 
 def resolve_device(device: str) -> torch.device:
-    """ "auto" -> cuda when available, else cpu; "cuda" without a GPU is an error."""
-    from adamtune.errors import ConfigError
+    """ "auto" -> cuda when available, else cpu; a device torch cannot use is an error."""
+    from adamtune.settings import check_device
 
+    check_device(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device: {device!r} asked for, but torch sees no CUDA device")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"--device: must be auto, cpu or cuda, got {device!r}") from exc
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise ConfigError(f"--device: {device!r} asked for, but torch sees no CUDA device")
+        index = int(device.partition(":")[2] or 0)
+        if index >= count:
+            raise ConfigError(
+                f"--device: {device!r} asked for, but torch sees {count} CUDA device(s)"
+            )
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device: 'mps' asked for, but torch sees no MPS device")
+    return torch.device(device)
 
 
 def train(
@@ -97,13 +109,20 @@ def train(
     started = time.perf_counter()
     device = torch.device(device) if isinstance(device, str) else device
     epochs = epochs or task.epochs
-    torch.manual_seed(seed)
-    model = task.build_model().to(device)
+    total_steps = planned_steps(task, epochs)
+    with _BUILD_LOCK:
+        torch.manual_seed(seed)
+        model = task.build_model()
+    if not isinstance(model, torch.nn.Module):
+        raise TaskError(
+            f"task {task.name!r}: build_model() must return a torch.nn.Module, "
+            f"got {type(model).__name__}"
+        )
+    model = model.to(device)
     optimizer = optimizer_factory(list(model.parameters()), config)
     x_train, y_train = (t.to(device) for t in task.train)
-    validation = tuple(t.to(device) for t in task.validation)
+    validation = (task.validation[0].to(device), task.validation[1].to(device))
     n, batch_size = len(x_train), task.batch_size
-    total_steps = epochs * task.steps_per_epoch()
     learning_rates = config.learning_rates(total_steps)
     scheduler = scheduler_factory(optimizer, total_steps) if scheduler_factory else None
     order = torch.Generator().manual_seed(seed)
@@ -141,7 +160,8 @@ def train(
             step += 1
         metrics = evaluate(task, model, validation)
         epoch_losses = losses[-task.steps_per_epoch() :]
-        metrics["train_loss"] = sum(epoch_losses) / len(epoch_losses)
+        # A task may name its own metric train_loss; the task's metric wins.
+        metrics.setdefault("train_loss", sum(epoch_losses) / len(epoch_losses))
         evaluation = Evaluation(epoch, step, metrics)
         evaluations.append(evaluation)
         if not math.isfinite(metrics["val_loss"]):
@@ -151,7 +171,7 @@ def train(
 
     final = dict(evaluations[-1].metrics)
     if task.test is not None:
-        test = evaluate(task, model, tuple(t.to(device) for t in task.test))
+        test = evaluate(task, model, (task.test[0].to(device), task.test[1].to(device)))
         final.update({f"test_{k.removeprefix('val_')}": v for k, v in test.items()})
     return TrainResult(
         value=final[task.metric_name],
@@ -162,6 +182,17 @@ def train(
         evaluations=evaluations,
         seconds=time.perf_counter() - started,
     )
+
+
+def planned_steps(task: Task, epochs: int) -> int:
+    """Optimizer steps of a run of ``epochs`` epochs; refuses a run too long to log."""
+    total = epochs * task.steps_per_epoch()
+    if total > MAX_TOTAL_STEPS:
+        raise ConfigError(
+            f"--epochs: {epochs} epochs of {task.steps_per_epoch()} steps is {total} steps, "
+            f"more than the {MAX_TOTAL_STEPS} one trial can log"
+        )
+    return total
 
 
 def _check_divergence(step: int, loss: float, first: float, factor: float, lr: float) -> None:
@@ -177,4 +208,17 @@ def evaluate(task: Task, model: torch.nn.Module, data: Batch) -> dict[str, float
     model.eval()
     x, y = data
     outputs = torch.cat([model(x[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)])
-    return {"val_loss": task.loss(outputs, y).item(), task.metric_name: task.metric(outputs, y)}
+    return {"val_loss": task.loss(outputs, y).item(), task.metric_name: _number(task, outputs, y)}
+
+
+def _number(task: Task, outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """The task's metric as a float; anything else is the task's error, said in one line."""
+    value = task.metric(outputs, targets)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TaskError(
+            f"task {task.name!r}: metric must return a number, got {shown(value)} "
+            f"({type(value).__name__})"
+        )
+    return float(value)

@@ -9,12 +9,14 @@ worker (same process group): each closes its running trial and its runs, then ex
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
-import sys
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -43,18 +45,32 @@ def gpu_for(worker: int, device: str) -> str | None:
     return str(worker % count) if count else None
 
 
-def _worker_main(settings: SearchSettings, gpu: str | None) -> None:
+def _interrupt_once(signum: int, frame: object) -> None:
+    """Ctrl-C (SIGINT from the terminal) or SIGTERM (from the parent, or a scheduler): stop
+    like Ctrl-C, once; a second signal must not cut the clean-up short."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _worker_main(settings: SearchSettings, gpu: str | None, errors: Any) -> None:
+    """One worker: its errors go back to the parent, which prints them as one line."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt_once)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    from adamtune.errors import AdamtuneError
+    from adamtune.errors import AdamtuneError, describe
 
     try:
         run_search(settings)
     except AdamtuneError as exc:
-        print(f"Error: worker {settings.worker}: {exc}", file=sys.stderr)
-        sys.exit(1)
+        errors.put(f"worker {settings.worker}: {exc}")
+        raise SystemExit(1) from None
     except KeyboardInterrupt:
-        sys.exit(130)
+        raise SystemExit(130) from None
+    except Exception as exc:
+        errors.put(f"worker {settings.worker}: unexpected {describe(exc)}")
+        raise SystemExit(1) from None
 
 
 def run_workers(
@@ -70,12 +86,17 @@ def run_workers(
     study = open_study(settings, task, space)
     seen = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
     context = multiprocessing.get_context("spawn")  # no forked copies of torch's threads
+    errors = context.SimpleQueue()
     counts = shares(settings.n_trials, workers) if settings.n_trials else [None] * workers
     processes = [
         context.Process(
             target=_worker_main,
             name=f"adamtune-worker-{i}",
-            args=(replace(settings, n_trials=count, worker=i), gpu_for(i, settings.device)),
+            args=(
+                replace(settings, n_trials=count, worker=i),
+                gpu_for(i, settings.device),
+                errors,
+            ),
         )
         for i, count in enumerate(counts)
         if count != 0
@@ -87,16 +108,24 @@ def run_workers(
             time.sleep(POLL_SECONDS)
             _report_new(study, seen, on_trial)
     except KeyboardInterrupt:
+        # Ctrl-C reached the workers too (one process group); SIGTERM reached only this one.
+        for process in processes:
+            if process.is_alive() and process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGTERM)
         for process in processes:
             process.join(timeout=60)
         raise
     _report_new(study, seen, on_trial)
     failed = [p.name for p in processes if p.exitcode not in (0, None)]
     if failed:
+        reasons = []
+        while not errors.empty():
+            reasons.append(errors.get())
+        first = reasons[0] if reasons else "no message (killed?)"
         raise StudyError(
-            f"{len(failed)} of {len(processes)} workers failed "
-            f"({', '.join(failed)}); their errors are above. Completed trials are "
-            "in the study"
+            f"{len(failed)} of {len(processes)} workers failed; first: {first}. "
+            "Completed trials are in the study"
         )
     return study
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from adamtune.errors import TaskError
+from adamtune.errors import TaskError, describe
 from adamtune.tasks.catalog import DESCRIPTIONS
 
 if TYPE_CHECKING:
@@ -65,10 +65,10 @@ def resolve_task(spec: str) -> Task:
         task = factory()
     except TaskError:
         raise
-    except Exception as exc:
-        raise TaskError(
-            f"--task {spec!r}: {func_name}() raised {type(exc).__name__}: {exc}"
-        ) from exc
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001  (user code: sys.exit() included)
+        raise TaskError(f"--task {spec!r}: {func_name}() raised {describe(exc)}") from None
     if not isinstance(task, Task):
         raise TaskError(
             f"--task {spec!r}: {func_name}() must return adamtune.Task, got {type(task).__name__}"
@@ -81,6 +81,12 @@ def _import(spec: str, module_name: str):
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise TaskError(f"--task {spec!r}: cannot import module {module_name!r} ({exc})") from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001  (user code: sys.exit() included)
+        raise TaskError(
+            f"--task {spec!r}: importing {module_name} raised {describe(exc)}"
+        ) from None
 
 
 def _load_file(spec: str, path_text: str):
@@ -92,9 +98,10 @@ def _load_file(spec: str, path_text: str):
     sys.modules[module_name] = module  # lets pickling and dataclasses see the module
     try:
         module_spec.loader.exec_module(module)
-    except Exception as exc:
+    except KeyboardInterrupt:
         del sys.modules[module_name]
-        raise TaskError(
-            f"--task {spec!r}: importing {path_text} raised {type(exc).__name__}: {exc}"
-        ) from exc
+        raise
+    except BaseException as exc:  # noqa: BLE001  (user code: sys.exit() included)
+        del sys.modules[module_name]
+        raise TaskError(f"--task {spec!r}: importing {path_text} raised {describe(exc)}") from None
     return module

@@ -1,0 +1,128 @@
+"""The rules for a search's settings, in one table the library and the CLI both read.
+
+No torch, no Optuna: the CLI checks every flag here before its heavy imports, and
+SearchSettings checks the same rules when built from Python.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from adamtune.errors import ConfigError, StudyError, shown
+from adamtune.urls import redact
+
+SAMPLERS = ("tpe", "gp", "cmaes", "random", "qmc")
+PRUNERS = ("median", "hyperband", "sha", "none")
+OPTIMIZERS = ("fused", "torch")
+FORMATS = (
+    "torch",
+    "adamtune",
+    "hf",
+    "lightning",
+    "yaml",
+    "json",
+)  # of `adamtune export`  # adamtune.optim.FusedAdam, or torch.optim.Adam/AdamW
+SEED_LIMIT = 2**32  # numpy's samplers take seeds in [0, 2**32)
+MAX_EPOCHS = 1_000_000
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+MAX_STUDY_NAME = 512  # Optuna's study_name column
+
+
+def check_study_name(name: Any) -> None:
+    """Refuse a study name Optuna's storages cannot hold."""
+    if name is None:
+        return
+    if not isinstance(name, str) or not name.strip():
+        raise StudyError("--study-name: must not be empty")
+    if len(name) > MAX_STUDY_NAME:
+        raise StudyError(
+            f"--study-name: must be at most {MAX_STUDY_NAME} characters, got {len(name)}"
+        )
+
+
+def check_device(device: Any) -> None:
+    if not isinstance(device, str) or not DEVICE_PATTERN.match(device):
+        raise ConfigError(f"--device: must be auto, cpu, cuda, cuda:N or mps, got {shown(device)}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(flag: str, value: Any, low: int, high: float = math.inf) -> None:
+    if not _is_int(value) or not low <= value <= high:
+        bound = f"in [{low}, {high:.0f}]" if high != math.inf else f">= {low}"
+        raise ConfigError(f"{flag}: must be an integer {bound}, got {shown(value)}")
+
+
+def _choice(flag: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{flag}: must be one of {', '.join(choices)}, got {shown(value)}")
+
+
+def check_settings(s: Any) -> None:
+    """Raise ConfigError naming the flag, the rule and the value of the first bad setting."""
+    if s.n_trials is not None:
+        _check_int("--n-trials", s.n_trials, 1)
+    if s.timeout is not None and (
+        isinstance(s.timeout, bool)
+        or not isinstance(s.timeout, (int, float))
+        or not math.isfinite(s.timeout)
+        or s.timeout <= 0
+    ):
+        raise ConfigError(
+            f"--timeout: must be a finite number of seconds > 0, got {shown(s.timeout)}"
+        )
+    _check_int("--seed", s.seed, 0, SEED_LIMIT - 1)
+    if s.epochs is not None:
+        _check_int("--epochs", s.epochs, 1, MAX_EPOCHS)
+    _check_int("--n-jobs", s.n_jobs, 1)
+    _check_int("--max-failures", s.max_consecutive_failures, 0)
+    _check_int("--heartbeat", s.heartbeat, 0)
+    _check_int("max_retries", s.max_retries, 0)
+    _check_int("worker", s.worker, 0)
+    _choice("--sampler", s.sampler, SAMPLERS)
+    _choice("--pruner", s.pruner, PRUNERS)
+    _choice("--optimizer", s.optimizer, OPTIMIZERS)
+    check_device(s.device)
+    check_study_name(s.study_name)
+    for flag, value in (("--task", s.task), ("--space", s.space), ("--storage", s.storage)):
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{flag}: must be a non-empty string, got {shown(value)}")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything ``adamtune search`` takes; the defaults are the CLI's defaults. Validated on
+    construction, so a bad value is refused before any storage or study is touched."""
+
+    task: str = "digits-mlp"
+    space: str = "default"
+    n_trials: int | None = 20
+    timeout: float | None = None
+    study_name: str | None = None
+    storage: str = "sqlite:///adamtune.db"
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 0
+    device: str = "auto"
+    epochs: int | None = None
+    n_jobs: int = 1
+    optimizer: str = "fused"
+    max_consecutive_failures: int = 5
+    tracking_uri: str | None = None  # MLflow; None: tracking off
+    experiment: str | None = None  # MLflow experiment; None: the study name
+    heartbeat: int = 10  # seconds between a running trial's heartbeats; 0: off
+    max_retries: int = 2  # times a trial whose worker died is re-queued with its parameters
+    worker: int = 0  # this process's index among --workers; keeps their samplers apart
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+    def redacted(self) -> dict[str, object]:
+        """The settings as a dict that is safe to print or track (no password in any URL)."""
+        tracking = redact(self.tracking_uri) if self.tracking_uri else None
+        return {**asdict(self), "storage": redact(self.storage), "tracking_uri": tracking}

@@ -1,0 +1,108 @@
+"""Reading studies: list them, load one, rank its trials, pick one to export.
+
+This is the light path (``adamtune studies``, ``show``, ``export``): it imports Optuna but
+neither torch nor the trainer, and opens storages read-only, so it never creates a file, never
+adds tables and works on a read-only copy of a study.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from adamtune.errors import StorageError, StudyError, describe, shown
+from adamtune.storage import open_storage
+from adamtune.urls import journal_path, redact, sqlite_path
+
+
+def _quiet() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _missing(storage_url: str) -> bool:
+    """A local storage file that does not exist holds no study (and reading must not make it)."""
+    path = sqlite_path(storage_url) or journal_path(storage_url)
+    return path is not None and not path.exists()
+
+
+def list_studies(storage_url: str) -> list[optuna.study.StudySummary]:
+    _quiet()
+    if _missing(storage_url):
+        return []
+    storage = open_storage(storage_url, read_only=True)
+    return _reading(storage_url, lambda: optuna.get_all_study_summaries(storage, True))
+
+
+def load_study(name: str, storage_url: str) -> optuna.Study:
+    """Load an existing study read-only; an unknown name lists the ones that exist."""
+    _quiet()
+    if _missing(storage_url):
+        raise StudyError(f"no study {shown(name)} in {redact(storage_url)} (studies there: none)")
+    storage = open_storage(storage_url, read_only=True)
+
+    def load() -> optuna.Study:
+        try:
+            return optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            names = optuna.get_all_study_names(storage)
+            known = ", ".join(names) if names else "none"
+            raise StudyError(
+                f"no study {shown(name)} in {redact(storage_url)} (studies there: {known})"
+            ) from None
+
+    return _reading(storage_url, load)
+
+
+def _reading(storage_url: str, read: Any) -> Any:
+    """Run ``read()``; a storage that breaks while being read is one StorageError line."""
+    try:
+        return read()
+    except (StudyError, StorageError):
+        raise
+    except Exception as exc:
+        raise StorageError(
+            f"--storage {redact(storage_url)!r}: cannot read: {describe(exc)}"
+        ) from None
+
+
+def maximizes(study: optuna.Study) -> bool:
+    return study.direction == optuna.study.StudyDirection.MAXIMIZE
+
+
+def best_first(trials: list[FrozenTrial], maximize: bool) -> list[FrozenTrial]:
+    """Completed trials with a value, best first (ties keep trial order)."""
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    return sorted(done, key=lambda t: float(t.value or 0.0), reverse=maximize)
+
+
+def top_trials(study: optuna.Study, k: int = 10) -> list[FrozenTrial]:
+    """The ``k`` best completed trials, best first."""
+    return best_first(study.get_trials(deepcopy=False), maximizes(study))[:k]
+
+
+def trial_config(trial: FrozenTrial) -> dict[str, Any]:
+    """The trial's ``config`` user attribute, or {} when it is missing or not a mapping."""
+    config = trial.user_attrs.get("config")
+    return config if isinstance(config, dict) else {}
+
+
+def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+    """The best completed trial, or trial ``number`` when it is completed."""
+    trials = study.get_trials(deepcopy=False)
+    if number is None:
+        ranked = best_first(trials, maximizes(study))
+        if not ranked:
+            raise StudyError(f"study {shown(study.study_name)} has no completed trial yet")
+        return ranked[0]
+    matches = [t for t in trials if t.number == number]
+    if not matches:
+        have = f"trials 0..{len(trials) - 1}" if trials else "no trials"
+        raise StudyError(f"--trial {number}: study {shown(study.study_name)} has {have}")
+    if matches[0].state != TrialState.COMPLETE:
+        raise StudyError(
+            f"--trial {number}: the trial is {matches[0].state.name}, not "
+            "COMPLETE; only completed trials can be exported"
+        )
+    return matches[0]
