@@ -8,39 +8,100 @@ exit non-zero, without a traceback.
 
 from __future__ import annotations
 
+import math
+import os
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from adamtune.errors import AdamtuneError
+from adamtune.errors import AdamtuneError, describe, one_line
+from adamtune.settings import FORMATS, MAX_EPOCHS, OPTIMIZERS, PRUNERS, SAMPLERS, SEED_LIMIT
+from adamtune.urls import redact, scrub
 
 if TYPE_CHECKING:
     import optuna
 
+    from adamtune.settings import SearchSettings
     from adamtune.tasks import Task
     from adamtune.tracking import Tracker
 
 DEFAULT_STORAGE = "sqlite:///adamtune.db"
 
 
-class AdamtuneGroup(click.Group):
-    """Prints usage errors and AdamtuneErrors as a single line on stderr."""
+SECRET_ENV = ("ADAMTUNE_STORAGE", "ADAMTUNE_TRACKING_URI", "MLFLOW_TRACKING_URI")
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+
+class AdamtuneGroup(click.Group):
+    """Prints every error as a single line on stderr, with no password in it, and exits
+    non-zero: usage errors, AdamtuneErrors, and (as a last resort) anything unexpected."""
+
+    def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         kwargs["standalone_mode"] = False
+        argv = list(sys.argv[1:] if args is None else args)
         try:
-            code = super().main(*args, **kwargs)
+            code = super().main(argv, *rest, **kwargs)
         except click.ClickException as exc:
-            click.echo(f"Error: {exc.format_message()}", err=True)
-            sys.exit(exc.exit_code)
+            _fail(exc.format_message(), exc.exit_code, argv)
         except AdamtuneError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(exc.exit_code)
+            _fail(str(exc), exc.exit_code, argv)
         except (click.Abort, KeyboardInterrupt):
             click.echo("Interrupted.", err=True)
             sys.exit(130)
+        except Exception as exc:
+            if os.environ.get("ADAMTUNE_DEBUG"):
+                raise
+            _fail(
+                f"unexpected {describe(exc)} (a bug in adamtune: ADAMTUNE_DEBUG=1 shows where)",
+                70,
+                argv,
+            )
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int, argv: list[str]) -> None:
+    """One line on stderr: the message with every password the user gave us scrubbed."""
+    urls = [a for a in argv if "://" in a] + [os.environ.get(name, "") for name in SECRET_ENV]
+    click.echo(f"Error: {one_line(scrub(message, [u for u in urls if u]))}", err=True)
+    sys.exit(code)
+
+
+class FiniteFloat(click.ParamType):
+    """A float > 0 that is a real number of seconds (click's FloatRange lets nan through)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(number) or number <= 0:
+            self.fail(f"must be a finite number of seconds > 0, got {value!r}", param, ctx)
+        return number
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (schedulers, `docker stop`, `kill`) stops a search the way Ctrl-C does: the
+    running trial is recorded as failed, tracked runs are closed, completed trials stay."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the clean-up finish
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (an embedding application): leave it alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def env_option(flag: str, *decls: str, **kwargs: Any) -> Any:
@@ -87,7 +148,7 @@ def cli() -> None:
 )
 @env_option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(),
     default=None,
     help="Stop starting new trials after this many seconds.",
 )
@@ -99,19 +160,19 @@ def cli() -> None:
 @storage_option
 @env_option(
     "--sampler",
-    type=click.Choice(["tpe", "gp", "cmaes", "random", "qmc"]),
+    type=click.Choice(SAMPLERS),
     default="tpe",
     show_default=True,
 )
 @env_option(
     "--pruner",
-    type=click.Choice(["median", "hyperband", "sha", "none"]),
+    type=click.Choice(PRUNERS),
     default="median",
     show_default=True,
 )
 @env_option(
     "--seed",
-    type=int,
+    type=click.IntRange(0, SEED_LIMIT - 1),
     default=0,
     show_default=True,
     help="Seeds the sampler, the weights and the batch order.",
@@ -124,7 +185,7 @@ def cli() -> None:
 )
 @env_option(
     "--epochs",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_EPOCHS),
     default=None,
     help="Epochs per trial.  [default: the task's]",
 )
@@ -137,7 +198,7 @@ def cli() -> None:
 )
 @env_option(
     "--optimizer",
-    type=click.Choice(["fused", "torch"]),
+    type=click.Choice(OPTIMIZERS),
     default="fused",
     show_default=True,
     help="fused: adamtune.optim.FusedAdam; torch: torch.optim.Adam/AdamW.",
@@ -182,44 +243,17 @@ def cli() -> None:
 )
 def search(**options: Any) -> None:
     """Run (or resume) a study: every trial trains the task with one Adam configuration."""
+    from adamtune.settings import SearchSettings
     from adamtune.space import load_space
     from adamtune.tasks.loader import check_spec
     from adamtune.tracking import make_tracker
+    from adamtune.tracking.preflight import check_tracking_uri
 
-    # A mistyped --task or --space answers at once, not after seconds of torch import.
+    # Every check that needs no torch comes first: a mistyped flag answers in a fraction of a
+    # second, and nothing is started or written.
     check_spec(options["task"])
     load_space(options["space"])
-    workers = options["workers"]
     tracking_uri = None if options["no_tracking"] else resolve_tracking_uri(options["tracking_uri"])
-    # First, before torch and the data load: the tracking worker's MLflow import overlaps them.
-    # With --workers, each worker process has a tracker of its own.
-    tracker = make_tracker(
-        tracking_uri if workers == 1 else None, options["experiment"], options["storage"]
-    )
-    try:
-        study, task = _search(options, workers, tracking_uri, tracker)
-    finally:
-        tracker.close()
-    if not any(t.value is not None for t in study.trials):
-        raise click.ClickException("no trial completed; see the reasons above")
-    from adamtune.report import best_trial_summary
-
-    click.echo(best_trial_summary(study.study_name, study.best_trial, task.metric_name))
-    if tracking_uri:
-        click.echo(
-            f"\nTrials logged to MLflow at {tracking_uri}, experiment "
-            f"{options['experiment'] or study.study_name!r}: `adamtune ui` to review."
-        )
-
-
-def _search(
-    options: dict[str, Any], workers: int, tracking_uri: str | None, tracker: Tracker
-) -> tuple[optuna.Study, Task]:
-    """The study part of ``search``: settings, progress bar, one process or several."""
-    from adamtune.progress import Progress
-    from adamtune.study import SearchSettings, run_search
-    from adamtune.tasks import resolve_task
-
     settings = SearchSettings(
         task=options["task"],
         space=options["space"],
@@ -239,6 +273,37 @@ def _search(
         experiment=options["experiment"],
         heartbeat=options["heartbeat"],
     )
+    if tracking_uri:
+        check_tracking_uri(tracking_uri, settings.storage)
+    workers = options["workers"]
+    # Then, before torch and the data load: the tracking worker's MLflow import overlaps them.
+    # With --workers, each worker process has a tracker of its own.
+    tracker = make_tracker(
+        tracking_uri if workers == 1 else None, options["experiment"], options["storage"]
+    )
+    with sigterm_as_interrupt():
+        try:
+            study, task = _search(settings, workers, tracker)
+        finally:
+            tracker.close()
+    if not any(t.value is not None for t in study.trials):
+        raise click.ClickException("no trial completed; see the reasons above")
+    from adamtune.report import best_trial_summary
+
+    click.echo(best_trial_summary(study.study_name, study.best_trial, task.metric_name))
+    if tracking_uri:
+        click.echo(
+            f"\nTrials logged to MLflow at {redact(tracking_uri)}, experiment "
+            f"{options['experiment'] or study.study_name!r}: `adamtune ui` to review."
+        )
+
+
+def _search(settings: SearchSettings, workers: int, tracker: Tracker) -> tuple[optuna.Study, Task]:
+    """The study part of ``search``: progress bar, one process or several."""
+    from adamtune.progress import Progress
+    from adamtune.study import run_search
+    from adamtune.tasks import resolve_task
+
     task = resolve_task(settings.task)
     progress = Progress(settings.n_trials, task.metric_name)
     if workers > 1 and settings.storage.startswith("sqlite"):
@@ -270,7 +335,7 @@ def _search(
 def studies(storage: str) -> None:
     """List the studies in a storage with trial counts and best values."""
     from adamtune.report import format_table
-    from adamtune.study import list_studies
+    from adamtune.studies import list_studies
 
     rows = []
     for s in list_studies(storage):
@@ -286,7 +351,7 @@ def studies(storage: str) -> None:
             ]
         )
     if not rows:
-        click.echo(f"No studies in {storage}.")
+        click.echo(f"No studies in {redact(storage)}.")
         return
     click.echo(
         format_table(["study", "task", "trials", "direction", "best value", "best trial"], rows)
@@ -307,7 +372,7 @@ def studies(storage: str) -> None:
 def show(study_name: str, storage: str, top: int) -> None:
     """Show a study's best trial and its top trials."""
     from adamtune.report import best_trial_summary, top_trials_table
-    from adamtune.study import load_study, top_trials
+    from adamtune.studies import load_study, top_trials
 
     study = load_study(study_name, storage)
     best = top_trials(study, top)
@@ -360,27 +425,33 @@ def tasks() -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["torch", "adamtune", "hf", "lightning", "yaml", "json"]),
+    type=click.Choice(FORMATS),
     default="torch",
     show_default=True,
 )
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, writable=True),
     default=None,
     help="Write to this file instead of standard output.",
 )
-def export(study_name: str, storage: str, trial: int | None, fmt: str, output: str | None) -> None:
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Overwrite an existing output file (never a study storage or an MLflow store).",
+)
+def export(
+    study_name: str, storage: str, trial: int | None, fmt: str, output: str | None, force: bool
+) -> None:
     """Export the best trial's configuration (or trial N's) as code for your training script."""
-    from adamtune.export import load_trial, render
+    from adamtune.export import load_trial, render, write_export
+    from adamtune.tracking.base import default_tracking_uri
 
     text = render(load_trial(study_name, storage, trial), fmt)
     if output is None:
         click.echo(text, nl=False)
         return
-    with open(output, "w") as f:
-        f.write(text)
+    write_export(text, output, force=force, protected=[storage, default_tracking_uri()])
     click.echo(f"Wrote {output}", err=True)
 
 
@@ -401,15 +472,16 @@ def resolve_tracking_uri(given: str | None) -> str:
 @click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
 def ui(study_name: str | None, tracking_uri: str | None, host: str, port: int) -> None:
     """Serve the MLflow UI for the tracking store; with STUDY_NAME, print its experiment URL."""
-    from adamtune.tracking.ui import experiment_id, is_server, serve, ui_url
+    from adamtune.tracking.ui import check_store, experiment_id, is_server, serve, ui_url
 
     uri = resolve_tracking_uri(tracking_uri)
+    check_store(uri)
     experiment = experiment_id(uri, study_name) if study_name else None
     url = ui_url(uri, host, port, experiment)
     if is_server(uri):
-        click.echo(f"{uri} is an MLflow server already: open {url}")
+        click.echo(f"{redact(uri)} is an MLflow server already: open {redact(url)}")
         return
-    click.echo(f"MLflow UI for {uri}: {url}  (Ctrl-C to stop)", err=True)
+    click.echo(f"MLflow UI for {redact(uri)}: {url}  (Ctrl-C to stop)", err=True)
     sys.exit(serve(uri, host, port))
 
 

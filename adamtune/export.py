@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from adamtune.config import SCHEMA_VERSION, AdamConfig, ScheduleConfig
-from adamtune.errors import ExportError, StudyError
+from adamtune.errors import ExportError, StudyError, describe, shown
+from adamtune.settings import FORMATS
+from adamtune.urls import journal_path, redact, sqlite_path
 
-FORMATS = ("torch", "adamtune", "hf", "lightning", "yaml", "json")
 TORCH_DEFAULTS = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "amsgrad": False}
 
 
@@ -46,54 +50,47 @@ class ExportedTrial:
 
 def load_trial(study_name: str, storage: str, trial: int | None = None) -> ExportedTrial:
     """The best completed trial of a study, or trial number ``trial``."""
-    from adamtune.study import load_study
+    from adamtune.studies import load_study
 
     return exported_trial(load_study(study_name, storage), trial)
 
 
 def exported_trial(study: optuna.Study, trial: int | None = None) -> ExportedTrial:
     """The best completed trial of an open study, or trial number ``trial``."""
+    from adamtune.studies import pick_trial, trial_config
+
     study_name = study.study_name
-    chosen = _pick(study, trial)
-    if "config" not in chosen.user_attrs:
+    chosen = pick_trial(study, trial)
+    config = trial_config(chosen)
+    if not config:
         raise StudyError(
-            f"trial {chosen.number} of study {study_name!r} has no 'config' "
-            "user attribute (was it run by adamtune?)"
+            f"trial {chosen.number} of study {shown(study_name)} has no 'config' mapping "
+            "among its user attributes (was it run by adamtune?)"
         )
+    try:
+        adam = AdamConfig.from_dict(config, source=f"trial {chosen.number}")
+    except TypeError as exc:
+        raise StudyError(f"trial {chosen.number}: config: {describe(exc)}") from None
     return ExportedTrial(
         study_name=study_name,
         trial_number=chosen.number,
-        value=float(chosen.value),
-        metric=study.user_attrs.get("metric", "value"),
+        value=float(chosen.value or 0.0),
+        metric=str(study.user_attrs.get("metric", "value")),
         direction=study.direction.name.lower(),
-        config=AdamConfig.from_dict(chosen.user_attrs["config"], source=f"trial {chosen.number}"),
-        total_steps=chosen.user_attrs.get("total_steps"),
-        seed=chosen.user_attrs.get("seed"),
+        config=adam,
+        total_steps=_int_or_none(chosen.user_attrs.get("total_steps")),
+        seed=_int_or_none(chosen.user_attrs.get("seed")),
         task=study.user_attrs.get("task"),
     )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def load_config(study_name: str, storage: str, trial: int | None = None) -> AdamConfig:
     """The AdamConfig of a study's best trial (or of trial ``trial``)."""
     return load_trial(study_name, storage, trial).config
-
-
-def _pick(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
-    trials = study.get_trials(deepcopy=False)
-    if number is None:
-        if not any(t.state == TrialState.COMPLETE for t in trials):
-            raise StudyError(f"study {study.study_name!r} has no completed trial yet")
-        return study.best_trial
-    matches = [t for t in trials if t.number == number]
-    if not matches:
-        have = f"trials 0..{len(trials) - 1}" if trials else "no trials"
-        raise StudyError(f"--trial {number}: study {study.study_name!r} has {have}")
-    if matches[0].state != TrialState.COMPLETE:
-        raise StudyError(
-            f"--trial {number}: the trial is {matches[0].state.name}, not "
-            "COMPLETE; only completed trials can be exported"
-        )
-    return matches[0]
 
 
 def render(trial: ExportedTrial, fmt: str = "torch") -> str:
@@ -348,3 +345,60 @@ def _yaml(trial: ExportedTrial) -> str:
 
 def _json(trial: ExportedTrial) -> str:
     return json.dumps(_document(trial), indent=2) + "\n"
+
+
+def write_export(
+    text: str, path: str, *, force: bool = False, protected: Sequence[str] = ()
+) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a temporary file, then a rename).
+
+    Refuses to overwrite an existing file unless ``force``, and never overwrites a study
+    storage or an MLflow store (any SQLite database or Optuna journal, or the file of a URL in
+    ``protected``), even with ``force``: an export must not cost a user their studies.
+    """
+    target = Path(path)
+    where = f"-o {shown(path)}"
+    for url in protected:
+        kept = sqlite_path(url) or journal_path(url)
+        if kept is not None and os.path.abspath(kept) == os.path.abspath(target):
+            raise ExportError(f"{where}: is the store at {redact(url)}; refusing to overwrite it")
+    if target.exists() or target.is_symlink():
+        if target.is_dir():
+            raise ExportError(f"{where}: is a directory")
+        if not target.is_file():
+            raise ExportError(f"{where}: is not a regular file")
+        if _holds_a_store(target):
+            raise ExportError(
+                f"{where}: holds a SQLite database or an Optuna journal (a study or an MLflow "
+                "store); refusing to overwrite it"
+            )
+        if not force:
+            raise ExportError(f"{where}: file exists; pass --force to overwrite it")
+    folder = target.parent
+    if not folder.is_dir():
+        raise ExportError(f"{where}: directory {str(folder)!r} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(
+            "w", dir=folder, prefix=f".{target.name}.", suffix=".tmp", delete=False
+        ) as handle:
+            temporary = Path(handle.name)
+            try:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            except BaseException:
+                handle.close()
+                temporary.unlink(missing_ok=True)
+                raise
+        os.replace(temporary, target)
+    except OSError as exc:
+        raise ExportError(f"{where}: cannot write: {exc.strerror or describe(exc)}") from None
+
+
+def _holds_a_store(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(16)
+    except OSError:
+        return False
+    return head.startswith(b"SQLite format 3") or head.startswith(b'{"op_code"')

@@ -24,10 +24,13 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from adamtune.errors import one_line
 from adamtune.tracking.base import TrialRecord
+from adamtune.urls import redact, scrub
 
 if TYPE_CHECKING:  # launch() runs before the search imports optuna; it must not wait for it
     import optuna
@@ -44,6 +47,10 @@ WORKER_ENV = {
     )
 }
 WORKER_ENV["PYTHONWARNINGS"] = "ignore"  # library chatter would land in the user's terminal
+# A server that stops answering mid-study costs seconds, not MLflow's default minutes of retries.
+WORKER_ENV["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "2"
+WORKER_ENV["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "20"
+CLEANUP_SECONDS = 60  # a fresh worker closing what a dead one left open
 
 
 def _enlarge_pipe(stream: Any) -> None:
@@ -72,19 +79,15 @@ class MlflowTracker:
         self._outbox: queue.Queue[str | None] = queue.Queue()
         self._writer: threading.Thread | None = None
         self._study_started = False  # until then the worker has nothing to log or close
+        self._experiment_name: str | None = None
+        self.session = uuid.uuid4().hex  # tags this invocation's runs (see sink.close_session)
+        self.dead = False  # the worker stopped mid-study: tracking goes on no further
 
     def launch(self) -> None:
         """Start the worker process now; it loads MLflow while the caller goes on."""
         if self._process is not None:
             return
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "adamtune.tracking.worker", urlsplit(self.tracking_uri).scheme],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            start_new_session=True,  # Ctrl-C is for the search; the worker closes runs after it
-            env={**os.environ, **WORKER_ENV},
-        )
+        self._process = _start_worker(self.tracking_uri)
         _enlarge_pipe(self._process.stdin)
         self._writer = threading.Thread(target=self._write, name="adamtune-mlflow", daemon=True)
         self._writer.start()
@@ -92,6 +95,7 @@ class MlflowTracker:
     def start_study(self, study_name: str, settings: dict[str, Any], space_text: str) -> None:
         self.launch()
         self._study_started = True
+        self._experiment_name = self.experiment or study_name
         self._send(
             "start_study",
             tracking_uri=self.tracking_uri,
@@ -101,6 +105,7 @@ class MlflowTracker:
             space_text=space_text,
             storage_url=self.storage_url,
             started_ms=_now_ms(),
+            session=self.session,
         )
 
     def start_trial(self, number: int) -> None:
@@ -153,18 +158,47 @@ class MlflowTracker:
         for line in out.splitlines():
             if line.startswith("{"):
                 self.errors = json.loads(line).get("errors", [])
-        if self._process.returncode != 0 and not self.errors:
-            self.errors = [f"tracking worker exited with status {self._process.returncode}"]
+        if self._process.returncode != 0:
+            self.dead = True
+            if not self.errors:
+                self.errors = [f"tracking worker exited with status {self._process.returncode}"]
+        self._process = None
+        if self.dead:
+            self._close_left_open()
         if self.errors:
+            first = one_line(scrub(self.errors[0], [self.tracking_uri]), 300)
             print(
-                f"Warning: MLflow tracking at {self.tracking_uri} failed "
-                f"{len(self.errors)} time(s); first: {self.errors[0]}. "
+                f"Warning: MLflow tracking at {redact(self.tracking_uri)} failed "
+                f"{len(self.errors)} time(s); first: {first}. "
                 "The Optuna study is complete regardless.",
                 file=sys.stderr,
             )
-        self._process = None
+
+    def _close_left_open(self) -> None:
+        """A fresh worker closes the runs of this invocation that the dead one left RUNNING."""
+        if self._experiment_name is None:
+            return
+        job = {
+            "op": "close_session",
+            "tracking_uri": self.tracking_uri,
+            "experiment": self._experiment_name,
+            "session": self.session,
+        }
+        process = _start_worker(self.tracking_uri)
+        try:
+            out, _ = process.communicate(json.dumps(job) + "\n", timeout=CLEANUP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            self.errors.append("closing the runs left open took too long")
+            return
+        for line in out.splitlines():
+            if line.startswith("{"):
+                self.errors += [f"closing runs: {e}" for e in json.loads(line).get("errors", [])]
 
     def _send(self, op: str, **payload: Any) -> None:
+        if self.dead:
+            return
         self._outbox.put(json.dumps({"op": op, **payload}))
 
     def _write(self) -> None:
@@ -175,7 +209,25 @@ class MlflowTracker:
                 stdin.write(line + "\n")
                 stdin.flush()
         except (BrokenPipeError, OSError):
-            pass  # the worker died; close() reports it
+            self.dead = True
+            print(
+                "Warning: the MLflow logging process stopped; the search goes on untracked, "
+                "and the runs it left open are closed at the end.",
+                file=sys.stderr,
+            )
+            while self._outbox.get() is not None:  # drop the rest: nobody reads it
+                pass
         finally:
             with contextlib.suppress(OSError):
                 stdin.close()
+
+
+def _start_worker(tracking_uri: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "adamtune.tracking.worker", urlsplit(tracking_uri).scheme],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # Ctrl-C is for the search; the worker closes runs after it
+        env={**os.environ, **WORKER_ENV},
+    )

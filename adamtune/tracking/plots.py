@@ -10,6 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from adamtune.config import AdamConfig
+from adamtune.studies import best_first, trial_config
 
 TOP = 5
 MIN_TRIALS_FOR_IMPORTANCES = 5  # below this, any ranking of parameters is noise
@@ -21,7 +22,7 @@ def study_figures(study: optuna.Study, metric_name: str) -> dict[str, Any]:
     if not done:
         return {}
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    top = sorted(done, key=lambda t: t.value, reverse=maximize)[:TOP]
+    top = best_first(done, maximize)[:TOP]
     figures = {
         "plots/optimization_history.png": _history(done, metric_name, maximize),
         "plots/lr_schedules_top.png": _schedules(top),
@@ -74,8 +75,9 @@ def _log_y(ax: Any) -> None:
 def _history(done: list[FrozenTrial], metric_name: str, maximize: bool) -> Any:
     fig, ax = _figure("Optimization history", "trial", metric_name)
     numbers = [t.number for t in done]
-    values = [t.value for t in done]
-    best, running = [], None
+    values = [float(t.value or 0.0) for t in done]
+    best: list[float] = []
+    running: float | None = None
     for v in values:
         running = v if running is None else (max(running, v) if maximize else min(running, v))
         best.append(running)
@@ -88,7 +90,7 @@ def _history(done: list[FrozenTrial], metric_name: str, maximize: bool) -> Any:
 def _schedules(top: list[FrozenTrial]) -> Any:
     fig, ax = _figure("Learning-rate schedules of the top trials", "optimizer step", "lr")
     for trial in top:
-        config, steps = trial.user_attrs.get("config"), trial.user_attrs.get("total_steps")
+        config, steps = trial_config(trial), trial.user_attrs.get("total_steps")
         if config and steps:
             lrs = AdamConfig.from_dict(config).learning_rates(steps)
             ax.plot(range(steps), lrs, label=f"trial {trial.number} ({trial.value:.4g})")

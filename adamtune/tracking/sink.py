@@ -3,7 +3,9 @@
 Layout: one experiment per study (kind "custom_model_development", so MLflow 3's UI opens it
 on the runs table), a parent run per study invocation, a child run per trial named
 ``trial-<n>``. Child status: FINISHED (complete), KILLED (pruned), FAILED; tags
-``adamtune.study``, ``adamtune.trial_number``, ``adamtune.trial_state`` and ``adamtune.reason``.
+``adamtune.study``, ``adamtune.trial_number``, ``adamtune.trial_state`` and ``adamtune.reason``;
+every run of one invocation also carries ``adamtune.session``, so that runs a dead logging
+process left RUNNING can be found and closed by a fresh one (``close_session``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class MlflowSink:
         self.study_name = ""
         self.runs: dict[int, str] = {}  # trial number -> run id
         self.open: set[str] = set()
+        self.session = ""  # tags every run of this invocation
+        self.ended = False  # end_study arrived: the search closed down cleanly
         self.storage_url: str | None = None  # the Optuna storage the summary reads
         self._storage: Any = None  # ... opened ahead by prepare_summary
 
@@ -43,6 +47,7 @@ class MlflowSink:
         space_text: str,
         storage_url: str | None,
         started_ms: int,
+        session: str = "",
     ) -> None:
         from mlflow import MlflowClient
         from mlflow.entities import Param
@@ -53,12 +58,17 @@ class MlflowSink:
         self.client = MlflowClient(tracking_uri)
         self.study_name = study_name
         self.storage_url = storage_url
+        self.session = session
         self.experiment_id = self._experiment_id(experiment or study_name)
         run = self.client.create_run(
             self.experiment_id,
             start_time=started_ms,
             run_name=study_name,
-            tags={"adamtune.study": study_name, "adamtune.role": "study"},
+            tags={
+                "adamtune.study": study_name,
+                "adamtune.role": "study",
+                "adamtune.session": session,
+            },
         )
         self.parent_run_id = run.info.run_id
         self.open.add(self.parent_run_id)
@@ -85,6 +95,7 @@ class MlflowSink:
         tags = {
             "adamtune.study": self.study_name,
             "adamtune.trial_number": str(number),
+            "adamtune.session": self.session,
             "mlflow.parentRunId": self.parent_run_id,
         }
         run = self.client.create_run(
@@ -127,7 +138,57 @@ class MlflowSink:
         self.client.set_terminated(run_id, STATUS[state], end_time=ended_ms)
         self.open.discard(run_id)
 
+    def stale_trial(self, number: int, ended_ms: int) -> None:
+        """Another worker's trial ``number`` was found dead (no heartbeat): close its run as
+        FAILED, whether it is still RUNNING or was closed as KILLED by its dying logger."""
+        from mlflow.entities import RunTag
+
+        reason = "the worker running this trial stopped (no heartbeat); the trial is retried"
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`adamtune.trial_number` = '{int(number)}'",
+            max_results=100,
+        )
+        for run in runs:
+            tags = run.data.tags
+            if tags.get("adamtune.study") != self.study_name or run.info.status == "FINISHED":
+                continue
+            self.client.log_batch(
+                run.info.run_id,
+                tags=[RunTag("adamtune.trial_state", "FAIL"), RunTag("adamtune.reason", reason)],
+            )
+            self.client.set_terminated(run.info.run_id, "FAILED", end_time=ended_ms)
+
+    def close_session(self, tracking_uri: str, experiment: str, session: str) -> None:
+        """Close the runs of invocation ``session`` left RUNNING by a logging process that
+        died: its trials FAILED, its parent run KILLED."""
+        from mlflow import MlflowClient
+        from mlflow.entities import RunTag
+
+        for name in ("mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self.client = MlflowClient(tracking_uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None or not session.isalnum():
+            return
+        runs = self.client.search_runs(
+            [found.experiment_id],
+            filter_string=f"tags.`adamtune.session` = '{session}' and attributes.status = 'RUNNING'",
+            max_results=10000,
+        )
+        for run in runs:
+            if run.data.tags.get("adamtune.role") == "study":
+                self.client.set_terminated(run.info.run_id, "KILLED")
+                continue
+            tags = [
+                RunTag("adamtune.trial_state", "FAIL"),
+                RunTag("adamtune.reason", "the MLflow logging process stopped during the trial"),
+            ]
+            self.client.log_batch(run.info.run_id, tags=tags)
+            self.client.set_terminated(run.info.run_id, "FAILED")
+
     def end_study(self, study_name: str, interrupted: bool, ended_ms: int) -> None:
+        self.ended = True
         if self.parent_run_id is None:
             return
         if self.storage_url:
@@ -144,6 +205,7 @@ class MlflowSink:
 
         from adamtune.export import exported_trial, render
         from adamtune.report import config_rows
+        from adamtune.studies import trial_config
         from adamtune.tracking.plots import study_figures
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -160,8 +222,8 @@ class MlflowSink:
             self.client.log_batch(run_id, metrics=metrics)
             return
         best = study.best_trial
-        metrics.append(Metric("best_value", best.value, now, 0))
-        params = [Param(f"best.{k}", str(v)) for k, v in config_rows(best.user_attrs["config"])]
+        metrics.append(Metric("best_value", float(best.value or 0.0), now, 0))
+        params = [Param(f"best.{k}", str(v)) for k, v in config_rows(trial_config(best))]
         self.client.log_batch(
             run_id,
             metrics=metrics,
@@ -175,6 +237,21 @@ class MlflowSink:
             self.client.log_figure(run_id, figure, path)
 
     def kill_open_runs(self) -> None:
+        """Close every run still open: the parent KILLED; a trial KILLED after a clean end of
+        the study, FAILED when the search process died in the middle of it."""
+        from mlflow.entities import RunTag
+
         for run_id in list(self.open):
-            self.client.set_terminated(run_id, "KILLED")
+            if run_id == self.parent_run_id or self.ended:
+                self.client.set_terminated(run_id, "KILLED")
+            else:
+                reason = "the search process stopped during the trial"
+                self.client.log_batch(
+                    run_id,
+                    tags=[
+                        RunTag("adamtune.trial_state", "FAIL"),
+                        RunTag("adamtune.reason", reason),
+                    ],
+                )
+                self.client.set_terminated(run_id, "FAILED")
             self.open.discard(run_id)

@@ -7,31 +7,48 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
-from adamtune.errors import AdamtuneError
+from adamtune.errors import AdamtuneError, TrackingError, describe, shown
+from adamtune.tracking.preflight import check_tracking_uri
+from adamtune.urls import redact, sqlite_path
+
+
+def check_store(tracking_uri: str) -> None:
+    """Refuse, in seconds, a store the UI cannot serve: a missing SQLite file (which `mlflow ui`
+    would create empty), a file that is not MLflow's, a server that does not answer."""
+    path = sqlite_path(tracking_uri)
+    if tracking_uri.startswith("sqlite:") and (path is None or not path.is_file()):
+        raise AdamtuneError(
+            f"no MLflow store at {redact(tracking_uri)} (run `adamtune search` with tracking on "
+            "first)"
+        )
+    check_tracking_uri(tracking_uri)
 
 
 def experiment_id(tracking_uri: str, name: str) -> str:
     """The id of experiment ``name``; a missing store is reported, not created."""
     import logging
 
-    if tracking_uri.startswith("sqlite:///"):
-        path = Path(tracking_uri.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise AdamtuneError(
-                f"no MLflow store at {tracking_uri} (run `adamtune search` with tracking on first)"
-            )
+    check_store(tracking_uri)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     from mlflow import MlflowClient
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    experiment = MlflowClient(tracking_uri).get_experiment_by_name(name)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        experiment = MlflowClient(tracking_uri).get_experiment_by_name(name)
+    except Exception as exc:
+        raise TrackingError(
+            f"--tracking-uri {redact(tracking_uri)!r}: cannot read the MLflow store: "
+            f"{describe(exc)}"
+        ) from None
     if experiment is None:
         raise AdamtuneError(
-            f"no MLflow experiment {name!r} at {tracking_uri} "
+            f"no MLflow experiment {shown(name)} at {redact(tracking_uri)} "
             "(run `adamtune search` with tracking on first)"
         )
-    return experiment.experiment_id
+    return str(experiment.experiment_id)
 
 
 def is_server(tracking_uri: str) -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 
 from adamtune.tracking.sink import MlflowSink
 
-OPS = ("start_study", "start_trial", "end_trial", "stale_trial", "end_study")
+OPS = ("start_study", "start_trial", "end_trial", "stale_trial", "end_study", "close_session")
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy store
 
 
@@ -92,7 +92,7 @@ def main(store_scheme: str = "") -> None:
     # optuna.importance imports scikit-learn's forests for fANOVA whenever they can be found
     # (1.6 s of CPU, taken from training on a small machine); the summary ranks parameters with
     # PED-ANOVA, which needs none of it.
-    sys.modules.setdefault("sklearn.ensemble", None)  # type: ignore[assignment]
+    sys.modules.setdefault("sklearn.ensemble", None)  # type: ignore[arg-type]
     _sqlite_without_fsync_per_commit()
     # Launched ahead of the study: load MLflow (~2 s), its store and the plotting stack (~1 s)
     # while the search process sets up, instead of beside its first trials.
