@@ -292,3 +292,60 @@ def test_workers_on_sqlite_warn_and_share_the_study(in_tmp):
     assert "3/3 trials" in done.stderr
     study = optuna.load_study(study_name="w", storage="sqlite:///adamtune.db")
     assert sorted(t.number for t in study.trials) == [0, 1, 2]
+
+
+def test_a_trial_whose_config_is_not_a_mapping_is_shown_and_refused_for_export(run):
+    """A study written by another tool (or edited by hand) is still readable."""
+    study = optuna.create_study(storage="sqlite:///adamtune.db", study_name="odd")
+    trial = study.ask()
+    trial.set_user_attr("config", ["not", "a", "mapping"])
+    study.tell(trial, 0.5)
+    shown = run("show", "odd")
+    assert shown.exit_code == 0, shown.output
+    assert "Top 1 trials by value" in shown.output
+    exported = CliRunner().invoke(cli, ["export", "odd"])
+    assert exported.exit_code == 1
+    assert exported.stderr == (
+        "Error: trial 0 of study 'odd' has no 'config' mapping among its user attributes "
+        "(was it run by adamtune?)\n"
+    )
+
+
+def test_export_writes_whole_files_and_never_over_a_store(run, in_tmp):
+    run("search", "--n-trials", "1", *FAST)
+    assert run("export", "digits-mlp-lr-only", "-o", "best.py").exit_code == 0
+    first = (in_tmp / "best.py").read_text()
+    assert "def build_optimizer" in first
+    again = CliRunner().invoke(cli, ["export", "digits-mlp-lr-only", "-o", "best.py"])
+    assert again.exit_code == 1 and "pass --force" in again.stderr
+    forced = run("export", "digits-mlp-lr-only", "-o", "best.py", "--format", "yaml", "--force")
+    assert forced.exit_code == 0 and (in_tmp / "best.py").read_text().startswith("# Adam")
+    assert sorted(p.name for p in in_tmp.iterdir() if p.name.startswith(".best")) == []
+    before = (in_tmp / "adamtune.db").read_bytes()
+    for target in ("adamtune.db", "./adamtune.db", str(in_tmp / "adamtune.db")):
+        refused = CliRunner().invoke(cli, ["export", "digits-mlp-lr-only", "-o", target, "--force"])
+        assert refused.exit_code == 1 and "refusing to overwrite" in refused.stderr
+    assert (in_tmp / "adamtune.db").read_bytes() == before
+
+
+def test_the_tracking_password_is_never_printed(run, in_tmp, mlflow_server):
+    uri = mlflow_server.replace("http://", "http://bob:s3cret@")
+    result = run("search", "--n-trials", "1", *FAST, "--tracking-uri", uri, track=True)
+    assert result.exit_code == 0, result.output
+    assert "Trials logged to MLflow at http://bob:***@127.0.0.1:" in result.output
+    assert "s3cret" not in result.output
+
+
+def test_a_closed_tracking_port_fails_in_seconds_before_any_trial(run, in_tmp):
+    import time
+
+    started = time.perf_counter()
+    result = CliRunner().invoke(
+        cli, ["search", *FAST, "--tracking-uri", "http://127.0.0.1:1"], env={}
+    )
+    assert time.perf_counter() - started < 15
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        "Error: --tracking-uri 'http://127.0.0.1:1': no MLflow server answers within 3 s"
+    )
+    assert not (in_tmp / "adamtune.db").exists()

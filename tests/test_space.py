@@ -38,6 +38,11 @@ def test_algoperf_space_matches_the_published_ranges():
     assert config.beta2 == 0.999
     assert config.schedule.kind == "cosine" and config.schedule.warmup_fraction == 0.05
     assert space.params["lr"] == FloatRange(1e-4, 1e-2, log=True)
+    assert space.params["one_minus_beta1"] == FloatRange(2e-2, 0.5, log=True)
+    assert space.params["weight_decay"] == FloatRange(5e-3, 1.0, log=True)
+    assert config.eps == 1e-8 and config.decoupled and not config.amsgrad
+    assert config.schedule.final_lr_fraction == 0.0
+    assert space.searched == ["lr", "one_minus_beta1", "weight_decay"]
 
 
 def test_sampling_resolves_one_minus_beta_and_zero_weight_decay():

@@ -8,7 +8,8 @@ import pytest
 from optuna.trial import TrialState
 
 from adamtune.errors import StudyError
-from adamtune.study import SearchSettings, load_study, run_search, top_trials
+from adamtune.studies import load_study, top_trials
+from adamtune.study import SearchSettings, run_search
 
 
 def settings(storage, **overrides):
@@ -93,15 +94,20 @@ def test_unknown_study_lists_the_known_ones(storage):
 @pytest.mark.parametrize("pruner", ["median", "hyperband", "sha", "none"])
 def test_every_sampler_and_pruner_runs(storage, sampler, pruner):
     study = run_search(
-        settings(storage, sampler=sampler, pruner=pruner, n_trials=2, space="default", epochs=1)
+        settings(storage, sampler=sampler, pruner=pruner, n_trials=2, space="default", epochs=2)
     )
     assert len(study.trials) == 2
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials), [
+        t.user_attrs.get("fail_reason") for t in study.trials
+    ]
+    assert study.trials[0].state == TrialState.COMPLETE  # nothing to compare with: never pruned
 
 
 def test_parallel_jobs_share_the_study(storage):
     study = run_search(settings(storage, n_trials=4, n_jobs=2))
     assert len(study.trials) == 4
     assert len({t.number for t in study.trials}) == 4
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
 
 
 def test_top_trials_are_sorted_best_first(storage):
@@ -127,3 +133,102 @@ def test_official_optuna_cli_reads_the_study(storage):
 def test_journal_storage_works(tmp_path):
     study = run_search(settings(f"journal:{tmp_path / 'j.log'}", n_trials=2))
     assert len(optuna.load_study(study_name="s", storage=study._storage).trials) == 2
+
+
+def write_task(
+    tmp_path, name, *, metric="accuracy", metric_name="val_accuracy", direction="maximize"
+):
+    path = tmp_path / f"{name}.py"
+    path.write_text(
+        "import torch\nfrom torch.nn import functional as F\nfrom adamtune import Task, accuracy\n"
+        "def nan_metric(o, t):\n    return float('nan')\n"
+        "def text_metric(o, t):\n    return 'high'\n"
+        "def make_task():\n"
+        "    g = torch.Generator().manual_seed(0)\n"
+        "    x = torch.randn(32, 2, generator=g)\n"
+        "    y = (x[:, 0] > 0).long()\n"
+        f"    return Task({name!r}, lambda: torch.nn.Linear(2, 2), (x, y), (x, y),\n"
+        f"                F.cross_entropy, {metric}, {metric_name!r}, {direction!r}, 2, 8)\n"
+    )
+    return f"{path}:make_task"
+
+
+def test_resuming_in_the_other_direction_is_refused(storage, tmp_path):
+    up = write_task(tmp_path, "t", direction="maximize")
+    run_search(settings(storage, task=up, n_trials=1))
+    down = write_task(tmp_path, "t", direction="minimize")
+    from adamtune.tasks import resolve_task
+
+    resolve_task.cache_clear()
+    with pytest.raises(
+        StudyError,
+        match="study 's' was created to maximize its metric, but task 't' asks to minimize "
+        "val_accuracy; pass --study-name",
+    ):
+        run_search(settings(storage, task=down, n_trials=1))
+    assert len(load_study("s", storage).trials) == 1
+
+
+def test_resuming_with_other_parameter_types_is_refused_before_any_trial(storage, tmp_path):
+    run_search(settings(storage, n_trials=1))
+    space = tmp_path / "choices.yaml"
+    space.write_text("lr: {choices: [0.001, 0.01]}\n")
+    with pytest.raises(StudyError, match="parameter lr was searched as a log float range"):
+        run_search(settings(storage, space=str(space)))
+    assert len(load_study("s", storage).trials) == 1
+
+
+def test_a_nan_metric_fails_the_trial_with_its_reason(storage, tmp_path):
+    task = write_task(tmp_path, "nan", metric="nan_metric")
+    with pytest.raises(StudyError, match="val_accuracy is nan"):
+        run_search(settings(storage, task=task, n_trials=3, max_consecutive_failures=2))
+    trial = load_study("s", storage).trials[0]
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"] == "val_accuracy is nan (not a finite number)"
+
+
+def test_a_metric_that_is_not_a_number_is_one_line(storage, tmp_path):
+    task = write_task(tmp_path, "text", metric="text_metric")
+    with pytest.raises(StudyError) as info:
+        run_search(settings(storage, task=task, n_trials=3, max_consecutive_failures=2))
+    assert str(info.value) == (
+        "stopped after 2 failed trials in a row; last: TaskError: task 'text': metric must "
+        "return a number, got 'high' (str)"
+    )
+
+
+def test_a_task_metric_named_train_loss_is_not_overwritten(storage, tmp_path):
+    task = write_task(tmp_path, "tl", metric_name="train_loss")
+    study = run_search(settings(storage, task=task, n_trials=1))
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE
+    assert trial.user_attrs["metrics"]["train_loss"] == trial.value
+    assert 0.0 <= trial.value <= 1.0  # the task's accuracy, not a mean cross-entropy
+
+
+def test_a_resumed_seed_near_the_limit_wraps_around(storage):
+    study = run_search(settings(storage, n_trials=2, seed=2**32 - 1, sampler="random"))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert len(run_search(settings(storage, n_trials=1, seed=2**32 - 1)).trials) == 3
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (dict(seed=2**32), "--seed: must be an integer in [0, 4294967295], got 4294967296"),
+        (dict(timeout=float("nan")), "--timeout: must be a finite number of seconds > 0, got nan"),
+        (dict(epochs=10**13), "--epochs: must be an integer in [1, 1000000], got 10000000000000"),
+        (dict(device="meta"), "--device: must be auto, cpu, cuda, cuda:N or mps, got 'meta'"),
+        (
+            dict(sampler="bayes"),
+            "--sampler: must be one of tpe, gp, cmaes, random, qmc, got 'bayes'",
+        ),
+        (dict(study_name="x" * 513), "--study-name: must be at most 512 characters, got 513"),
+    ],
+)
+def test_settings_refuse_bad_values_when_built(overrides, message):
+    from adamtune.errors import AdamtuneError
+
+    with pytest.raises(AdamtuneError) as info:
+        SearchSettings(**overrides)
+    assert str(info.value) == message

@@ -135,7 +135,7 @@ def test_storage_password_never_reaches_mlflow(tracked, tmp_path):
     assert "***" not in parents[0].data.params["storage"]  # sqlite has no password to hide
     from adamtune.study import SearchSettings
 
-    public = SearchSettings(storage="postgresql://bob:s3cret@db/optuna").public()
+    public = SearchSettings(storage="postgresql://bob:s3cret@db/optuna").redacted()
     assert public["storage"] == "postgresql://bob:***@db/optuna"
 
 
