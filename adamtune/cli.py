@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from adamtune.errors import AdamtuneError, describe, one_line
-from adamtune.settings import FORMATS, MAX_EPOCHS, OPTIMIZERS, PRUNERS, SAMPLERS, SEED_LIMIT
+from adamtune.settings import (
+    FORMATS,
+    MAX_EPOCHS,
+    MAX_PARALLEL,
+    OPTIMIZERS,
+    PRUNERS,
+    SAMPLERS,
+    SEED_LIMIT,
+)
 from adamtune.urls import redact, scrub
 
 if TYPE_CHECKING:
@@ -191,7 +199,7 @@ def cli() -> None:
 )
 @env_option(
     "--n-jobs",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_PARALLEL),
     default=1,
     show_default=True,
     help="Parallel trials (threads) in this process.",
@@ -221,7 +229,7 @@ def cli() -> None:
 )
 @env_option(
     "--workers",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_PARALLEL),
     default=1,
     show_default=True,
     help="Worker processes on this machine sharing the study (use PostgreSQL or journal:).",
@@ -475,7 +483,8 @@ def ui(study_name: str | None, tracking_uri: str | None, host: str, port: int) -
     from adamtune.tracking.ui import check_store, experiment_id, is_server, serve, ui_url
 
     uri = resolve_tracking_uri(tracking_uri)
-    check_store(uri)
+    if not is_server(uri):
+        check_store(uri)  # a server is only asked when a study's experiment is looked up
     experiment = experiment_id(uri, study_name) if study_name else None
     url = ui_url(uri, host, port, experiment)
     if is_server(uri):

@@ -27,6 +27,7 @@ FORMATS = (
 )  # of `adamtune export`  # adamtune.optim.FusedAdam, or torch.optim.Adam/AdamW
 SEED_LIMIT = 2**32  # numpy's samplers take seeds in [0, 2**32)
 MAX_EPOCHS = 1_000_000
+MAX_PARALLEL = 256  # --workers and --n-jobs: processes and threads on one machine
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 MAX_STUDY_NAME = 512  # Optuna's study_name column
 
@@ -79,7 +80,7 @@ def check_settings(s: Any) -> None:
     _check_int("--seed", s.seed, 0, SEED_LIMIT - 1)
     if s.epochs is not None:
         _check_int("--epochs", s.epochs, 1, MAX_EPOCHS)
-    _check_int("--n-jobs", s.n_jobs, 1)
+    _check_int("--n-jobs", s.n_jobs, 1, MAX_PARALLEL)
     _check_int("--max-failures", s.max_consecutive_failures, 0)
     _check_int("--heartbeat", s.heartbeat, 0)
     _check_int("max_retries", s.max_retries, 0)
@@ -89,6 +90,8 @@ def check_settings(s: Any) -> None:
     _choice("--optimizer", s.optimizer, OPTIMIZERS)
     check_device(s.device)
     check_study_name(s.study_name)
+    if s.experiment is not None and (not isinstance(s.experiment, str) or not s.experiment.strip()):
+        raise ConfigError(f"--experiment: must be a non-empty name, got {shown(s.experiment)}")
     for flag, value in (("--task", s.task), ("--space", s.space), ("--storage", s.storage)):
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{flag}: must be a non-empty string, got {shown(value)}")

@@ -234,6 +234,11 @@ def run_search(
             callbacks=[failures, *callbacks],
         )
         finished = True
+    except (OSError, _sql_error()) as exc:  # the storage went away (disk full, server down)
+        raise StorageError(
+            f"--storage {redact(settings.storage)!r}: lost during the study: {describe(exc)}; "
+            "completed trials are kept"
+        ) from None
     finally:
         torch.set_num_threads(threads)
         tracker.end_study(study, interrupted=not finished)
@@ -243,3 +248,11 @@ def run_search(
             f"stopped after {failures.streak} failed trials in a row; last: {failures.last_reason}"
         )
     return study
+
+
+def _sql_error() -> type[Exception]:
+    try:
+        from sqlalchemy.exc import SQLAlchemyError
+    except ImportError:  # pragma: no cover  (optuna depends on sqlalchemy)
+        return OSError
+    return SQLAlchemyError

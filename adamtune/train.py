@@ -29,7 +29,7 @@ OptimizerFactory = Callable[[list[torch.nn.Parameter], AdamConfig], torch.optim.
 OnEval = Callable[["Evaluation"], None]
 SchedulerFactory = Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]
 EVAL_CHUNK = 8192
-MAX_TOTAL_STEPS = 100_000_000  # a trial's per-step log (lr, loss) must fit in memory
+MAX_TOTAL_STEPS = 10_000_000  # a trial's per-step log (lr, loss) must fit in memory
 # torch.manual_seed and the model's initialisation share torch's global generator; threads
 # (--n-jobs) building models at the same time would draw from each other's sequence.
 _BUILD_LOCK = threading.Lock()

@@ -257,3 +257,32 @@ def test_parallel_jobs_give_the_values_of_sequential_retraining(storage):
         assert trial.state == TrialState.COMPLETE
         config = AdamConfig.from_dict(trial.user_attrs["config"])
         assert train(task, config, seed=0, epochs=2).value == trial.value
+
+
+def test_sigterm_to_a_workers_search_stops_every_worker_cleanly(slow_task, in_tmp):
+    process = start(
+        [
+            "--task",
+            slow_task,
+            "--n-trials",
+            "4",
+            "--workers",
+            "2",
+            "--storage",
+            "journal:j.log",
+            "--no-tracking",
+        ],
+        in_tmp,
+        MARKER=str(in_tmp / "m"),
+    )
+    wait_for(in_tmp / "m")
+    time.sleep(2)  # both workers are inside a trial
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    study = optuna.load_study(study_name="slow-lr-only", storage=_optuna_url("journal:j.log"))
+    assert study.trials and all(t.state != TrialState.RUNNING for t in study.trials)
+    assert {t.user_attrs.get("fail_reason") for t in study.trials} == {
+        "interrupted (Ctrl-C or SIGTERM)"
+    }

@@ -17,6 +17,9 @@ from adamtune.urls import redact, sqlite_path, unencoded_userinfo
 
 CONNECT_SECONDS = 3.0
 OPTUNA_TABLES = {"studies", "trials", "version_info"}
+# Stores MLflow's client can write to (a scheme may carry a driver: postgresql+psycopg).
+SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
+SQL_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 
 
 def check_tracking_uri(uri: str, storage_url: str | None = None) -> None:
@@ -27,14 +30,32 @@ def check_tracking_uri(uri: str, storage_url: str | None = None) -> None:
             f"{where}: the user name or password holds a raw '@' or '/'; percent-encode it "
             "('@' is %40, '/' is %2F)"
         )
-    if uri.startswith(("http://", "https://")):
+    scheme = uri.partition(":")[0].split("+")[0].lower() if "://" in uri else ""
+    if scheme and scheme not in SCHEMES:
+        raise TrackingError(
+            f"{where}: MLflow cannot store runs at a {scheme!r} URI; expected one of "
+            "sqlite:///FILE, http(s)://HOST:PORT, postgresql://..., mysql://..., file:///DIR"
+        )
+    if scheme in ("http", "https"):
         _check_server(uri, where)
-    elif uri.startswith("sqlite:"):
+    elif scheme == "sqlite":
         _check_sqlite(uri, where, storage_url)
+    elif scheme in SQL_PORTS:
+        _check_port(uri, where, SQL_PORTS[scheme])
 
 
 def _check_server(uri: str, where: str) -> None:
-    request = urllib.request.Request(uri.rstrip("/") + "/health", method="GET")
+    import base64
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(uri.rstrip("/"))
+    netloc = parts.netloc.rpartition("@")[2]
+    request = urllib.request.Request(
+        urlunsplit((parts.scheme, netloc, parts.path + "/health", "", "")), method="GET"
+    )
+    if parts.username is not None:  # urllib takes no user in the URL: send it as MLflow does
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(request, timeout=CONNECT_SECONDS):
@@ -47,6 +68,27 @@ def _check_server(uri: str, where: str) -> None:
         raise TrackingError(
             f"{where}: no MLflow server answers within {CONNECT_SECONDS:g} s ({text}); "
             "start it, or pass --no-tracking"
+        ) from None
+
+
+def _check_port(uri: str, where: str, default_port: int) -> None:
+    """A database server behind the URI accepts connections (a TCP connect, no login)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(uri)
+        host, port = parts.hostname, parts.port or default_port
+    except ValueError:
+        raise TrackingError(f"{where}: not a valid URI") from None
+    if not host:
+        return  # a local socket: the driver says more
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_SECONDS).close()
+    except OSError as exc:
+        raise TrackingError(
+            f"{where}: no database answers at {host}:{port} within {CONNECT_SECONDS:g} s "
+            f"({describe(exc)}); start it, or pass --no-tracking"
         ) from None
 
 
