@@ -25,7 +25,9 @@ _EXPORTS = {
     "SearchSettings": "adamtune.settings",
     "run_search": "adamtune.study",
     "load_study": "adamtune.studies",
-    "load_config": "adamtune.export",
+    "load_config": "adamtune.studies",
+    "build_optimizer": "adamtune.builders",
+    "build_scheduler": "adamtune.builders",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -307,27 +307,24 @@ def search(**options: Any) -> None:
 
 
 def _search(settings: SearchSettings, workers: int, tracker: Tracker) -> tuple[optuna.Study, Task]:
-    """The study part of ``search``: progress bar, one process or several."""
+    """The study part of ``search``: the progress bar around one library call."""
     from adamtune.progress import Progress
-    from adamtune.study import run_search
+    from adamtune.search import search
+    from adamtune.space import load_space
     from adamtune.tasks import resolve_task
 
-    task = resolve_task(settings.task)
+    task, space = resolve_task(settings.task), load_space(settings.space)
     progress = Progress(settings.n_trials, task.metric_name)
-    if workers > 1 and settings.storage.startswith("sqlite"):
-        click.echo(
-            f"Warning: --workers {workers} on SQLite: writers from several processes "
-            "queue on one file lock. For more than a few workers use PostgreSQL or "
-            "journal:FILE (README, 'Scale out').",
-            err=True,
-        )
     try:
-        if workers > 1:
-            from adamtune.workers import run_workers
-
-            study = run_workers(settings, workers, on_trial=progress)
-        else:
-            study = run_search(settings, callbacks=[progress], tracker=tracker)
+        study = search(
+            settings,
+            workers=workers,
+            task=task,
+            space=space,
+            tracker=tracker,
+            on_trial=progress,
+            warn=lambda message: click.echo(message, err=True),
+        )
     except KeyboardInterrupt:
         progress.close()
         click.echo(
@@ -452,7 +449,8 @@ def export(
     study_name: str, storage: str, trial: int | None, fmt: str, output: str | None, force: bool
 ) -> None:
     """Export the best trial's configuration (or trial N's) as code for your training script."""
-    from adamtune.export import load_trial, render, write_export
+    from adamtune.export import render, write_export
+    from adamtune.studies import load_trial
     from adamtune.tracking.base import default_tracking_uri
 
     text = render(load_trial(study_name, storage, trial), fmt)

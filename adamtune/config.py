@@ -1,7 +1,8 @@
 """The resolved configuration of one trial: Adam/AdamW values and the LR schedule.
 
 Both classes are frozen and validated on construction, so a config that exists is a config
-that trains. ``DOMAINS`` holds the rule for every numeric field; the search-space loader uses
+that trains. Pure data: building an optimizer or a scheduler from a config is
+adamtune.builders' job, and a schedule's learning rates adamtune.schedules'. ``DOMAINS`` holds the rule for every numeric field; the search-space loader uses
 the same table, so a YAML file and a config object are held to identical rules.
 """
 
@@ -13,9 +14,18 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from adamtune.errors import ConfigError, one_line, shown
+from adamtune.errors import ConfigError, shown, unknown_key
 
 SCHEDULE_KINDS = ("constant", "linear", "cosine", "step", "exponential")
+# Which ScheduleConfig fields each kind reads, beside warmup_fraction (which every kind reads):
+# the one table that the space, the reports, the exports and the plots consult.
+SCHEDULE_FIELDS: dict[str, tuple[str, ...]] = {
+    "constant": (),
+    "linear": ("final_lr_fraction",),
+    "cosine": ("final_lr_fraction",),
+    "exponential": ("final_lr_fraction",),
+    "step": ("gamma", "decays"),
+}
 SCHEMA_VERSION = 1  # of exported yaml/json configs
 
 
@@ -136,32 +146,6 @@ class AdamConfig:
     def betas(self) -> tuple[float, float]:
         return (self.beta1, self.beta2)
 
-    def learning_rates(self, total_steps: int) -> list[float]:
-        """The LR of every optimizer step of a run of ``total_steps`` steps."""
-        from adamtune.schedules import learning_rates
-
-        return learning_rates(self.lr, self.schedule, total_steps)
-
-    def build_optimizer(self, params: Any, implementation: str = "fused") -> Any:
-        """The optimizer for this config (adamtune.optim.FusedAdam, or "torch" for
-        torch.optim.Adam/AdamW), at the schedule's peak LR."""
-        from adamtune.optimizers import build_optimizer
-
-        return build_optimizer(params, self, implementation)
-
-    def build_scheduler(self, optimizer: Any, total_steps: int) -> Any:
-        """A torch LambdaLR applying this schedule; call ``scheduler.step()`` after every
-        ``optimizer.step()``. Step t's LR is exactly ``learning_rates(total_steps)[t]``; steps past
-        the end keep the last value."""
-        import torch
-
-        from adamtune.schedules import multiplier
-
-        last = total_steps - 1
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: multiplier(self.schedule, min(step, last), total_steps)
-        )
-
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready dict; ``from_dict`` is its inverse."""
         return asdict(self)
@@ -209,9 +193,6 @@ class AdamConfig:
 
 
 def _reject_unknown(data: dict[str, Any], known: set[str], source: str, prefix: str = "") -> None:
-    unknown = sorted(str(key) for key in data if key not in known)
-    if unknown:
-        raise ConfigError(
-            f"{source}: {prefix}{one_line(unknown[0], 60)}: unknown key "
-            f"(known: {', '.join(sorted(known))})"
-        )
+    problem = unknown_key(data, sorted(known), prefix)
+    if problem:
+        raise ConfigError(f"{source}: {problem}")

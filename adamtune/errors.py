@@ -83,6 +83,27 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def did_you_mean(word: str, options: Any) -> str:
+    """``; did you mean 'x'?`` for the option closest to ``word``, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(word, [str(o) for o in options], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def unknown_key(data: dict[Any, Any], known: Any, prefix: str = "") -> str | None:
+    """The message for the first key of ``data`` not in ``known`` (the rule for every mapping
+    a user writes), or None when every key is known."""
+    for key in data:
+        if key not in known:
+            name = one_line(str(key), 60)
+            return (
+                f"{prefix}{name}: unknown key{did_you_mean(name, known)} "
+                f"(known: {', '.join(known)})"
+            )
+    return None
+
+
 def one_line(text: str, limit: int = MAX_LINE) -> str:
     """``text`` with its lines joined by ' | ', whitespace collapsed, and cut to ``limit``."""
     parts = [" ".join(line.split()) for line in str(text).splitlines()]

@@ -1,4 +1,5 @@
-"""Export a trial's configuration as code or data for the user's own training script.
+"""Render a trial's configuration as code or data for the user's own training script, and
+write it safely. Rendering only: which trial to export is adamtune.studies' business.
 
 Formats: ``torch`` (a self-contained file, imports only torch and math), ``adamtune``
 (FusedAdam and adamtune's schedule), ``hf`` (transformers.TrainingArguments keyword
@@ -23,10 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import optuna
-
 from adamtune.config import SCHEMA_VERSION, AdamConfig, ScheduleConfig
-from adamtune.errors import ExportError, StudyError, describe, shown
+from adamtune.errors import ExportError, describe, shown
 from adamtune.settings import FORMATS
 from adamtune.urls import journal_path, redact, sqlite_path
 
@@ -46,51 +45,6 @@ class ExportedTrial:
     total_steps: int | None
     seed: int | None
     task: str | None
-
-
-def load_trial(study_name: str, storage: str, trial: int | None = None) -> ExportedTrial:
-    """The best completed trial of a study, or trial number ``trial``."""
-    from adamtune.studies import load_study
-
-    return exported_trial(load_study(study_name, storage), trial)
-
-
-def exported_trial(study: optuna.Study, trial: int | None = None) -> ExportedTrial:
-    """The best completed trial of an open study, or trial number ``trial``."""
-    from adamtune.studies import pick_trial, trial_config
-
-    study_name = study.study_name
-    chosen = pick_trial(study, trial)
-    config = trial_config(chosen)
-    if not config:
-        raise StudyError(
-            f"trial {chosen.number} of study {shown(study_name)} has no 'config' mapping "
-            "among its user attributes (was it run by adamtune?)"
-        )
-    try:
-        adam = AdamConfig.from_dict(config, source=f"trial {chosen.number}")
-    except TypeError as exc:
-        raise StudyError(f"trial {chosen.number}: config: {describe(exc)}") from None
-    return ExportedTrial(
-        study_name=study_name,
-        trial_number=chosen.number,
-        value=float(chosen.value or 0.0),
-        metric=str(study.user_attrs.get("metric", "value")),
-        direction=study.direction.name.lower(),
-        config=adam,
-        total_steps=_int_or_none(chosen.user_attrs.get("total_steps")),
-        seed=_int_or_none(chosen.user_attrs.get("seed")),
-        task=study.user_attrs.get("task"),
-    )
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def load_config(study_name: str, storage: str, trial: int | None = None) -> AdamConfig:
-    """The AdamConfig of a study's best trial (or of trial ``trial``)."""
-    return load_trial(study_name, storage, trial).config
 
 
 def render(trial: ExportedTrial, fmt: str = "torch") -> str:
@@ -225,6 +179,8 @@ def _adamtune(trial: ExportedTrial) -> str:
         "#      scheduler = build_scheduler(optimizer, total_steps)",
         "#      ... optimizer.step(); scheduler.step()  # every step",
         "",
+        "from adamtune.builders import build_optimizer as _build_optimizer",
+        "from adamtune.builders import build_scheduler as _build_scheduler",
         "from adamtune.config import AdamConfig, ScheduleConfig",
         "from adamtune.optim import FusedAdam",
         "",
@@ -241,11 +197,11 @@ def _adamtune(trial: ExportedTrial) -> str:
         "",
         "",
         "def build_optimizer(params) -> FusedAdam:",
-        "    return CONFIG.build_optimizer(params)",
+        "    return _build_optimizer(params, CONFIG)",
         "",
         "",
         "def build_scheduler(optimizer, total_steps: int):",
-        "    return CONFIG.build_scheduler(optimizer, total_steps)",
+        "    return _build_scheduler(optimizer, CONFIG, total_steps)",
     ]
     return "\n".join(lines) + "\n"
 

@@ -20,9 +20,9 @@ from typing import Any
 import optuna
 import torch
 
+from adamtune.builders import build_optimizer
 from adamtune.config import AdamConfig
 from adamtune.errors import DivergedError, describe
-from adamtune.optimizers import build_optimizer
 from adamtune.report import config_rows
 from adamtune.space import SearchSpace
 from adamtune.tasks import Task
@@ -88,14 +88,14 @@ class Objective:
                 seed=self.seed,
                 epochs=self.epochs,
                 device=self.device,
-                optimizer_factory=partial(build_optimizer, implementation=self.optimizer),
+                optimizer_factory=partial(build_optimizer, optimizer=self.optimizer),
                 on_eval=partial(self._report, trial),
                 log=log,
             )
         except DivergedError as exc:
             return TrialOutcome("PRUNED", reason=f"diverged: {exc}", total_steps=log.total_steps)
-        except optuna.TrialPruned as exc:
-            return TrialOutcome("PRUNED", reason=str(exc), total_steps=log.total_steps)
+        if result.stopped:
+            return TrialOutcome("PRUNED", reason=result.stopped, total_steps=log.total_steps)
         if not math.isfinite(result.value):
             return TrialOutcome(
                 "FAIL",
@@ -107,14 +107,16 @@ class Objective:
             "COMPLETE", result.value, "", result.metrics, result.total_steps, result.seconds
         )
 
-    def _report(self, trial: optuna.Trial, evaluation: Evaluation) -> None:
+    def _report(self, trial: optuna.Trial, evaluation: Evaluation) -> str | None:
+        """Report to the pruner; a reason to stop when it prunes the trial."""
         value = evaluation.metrics[self.task.metric_name]
         trial.report(value, evaluation.epoch)
         if trial.should_prune():
-            raise optuna.TrialPruned(
+            return (
                 f"pruned at epoch {evaluation.epoch}: "
                 f"{self.task.metric_name} {value:.4g} not promising"
             )
+        return None
 
     def _record(
         self,
@@ -147,7 +149,9 @@ class Objective:
                     params=self._run_params(trial, config, log),
                     value=outcome.value,
                     metric_name=self.task.metric_name,
-                    log=log,
+                    learning_rates=log.learning_rates,
+                    train_losses=log.train_losses,
+                    evaluations=[(e.epoch, e.step, e.metrics) for e in log.evaluations],
                 )
             )
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from adamtune.config import SCHEDULE_FIELDS
+
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A left-aligned text table with a rule under the header."""
@@ -45,12 +47,10 @@ def config_rows(config: dict[str, Any]) -> list[tuple[str, Any]]:
     """Flatten an AdamConfig dict for display, skipping schedule fields its kind ignores."""
     schedule = config.get("schedule")
     schedule = dict(schedule) if isinstance(schedule, dict) else {}
-    kind = schedule.get("kind")
-    if kind not in ("linear", "cosine", "exponential"):
-        schedule.pop("final_lr_fraction", None)
-    if kind != "step":
-        schedule.pop("gamma", None)
-        schedule.pop("decays", None)
+    used = SCHEDULE_FIELDS.get(str(schedule.get("kind")), ())
+    for name in ("final_lr_fraction", "gamma", "decays"):
+        if name not in used:
+            schedule.pop(name, None)
     rows = [(k, v) for k, v in config.items() if k != "schedule"]
     return rows + [(f"schedule.{k}", v) for k, v in schedule.items()]
 

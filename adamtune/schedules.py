@@ -17,10 +17,22 @@ exactly the one a trial trained with. ``multipliers`` evaluates a whole schedule
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from adamtune.config import ScheduleConfig
+
+class ScheduleConfig(Protocol):
+    """What a schedule reads (adamtune.config.ScheduleConfig has it; no import, no cycle)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def warmup_fraction(self) -> float: ...
+    @property
+    def final_lr_fraction(self) -> float: ...
+    @property
+    def gamma(self) -> float: ...
+    @property
+    def decays(self) -> int: ...
 
 
 def warmup_steps(schedule: ScheduleConfig, total_steps: int) -> int:

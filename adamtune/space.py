@@ -19,15 +19,14 @@ when the file loads, not in the middle of a study.
 from __future__ import annotations
 
 import contextlib
-import difflib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
 from adamtune import yamlfile
-from adamtune.config import DOMAINS, SCHEDULE_KINDS, AdamConfig, ScheduleConfig
-from adamtune.errors import ConfigError, SpaceError, one_line, shown
+from adamtune.config import DOMAINS, SCHEDULE_FIELDS, SCHEDULE_KINDS, AdamConfig, ScheduleConfig
+from adamtune.errors import ConfigError, SpaceError, did_you_mean, shown, unknown_key
 
 TOP_LEVEL = (
     "lr",
@@ -148,11 +147,8 @@ class SearchSpace:
         }
         kind = self._draw(trial, "schedule.kind")
         schedule = {"kind": kind, "warmup_fraction": self._draw(trial, "schedule.warmup_fraction")}
-        if kind in ("linear", "cosine", "exponential"):
-            schedule["final_lr_fraction"] = self._draw(trial, "schedule.final_lr_fraction")
-        if kind == "step":
-            schedule["gamma"] = self._draw(trial, "schedule.gamma")
-            schedule["decays"] = self._draw(trial, "schedule.decays")
+        for name in SCHEDULE_FIELDS[kind]:  # only what this kind reads is drawn
+            schedule[name] = self._draw(trial, f"schedule.{name}")
         for beta in ("beta1", "beta2"):
             if f"one_minus_{beta}" in values:
                 values[beta] = 1.0 - values.pop(f"one_minus_{beta}")
@@ -200,7 +196,7 @@ def space_text(name_or_path: str) -> tuple[str, str]:
             raise SpaceError(f"{name_or_path}: {exc}") from None
     shipped = shipped_spaces()
     if name_or_path not in shipped:
-        hint = _did_you_mean(name_or_path, shipped)
+        hint = did_you_mean(name_or_path, shipped)
         raise SpaceError(
             f"space {shown(name_or_path)}: not a shipped space ({', '.join(shipped)}) "
             f"nor a .yaml path{hint}"
@@ -329,17 +325,9 @@ def _check_exponential(params: dict[str, Param]) -> None:
 
 
 def _reject_unknown(data: dict[str, Any], known: Any, prefix: str) -> None:
-    for key in data:
-        if key not in known:
-            raise SpaceError(
-                f"{prefix}{one_line(str(key), 60)}: unknown key{_did_you_mean(str(key), known)} "
-                f"(known: {', '.join(known)})"
-            )
-
-
-def _did_you_mean(word: str, options: Any) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    problem = unknown_key(data, known, prefix)
+    if problem:
+        raise SpaceError(problem)
 
 
 def _first_comment(text: str) -> str:

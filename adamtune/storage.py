@@ -196,14 +196,17 @@ def _use_write_ahead_log(storage: optuna.storages.RDBStorage) -> None:
     longer block the writer when several threads share the file."""
     from sqlalchemy import event
 
-    def on_connect(connection: Any, _record: Any) -> None:
-        cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    event.listen(storage.engine, "connect", on_connect)
+    event.listen(storage.engine, "connect", lambda connection, _: write_ahead_log(connection))
     storage.engine.dispose()  # the connection made while creating tables predates the listener
+
+
+def write_ahead_log(connection: Any) -> None:
+    """WAL and synchronous=NORMAL on a fresh SQLite DB-API connection (study and MLflow
+    stores alike): commits stop waiting for an fsync, committed data still survives a crash."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 def _grpc(url: str) -> optuna.storages.BaseStorage:

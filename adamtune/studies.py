@@ -1,4 +1,4 @@
-"""Reading studies: list them, load one, rank its trials, pick one to export.
+"""Reading studies: list them, load one, rank its trials, pick the one to export.
 
 This is the light path (``adamtune studies``, ``show``, ``export``): it imports Optuna but
 neither torch nor the trainer, and opens storages read-only, so it never creates a file, never
@@ -12,7 +12,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from adamtune.config import AdamConfig
 from adamtune.errors import StorageError, StudyError, describe, shown
+from adamtune.export import ExportedTrial
 from adamtune.storage import open_storage
 from adamtune.urls import journal_path, redact, sqlite_path
 
@@ -106,3 +108,44 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
             "COMPLETE; only completed trials can be exported"
         )
     return matches[0]
+
+
+def load_trial(study_name: str, storage: str, trial: int | None = None) -> ExportedTrial:
+    """The best completed trial of a study, or trial number ``trial``."""
+    return exported_trial(load_study(study_name, storage), trial)
+
+
+def exported_trial(study: optuna.Study, trial: int | None = None) -> ExportedTrial:
+    """The best completed trial of an open study, or trial number ``trial``."""
+    study_name = study.study_name
+    chosen = pick_trial(study, trial)
+    config = trial_config(chosen)
+    if not config:
+        raise StudyError(
+            f"trial {chosen.number} of study {shown(study_name)} has no 'config' mapping "
+            "among its user attributes (was it run by adamtune?)"
+        )
+    try:
+        adam = AdamConfig.from_dict(config, source=f"trial {chosen.number}")
+    except TypeError as exc:
+        raise StudyError(f"trial {chosen.number}: config: {describe(exc)}") from None
+    return ExportedTrial(
+        study_name=study_name,
+        trial_number=chosen.number,
+        value=float(chosen.value or 0.0),
+        metric=str(study.user_attrs.get("metric", "value")),
+        direction=study.direction.name.lower(),
+        config=adam,
+        total_steps=_int_or_none(chosen.user_attrs.get("total_steps")),
+        seed=_int_or_none(chosen.user_attrs.get("seed")),
+        task=study.user_attrs.get("task"),
+    )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def load_config(study_name: str, storage: str, trial: int | None = None) -> AdamConfig:
+    """The AdamConfig of a study's best trial (or of trial ``trial``)."""
+    return load_trial(study_name, storage, trial).config

@@ -192,20 +192,26 @@ def run_search(
     *,
     callbacks: Sequence[Callback] = (),
     tracker: Tracker | None = None,
+    task: Task | None = None,
+    space: SearchSpace | None = None,
 ) -> optuna.Study:
-    """Run ``settings.n_trials`` new trials (or until ``timeout``) and return the study.
+    """Run ``settings.n_trials`` new trials (or until ``timeout``) in this process and return
+    the study.
 
     Completed trials are in storage as soon as they finish, so an interrupted search loses
     only the trial that was running. Raises StudyError when ``max_consecutive_failures``
-    trials fail in a row. The tracker (default: from ``settings.tracking_uri``) is closed on
-    every way out, so no tracked run stays open.
+    trials fail in a row. ``task`` and ``space``, when given, are the resolved
+    ``settings.task`` and ``settings.space``. The study is ended on the tracker on every way
+    out; a tracker made here (from ``settings.tracking_uri``) is also closed here, one passed
+    in is closed by its owner.
     """
-    task = resolve_task(settings.task)
-    space = load_space(settings.space)
+    task = task or resolve_task(settings.task)
+    space = space or load_space(settings.space)
     device = resolve_device(settings.device)
     planned_steps(task, settings.epochs or task.epochs)  # refuses an endless run up front
     on_stale = StaleTrialHandler(settings.max_retries)
     study = open_study(settings, task, space, on_stale)
+    owned = tracker is None
     if tracker is None:
         tracker = make_tracker(settings.tracking_uri, settings.experiment, settings.storage)
     on_stale.tracker = tracker
@@ -241,8 +247,9 @@ def run_search(
         ) from None
     finally:
         torch.set_num_threads(threads)
-        tracker.end_study(study, interrupted=not finished)
-        tracker.close()
+        tracker.end_study(study.study_name, interrupted=not finished)
+        if owned:
+            tracker.close()
     if failures.tripped:
         raise StudyError(
             f"stopped after {failures.streak} failed trials in a row; last: {failures.last_reason}"

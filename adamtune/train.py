@@ -1,6 +1,7 @@
 """The one training loop. It knows nothing of Optuna, MLflow or Click: it reports through
-``on_eval`` (which may raise to stop training, e.g. to prune) and returns everything it
-measured in a TrainResult.
+``on_eval``, which returns a reason to stop training (e.g. pruned) or None to go on, and it
+returns one record, a TrainResult: the final metrics, why it stopped early if it did, and the
+TrainingLog of every step and evaluation.
 
 Divergence: a step whose loss is not finite, or exceeds ``divergence_factor`` times the first
 step's loss, stops training at once with DivergedError (a loss 100x above where it started
@@ -20,14 +21,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from adamtune.builders import build_optimizer
 from adamtune.config import AdamConfig
 from adamtune.errors import ConfigError, DivergedError, TaskError, shown
-from adamtune.optimizers import build_optimizer
+from adamtune.schedules import learning_rates as planned_learning_rates
 from adamtune.tasks.base import Batch, Task
 
 OptimizerFactory = Callable[[list[torch.nn.Parameter], AdamConfig], torch.optim.Optimizer]
-OnEval = Callable[["Evaluation"], None]
-SchedulerFactory = Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]
+OnEval = Callable[["Evaluation"], "str | None"]  # a reason to stop, or None to go on
 EVAL_CHUNK = 8192
 MAX_TOTAL_STEPS = 10_000_000  # a trial's per-step log (lr, loss) must fit in memory
 # torch.manual_seed and the model's initialisation share torch's global generator; threads
@@ -55,13 +56,29 @@ class TrainingLog:
 
 @dataclass
 class TrainResult:
-    value: float  # the task's metric on the validation split after the last epoch
+    """What one training run did: its final metrics and its log, in one record."""
+
+    value: float  # the task's metric on the validation split at the last evaluation
     metrics: dict[str, float]
-    total_steps: int
-    learning_rates: list[float] = field(repr=False)  # the LR each step used
-    train_losses: list[float] = field(repr=False)  # the loss each step saw
-    evaluations: list[Evaluation] = field(repr=False)
+    log: TrainingLog = field(repr=False)
+    stopped: str | None = None  # why on_eval stopped it early; None when it ran every epoch
     seconds: float = 0.0
+
+    @property
+    def total_steps(self) -> int:
+        return self.log.total_steps
+
+    @property
+    def learning_rates(self) -> list[float]:
+        return self.log.learning_rates
+
+    @property
+    def train_losses(self) -> list[float]:
+        return self.log.train_losses
+
+    @property
+    def evaluations(self) -> list[Evaluation]:
+        return self.log.evaluations
 
 
 def resolve_device(device: str) -> torch.device:
@@ -96,15 +113,13 @@ def train(
     on_eval: OnEval | None = None,
     divergence_factor: float = 100.0,
     log: TrainingLog | None = None,
-    scheduler_factory: SchedulerFactory | None = None,
 ) -> TrainResult:
     """Train ``task``'s model with ``config`` and return the final validation metrics.
 
-    Raises DivergedError at the first step that diverges; exceptions raised by ``on_eval``
-    propagate unchanged. ``log``, when given, holds every step and evaluation done, also when
-    training stops early. ``scheduler_factory(optimizer, total_steps)``, when given, replaces
-    adamtune's own per-step LR setting with a torch LR scheduler stepped after every optimizer
-    step (how an exported configuration is checked against the trial it came from).
+    ``on_eval`` sees every evaluation and may return a reason to stop (the result then carries
+    it in ``stopped``); exceptions it raises propagate unchanged. Raises DivergedError at the
+    first step that diverges. ``log``, when given, holds every step and evaluation done, also
+    when training ends in an exception.
     """
     started = time.perf_counter()
     device = torch.device(device) if isinstance(device, str) else device
@@ -123,28 +138,24 @@ def train(
     x_train, y_train = (t.to(device) for t in task.train)
     validation = (task.validation[0].to(device), task.validation[1].to(device))
     n, batch_size = len(x_train), task.batch_size
-    learning_rates = config.learning_rates(total_steps)
-    scheduler = scheduler_factory(optimizer, total_steps) if scheduler_factory else None
+    learning_rates = planned_learning_rates(config.lr, config.schedule, total_steps)
     order = torch.Generator().manual_seed(seed)
     log = log if log is not None else TrainingLog()
     log.total_steps = total_steps
     losses, evaluations = log.train_losses, log.evaluations
 
-    step = 0
+    step, stopped = 0, None
     for epoch in range(1, epochs + 1):
         model.train()
         permutation = torch.randperm(n, generator=order).to(device)
         for start in range(0, n, batch_size):
             index = permutation[start : start + batch_size]
-            if scheduler is None:
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rates[step]
-            else:
-                learning_rates[step] = optimizer.param_groups[0]["lr"]
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rates[step]
             optimizer.zero_grad(set_to_none=True)
             loss = task.loss(model(x_train[index]), y_train[index])
             loss_value = loss.item()
-            _check_divergence(
+            check_divergence(
                 step,
                 loss_value,
                 losses[0] if losses else loss_value,
@@ -153,8 +164,6 @@ def train(
             )
             loss.backward()
             optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
             losses.append(loss_value)
             log.learning_rates.append(learning_rates[step])
             step += 1
@@ -166,8 +175,9 @@ def train(
         evaluations.append(evaluation)
         if not math.isfinite(metrics["val_loss"]):
             raise DivergedError(step - 1, metrics["val_loss"], learning_rates[step - 1])
-        if on_eval is not None:
-            on_eval(evaluation)
+        stopped = on_eval(evaluation) if on_eval is not None else None
+        if stopped:
+            break
 
     final = dict(evaluations[-1].metrics)
     if task.test is not None:
@@ -176,10 +186,8 @@ def train(
     return TrainResult(
         value=final[task.metric_name],
         metrics=final,
-        total_steps=total_steps,
-        learning_rates=learning_rates,
-        train_losses=losses,
-        evaluations=evaluations,
+        log=log,
+        stopped=stopped,
         seconds=time.perf_counter() - started,
     )
 
@@ -195,7 +203,7 @@ def planned_steps(task: Task, epochs: int) -> int:
     return total
 
 
-def _check_divergence(step: int, loss: float, first: float, factor: float, lr: float) -> None:
+def check_divergence(step: int, loss: float, first: float, factor: float, lr: float) -> None:
     if not math.isfinite(loss):
         raise DivergedError(step, loss, lr)
     if factor and step > 0 and loss > factor * max(first, 1e-3):
@@ -208,10 +216,10 @@ def evaluate(task: Task, model: torch.nn.Module, data: Batch) -> dict[str, float
     model.eval()
     x, y = data
     outputs = torch.cat([model(x[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)])
-    return {"val_loss": task.loss(outputs, y).item(), task.metric_name: _number(task, outputs, y)}
+    return {"val_loss": task.loss(outputs, y).item(), task.metric_name: metric_value(task, outputs, y)}
 
 
-def _number(task: Task, outputs: torch.Tensor, targets: torch.Tensor) -> float:
+def metric_value(task: Task, outputs: torch.Tensor, targets: torch.Tensor) -> float:
     """The task's metric as a float; anything else is the task's error, said in one line."""
     value = task.metric(outputs, targets)
     if isinstance(value, torch.Tensor) and value.numel() == 1:

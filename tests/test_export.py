@@ -12,7 +12,9 @@ from click.testing import CliRunner
 from adamtune.cli import cli
 from adamtune.config import AdamConfig, ScheduleConfig
 from adamtune.errors import ConfigError, ExportError
-from adamtune.export import ExportedTrial, load_config, load_trial, render
+from adamtune.export import ExportedTrial, render
+from adamtune.schedules import learning_rates
+from adamtune.studies import load_config, load_trial
 from adamtune.study import SearchSettings, run_search
 
 SCHEDULES = [
@@ -82,7 +84,7 @@ def test_exported_schedule_is_bit_for_bit_the_trials(tmp_path, fmt, schedule):
     path = tmp_path / "best.py"
     path.write_text(render(exported(config), fmt))
     out = run_fresh(path, LRS.format(total=TOTAL)).splitlines()
-    assert eval(out[0]) == config.learning_rates(TOTAL)  # exact, not approximate
+    assert eval(out[0]) == learning_rates(config.lr, config.schedule, TOTAL)  # exact
     assert out[1].startswith("FusedAdam" if fmt == "adamtune" else "AdamW")
 
 
@@ -153,7 +155,7 @@ def test_lightning_configure_optimizers_steps_every_batch(tmp_path):
         "print(repr(lrs)); print(out['lr_scheduler']['interval'])\n"
     )
     out = run_fresh(path, code).splitlines()
-    assert eval(out[0]) == config.learning_rates(50)
+    assert eval(out[0]) == learning_rates(config.lr, config.schedule, 50)
     assert out[1] == "step"
 
 
@@ -245,16 +247,34 @@ def test_retraining_with_the_export_reproduces_the_trials_objective(tmp_path, st
     best = load_trial("exp", study_storage)
     path = tmp_path / "best.py"
     path.write_text(render(best, fmt))
+    # The user's own loop, as the export's header says: optimizer.step(); scheduler.step().
+    # Same seed, same batch order as adamtune's loop (torch.randperm from a seeded generator).
     code = (
-        "from adamtune import train, resolve_task, AdamConfig\n"
-        f"result = train(resolve_task({best.task!r}), AdamConfig(), seed={best.seed},\n"
-        "               epochs=3, optimizer_factory=lambda ps, _: exported.build_optimizer(ps),\n"
-        "               scheduler_factory=exported.build_scheduler)\n"
-        "print(repr(result.value)); print(repr(result.learning_rates))\n"
+        "import torch\n"
+        "from adamtune import resolve_task\n"
+        "from adamtune.train import evaluate\n"
+        f"task, seed, total = resolve_task({best.task!r}), {best.seed}, {best.total_steps}\n"
+        "torch.manual_seed(seed)\n"
+        "model = task.build_model()\n"
+        "optimizer = exported.build_optimizer(model.parameters())\n"
+        "scheduler = exported.build_scheduler(optimizer, total)\n"
+        "order, (x, y), lrs = torch.Generator().manual_seed(seed), task.train, []\n"
+        "for epoch in range(3):\n"
+        "    model.train()\n"
+        "    permutation = torch.randperm(len(x), generator=order)\n"
+        "    for start in range(0, len(x), task.batch_size):\n"
+        "        index = permutation[start : start + task.batch_size]\n"
+        "        lrs.append(optimizer.param_groups[0]['lr'])\n"
+        "        optimizer.zero_grad(set_to_none=True)\n"
+        "        task.loss(model(x[index]), y[index]).backward()\n"
+        "        optimizer.step()\n"
+        "        scheduler.step()\n"
+        "value = evaluate(task, model, task.validation)[task.metric_name]\n"
+        "print(repr(value)); print(repr(lrs))\n"
     )
     out = run_fresh(path, code).splitlines()
     assert float(out[0]) == pytest.approx(best.value, rel=1e-6)
-    assert eval(out[1]) == best.config.learning_rates(best.total_steps)
+    assert eval(out[1]) == learning_rates(best.config.lr, best.config.schedule, best.total_steps)
 
 
 def test_load_config_returns_the_best_trials_config(study_storage):

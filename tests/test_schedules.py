@@ -49,7 +49,7 @@ def test_warmup_then_cosine_is_continuous_at_the_peak():
 
 def test_config_learning_rates_scale_by_peak():
     config = AdamConfig(lr=0.5, schedule=ScheduleConfig("linear"))
-    assert config.learning_rates(4) == pytest.approx([0.5, 0.375, 0.25, 0.125])
+    assert learning_rates(config.lr, config.schedule, 4) == pytest.approx([0.5, 0.375, 0.25, 0.125])
 
 
 @pytest.mark.parametrize(("step", "total"), [(-1, 5), (5, 5), (0, 0)])

@@ -6,6 +6,7 @@ from torch.nn import functional as F
 
 from adamtune.config import AdamConfig, ScheduleConfig
 from adamtune.errors import DivergedError
+from adamtune.schedules import learning_rates
 from adamtune.tasks import Task, accuracy, resolve_task
 from adamtune.train import train
 
@@ -62,7 +63,7 @@ def test_every_step_uses_the_schedule_learning_rate():
 
     result = train(toy_task(), config, optimizer_factory=factory)
     assert result.total_steps == 3 * 4
-    assert seen == result.learning_rates == config.learning_rates(12)
+    assert seen == result.learning_rates == learning_rates(config.lr, config.schedule, 12)
     assert len(result.train_losses) == 12
 
 
@@ -111,20 +112,20 @@ def error_ratio(error):
 def test_both_optimizer_implementations_train_to_the_same_result(implementation):
     from functools import partial
 
-    from adamtune.optimizers import build_optimizer
+    from adamtune.builders import build_optimizer
 
     config = AdamConfig(lr=1e-2, weight_decay=0.01)
     result = train(
         toy_task(),
         config,
         seed=1,
-        optimizer_factory=partial(build_optimizer, implementation=implementation),
+        optimizer_factory=partial(build_optimizer, optimizer=implementation),
     )
     reference = train(
         toy_task(),
         config,
         seed=1,
-        optimizer_factory=partial(build_optimizer, implementation="torch"),
+        optimizer_factory=partial(build_optimizer, optimizer="torch"),
     )
     assert result.value == pytest.approx(reference.value)
     assert result.train_losses == pytest.approx(reference.train_losses, rel=1e-5)
@@ -133,3 +134,14 @@ def test_both_optimizer_implementations_train_to_the_same_result(implementation)
 def test_test_split_is_reported_when_the_task_has_one():
     result = train(resolve_task("mnist1d-mlp"), AdamConfig(lr=3e-3), epochs=1)
     assert {"test_accuracy", "test_loss", "val_accuracy"} <= set(result.metrics)
+
+
+def test_on_eval_returning_a_reason_stops_training_with_that_reason():
+    result = train(
+        toy_task(epochs=5), AdamConfig(), on_eval=lambda e: "enough" if e.epoch == 2 else None
+    )
+    assert result.stopped == "enough"
+    assert [e.epoch for e in result.evaluations] == [1, 2]
+    assert len(result.learning_rates) == result.evaluations[-1].step == 8
+    assert result.value == result.evaluations[-1].metrics["val_accuracy"]
+    assert train(toy_task(epochs=2), AdamConfig()).stopped is None

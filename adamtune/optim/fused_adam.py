@@ -45,9 +45,9 @@ def _check_range(name: str, value: Hyper, ok: Callable[[Any], bool]) -> None:
 def _without_dynamo_import(name: str) -> Callable[..., Any]:
     """torch.optim.Optimizer's method ``name`` without its ``torch._disable_dynamo`` wrapper
     while torch._dynamo is not loaded. That wrapper imports torch._dynamo on its first call
-    (1-2 s here, more than a trial of the default study) only to tell the compiler to skip the
-    method; when the compiler was never imported there is nothing to tell, so the plain method
-    does the same. Once torch._dynamo is loaded (torch.compile in use) the wrapper runs as in
+    (more than a trial of the default study; figures in the README's optimizer section) only
+    to tell the compiler to skip the method; when the compiler was never imported there is
+    nothing to tell, so the plain method does the same. Once torch._dynamo is loaded (torch.compile in use) the wrapper runs as in
     torch."""
     wrapped = getattr(torch.optim.Optimizer, name)
     plain = getattr(wrapped, "__wrapped__", wrapped)

@@ -3,7 +3,7 @@
 Each factory returns a Task with a fixed, seeded train/validation split, so every trial of a
 study scores on the same data. Features (and regression targets) are standardised with
 statistics of the training split only. All are small enough to train fastest on one thread
-(measured: digits study 9.7 s on 1 thread vs 11.0 s on 2; MNIST-1D CNN 0.32 s vs 0.39 s).
+(benchmarks/results/threads_cpu.md has the figures).
 """
 
 from __future__ import annotations

@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:  # at run time the tracking worker process must not pay for importing torch
-    import optuna
-
-    from adamtune.train import TrainingLog
+from typing import Any, Protocol
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -34,7 +29,9 @@ class TrialRecord:
     params: dict[str, Any]  # resolved configuration and run settings
     value: float | None
     metric_name: str
-    log: TrainingLog  # per-step learning rates and losses, per-epoch evaluations
+    learning_rates: list[float]  # the LR of every optimizer step taken
+    train_losses: list[float]  # the loss of every step taken
+    evaluations: list[tuple[int, int, dict[str, float]]]  # (epoch, step, metrics) per evaluation
 
 
 class Tracker(Protocol):
@@ -42,7 +39,7 @@ class Tracker(Protocol):
     def start_trial(self, number: int) -> None: ...
     def end_trial(self, record: TrialRecord) -> None: ...
     def stale_trial(self, number: int) -> None: ...
-    def end_study(self, study: optuna.Study, *, interrupted: bool = False) -> None: ...
+    def end_study(self, study_name: str, *, interrupted: bool = False) -> None: ...
     def close(self) -> None: ...
 
 
@@ -61,7 +58,7 @@ class NullTracker:
     def stale_trial(self, number: int) -> None:
         pass
 
-    def end_study(self, study: optuna.Study, *, interrupted: bool = False) -> None:
+    def end_study(self, study_name: str, *, interrupted: bool = False) -> None:
         pass
 
     def close(self) -> None:

@@ -25,18 +25,15 @@ import sys
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from adamtune.errors import one_line
 from adamtune.tracking.base import TrialRecord
 from adamtune.urls import redact, scrub
 
-if TYPE_CHECKING:  # launch() runs before the search imports optuna; it must not wait for it
-    import optuna
-
 # The worker is bookkeeping: one thread per numeric library, or its BLAS/OpenMP pools take
-# every core and slow training (measured: trials 30-50% slower with the default pools).
+# every core and slow training (benchmarks/results/tracking_overhead_cpu.md).
 WORKER_ENV = {
     name: "1"
     for name in (
@@ -112,7 +109,6 @@ class MlflowTracker:
         self._send("start_trial", number=number, started_ms=_now_ms())
 
     def end_trial(self, record: TrialRecord) -> None:
-        log = record.log
         self._send(
             "end_trial",
             number=record.number,
@@ -120,19 +116,19 @@ class MlflowTracker:
             reason=record.reason,
             params={k: str(v) for k, v in record.params.items()},
             value=record.value,
-            learning_rates=log.learning_rates,
-            train_losses=log.train_losses,
-            evaluations=[[e.epoch, e.step, e.metrics] for e in log.evaluations],
+            learning_rates=record.learning_rates,
+            train_losses=record.train_losses,
+            evaluations=[list(e) for e in record.evaluations],
             ended_ms=_now_ms(),
         )
 
     def stale_trial(self, number: int) -> None:
         self._send("stale_trial", number=number, ended_ms=_now_ms())
 
-    def end_study(self, study: optuna.Study, *, interrupted: bool = False) -> None:
+    def end_study(self, study_name: str, *, interrupted: bool = False) -> None:
         self._send(
             "end_study",
-            study_name=study.study_name,
+            study_name=study_name,
             interrupted=interrupted,
             ended_ms=_now_ms(),
         )

@@ -10,6 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from adamtune.config import AdamConfig
+from adamtune.schedules import learning_rates
 from adamtune.studies import best_first, trial_config
 
 TOP = 5
@@ -92,7 +93,8 @@ def _schedules(top: list[FrozenTrial]) -> Any:
     for trial in top:
         config, steps = trial_config(trial), trial.user_attrs.get("total_steps")
         if config and steps:
-            lrs = AdamConfig.from_dict(config).learning_rates(steps)
+            adam = AdamConfig.from_dict(config)
+            lrs = learning_rates(adam.lr, adam.schedule, steps)
             ax.plot(range(steps), lrs, label=f"trial {trial.number} ({trial.value:.4g})")
     _log_y(ax)
     ax.legend(fontsize=8)

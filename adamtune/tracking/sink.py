@@ -32,7 +32,7 @@ class MlflowSink:
         self._storage: Any = None  # ... opened ahead by prepare_summary
 
     def prepare_summary(self) -> None:
-        """Open the Optuna storage now (~0.1 s for SQLite), not after the last trial."""
+        """Open the Optuna storage now, not after the last trial (while the user waits)."""
         if self.storage_url and self._storage is None:
             from adamtune.storage import open_storage
 
@@ -203,9 +203,9 @@ class MlflowSink:
         from mlflow.entities import Metric, Param, RunTag
         from optuna.trial import TrialState
 
-        from adamtune.export import exported_trial, render
+        from adamtune.export import render
         from adamtune.report import config_rows
-        from adamtune.studies import trial_config
+        from adamtune.studies import exported_trial, trial_config
         from adamtune.tracking.plots import study_figures
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)

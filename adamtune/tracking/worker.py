@@ -28,7 +28,7 @@ SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy 
 def _preload_store(scheme: str) -> None:
     """Import the MLflow store module that the tracking URI's scheme needs, which MLflow
     imports only when the first client connects: for a SQL store, SQLAlchemy's ORM and
-    Alembic (~0.6 s)."""
+    Alembic (benchmarks/results/tracking_overhead_cpu.md has the per-phase split)."""
     if scheme.split("+")[0] in SQL_SCHEMES:
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
@@ -61,13 +61,12 @@ def _sqlite_without_fsync_per_commit() -> None:
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
+    from adamtune.storage import write_ahead_log
+
     @event.listens_for(Engine, "connect")
     def _pragmas(connection, _record):  # type: ignore[no-untyped-def]
         if type(connection).__module__.startswith("sqlite3"):
-            cursor = connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
+            write_ahead_log(connection)
             _SQLITE_CONNECTIONS.append(connection)
 
 
@@ -90,11 +89,11 @@ def main(store_scheme: str = "") -> None:
     # runs after the study's run is made, not beside the mlflow import).
     os.nice(10)
     # optuna.importance imports scikit-learn's forests for fANOVA whenever they can be found
-    # (1.6 s of CPU, taken from training on a small machine); the summary ranks parameters with
+    # (seconds of CPU, taken from training on a small machine); the summary ranks parameters with
     # PED-ANOVA, which needs none of it.
     sys.modules.setdefault("sklearn.ensemble", None)  # type: ignore[arg-type]
     _sqlite_without_fsync_per_commit()
-    # Launched ahead of the study: load MLflow (~2 s), its store and the plotting stack (~1 s)
+    # Launched ahead of the study: load MLflow, its store and the plotting stack
     # while the search process sets up, instead of beside its first trials.
     from mlflow import MlflowClient  # noqa: F401
 
@@ -120,7 +119,7 @@ def main(store_scheme: str = "") -> None:
             getattr(sink, op)(**job)
             if not warm and sink.client is not None:
                 sink.prepare_summary()
-                # A full collection over MLflow, SQLAlchemy and matplotlib takes 0.1-0.3 s
+                # A full collection over MLflow, SQLAlchemy and matplotlib takes a noticeable pause
                 # and came up in the middle of the summary; this process never unloads them.
                 gc.freeze()
                 warm = True

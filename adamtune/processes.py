@@ -22,9 +22,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from adamtune.errors import StudyError
-from adamtune.space import load_space
+from adamtune.space import SearchSpace, load_space
 from adamtune.study import SearchSettings, default_study_name, open_study, run_search
-from adamtune.tasks import resolve_task
+from adamtune.tasks import Task, resolve_task
 
 POLL_SECONDS = 1.0
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -77,11 +77,15 @@ def run_workers(
     settings: SearchSettings,
     workers: int,
     on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    task: Task | None = None,
+    space: SearchSpace | None = None,
 ) -> optuna.Study:
-    """Run ``settings.n_trials`` trials over ``workers`` processes; return the study."""
+    """Run ``settings.n_trials`` trials over ``workers`` processes; return the study. Each
+    process resolves the task and the space again: objects do not cross a spawn."""
     if settings.n_trials is None and settings.timeout is None:
         raise StudyError("--workers needs --n-trials or --timeout")
-    task, space = resolve_task(settings.task), load_space(settings.space)
+    task = task or resolve_task(settings.task)
+    space = space or load_space(settings.space)
     settings = replace(settings, study_name=settings.study_name or default_study_name(task, space))
     study = open_study(settings, task, space)
     seen = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
