@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     most = torch.get_num_threads()
     print(f"torch {torch.__version__}, {most} threads available")
-    print("| task | 1 thread (s) | {} threads (s) | {}/1 |".format(most, most))
+    print(f"| task | 1 thread (s) | {most} threads (s) | {most}/1 |")
     print("|---|---|---|---|")
     for name in TASKS:
         seconds(name, 1)  # warm: data, kernels

@@ -2,8 +2,9 @@
 
 Each factory returns a Task with a fixed, seeded train/validation split, so every trial of a
 study scores on the same data. Features (and regression targets) are standardised with
-statistics of the training split only. All are small enough to train fastest on one thread
-(benchmarks/results/threads_cpu.md has the figures).
+statistics of the training split only. Each trains on one thread: the MLPs gain nothing from
+a second, and a search leaves it to the MLflow logging process (figures, and the CNN's
+exception: benchmarks/results/threads_cpu.md).
 """
 
 from __future__ import annotations
