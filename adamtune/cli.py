@@ -23,6 +23,7 @@ from adamtune.settings import (
     FORMATS,
     MAX_EPOCHS,
     MAX_PARALLEL,
+    MAX_STACK,
     OPTIMIZERS,
     PRUNERS,
     SAMPLERS,
@@ -90,6 +91,23 @@ class FiniteFloat(click.ParamType):
         if not math.isfinite(number) or number <= 0:
             self.fail(f"must be a finite number of seconds > 0, got {value!r}", param, ctx)
         return number
+
+
+class StackSize(click.ParamType):
+    """--stack: a number of rows from 1 to MAX_STACK, or auto."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | str:
+        if isinstance(value, int) or str(value).strip().lower() == "auto":
+            return value if isinstance(value, int) else "auto"
+        try:
+            rows = int(str(value))
+        except ValueError:
+            self.fail(f"must be a whole number or auto, got {value!r}", param, ctx)
+        if not 1 <= rows <= MAX_STACK:
+            self.fail(f"must be in [1, {MAX_STACK}] or auto, got {value!r}", param, ctx)
+        return rows
 
 
 @contextmanager
@@ -228,6 +246,14 @@ def cli() -> None:
     help="MLflow experiment.  [default: the study name]",
 )
 @env_option(
+    "--stack",
+    type=StackSize(),
+    default="1",
+    show_default=True,
+    help="Trials trained at once as one stacked model: N, or auto (from the task and the "
+    "free memory; one at a time for a model that cannot stack).",
+)
+@env_option(
     "--workers",
     type=click.IntRange(1, MAX_PARALLEL),
     default=1,
@@ -280,6 +306,7 @@ def search(**options: Any) -> None:
         tracking_uri=tracking_uri,
         experiment=options["experiment"],
         heartbeat=options["heartbeat"],
+        stack=options["stack"],
     )
     if tracking_uri:
         check_tracking_uri(tracking_uri, settings.storage)

@@ -27,7 +27,7 @@ from adamtune.report import config_rows
 from adamtune.space import SearchSpace
 from adamtune.tasks import Task
 from adamtune.tracking import NullTracker, Tracker, TrialRecord
-from adamtune.train import Evaluation, TrainingLog, train
+from adamtune.train import Evaluation, TrainingLog, TrainResult, train
 
 
 class TrialFailed(Exception):
@@ -46,6 +46,9 @@ class TrialOutcome:
     seconds: float = 0.0
 
 
+INTERRUPTED = TrialOutcome("FAIL", reason="interrupted (Ctrl-C or SIGTERM)")
+
+
 @dataclass
 class Objective:
     task: Task
@@ -61,23 +64,27 @@ class Objective:
         log = TrainingLog()
         config: AdamConfig | None = None
         try:
-            config = self.space.sample(trial)
-            trial.set_user_attr("config", config.to_dict())
-            trial.set_user_attr("seed", self.seed)
+            config = self.begin(trial)
             outcome = self._run(trial, config, log)
         except KeyboardInterrupt:
-            outcome = TrialOutcome("FAIL", reason="interrupted (Ctrl-C or SIGTERM)")
-            self._record(trial, outcome, config, log)
+            self.record(trial, INTERRUPTED, config, log)
             raise
         except BaseException as exc:  # noqa: BLE001  (sampling or user code: the trial fails)
             outcome = TrialOutcome("FAIL", reason=describe(exc))
-        self._record(trial, outcome, config, log)
+        self.record(trial, outcome, config, log)
         if outcome.state == "PRUNED":
             raise optuna.TrialPruned(outcome.reason)
         if outcome.state == "FAIL":
             raise TrialFailed(outcome.reason)
         assert outcome.value is not None
         return outcome.value
+
+    def begin(self, trial: optuna.Trial) -> AdamConfig:
+        """Sample the trial's configuration and record it (and the seed) on the trial."""
+        config = self.space.sample(trial)
+        trial.set_user_attr("config", config.to_dict())
+        trial.set_user_attr("seed", self.seed)
+        return config
 
     def _run(self, trial: optuna.Trial, config: AdamConfig, log: TrainingLog) -> TrialOutcome:
         """Train one configuration; pruning and divergence are outcomes, user errors raise."""
@@ -89,11 +96,16 @@ class Objective:
                 epochs=self.epochs,
                 device=self.device,
                 optimizer_factory=partial(build_optimizer, optimizer=self.optimizer),
-                on_eval=partial(self._report, trial),
+                on_eval=partial(self.report, trial),
                 log=log,
             )
         except DivergedError as exc:
             return TrialOutcome("PRUNED", reason=f"diverged: {exc}", total_steps=log.total_steps)
+        return self.outcome(result)
+
+    def outcome(self, result: TrainResult) -> TrialOutcome:
+        """What a finished training run means for its trial."""
+        log = result.log
         if result.stopped:
             return TrialOutcome("PRUNED", reason=result.stopped, total_steps=log.total_steps)
         if not math.isfinite(result.value):
@@ -107,18 +119,19 @@ class Objective:
             "COMPLETE", result.value, "", result.metrics, result.total_steps, result.seconds
         )
 
-    def _report(self, trial: optuna.Trial, evaluation: Evaluation) -> str | None:
+    def report(self, trial: optuna.Trial, evaluation: Evaluation) -> str | None:
         """Report to the pruner; a reason to stop when it prunes the trial."""
         value = evaluation.metrics[self.task.metric_name]
         trial.report(value, evaluation.epoch)
-        if trial.should_prune():
-            return (
-                f"pruned at epoch {evaluation.epoch}: "
-                f"{self.task.metric_name} {value:.4g} not promising"
-            )
-        return None
+        return self.prune_reason(evaluation) if trial.should_prune() else None
 
-    def _record(
+    def prune_reason(self, evaluation: Evaluation) -> str:
+        value = evaluation.metrics[self.task.metric_name]
+        return (
+            f"pruned at epoch {evaluation.epoch}: {self.task.metric_name} {value:.4g} not promising"
+        )
+
+    def record(
         self,
         trial: optuna.Trial,
         outcome: TrialOutcome,

@@ -37,4 +37,6 @@ def search(
             )
         return run_workers(settings, workers, on_trial=on_trial, task=task, space=space)
     callbacks = [on_trial] if on_trial is not None else []
-    return run_search(settings, callbacks=callbacks, tracker=tracker, task=task, space=space)
+    return run_search(
+        settings, callbacks=callbacks, tracker=tracker, task=task, space=space, warn=warn
+    )

@@ -28,6 +28,7 @@ FORMATS = (
 SEED_LIMIT = 2**32  # numpy's samplers take seeds in [0, 2**32)
 MAX_EPOCHS = 1_000_000
 MAX_PARALLEL = 256  # --workers and --n-jobs: processes and threads on one machine
+MAX_STACK = 1024  # --stack: trials trained as one model
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 MAX_STUDY_NAME = 512  # Optuna's study_name column
 
@@ -89,6 +90,14 @@ def check_settings(s: Any) -> None:
     _choice("--pruner", s.pruner, PRUNERS)
     _choice("--optimizer", s.optimizer, OPTIMIZERS)
     check_device(s.device)
+    if s.stack != "auto":
+        _check_int("--stack", s.stack, 1, MAX_STACK)
+    if s.stack != 1 and s.optimizer != "fused":
+        raise ConfigError(
+            f"--stack: stacked trials train with --optimizer fused, got --optimizer {s.optimizer}"
+        )
+    if s.stack != 1 and s.n_jobs != 1:
+        raise ConfigError("--stack: stacked trials and --n-jobs threads do not mix; use one")
     check_study_name(s.study_name)
     if s.experiment is not None and (not isinstance(s.experiment, str) or not s.experiment.strip()):
         raise ConfigError(f"--experiment: must be a non-empty name, got {shown(s.experiment)}")
@@ -121,6 +130,7 @@ class SearchSettings:
     heartbeat: int = 10  # seconds between a running trial's heartbeats; 0: off
     max_retries: int = 2  # times a trial whose worker died is re-queued with its parameters
     worker: int = 0  # this process's index among --workers; keeps their samplers apart
+    stack: int | str = 1  # trials trained at once as one stacked model; "auto" picks
 
     def __post_init__(self) -> None:
         check_settings(self)

@@ -8,8 +8,9 @@ alone: the same initial weights (each copy is built after the same ``torch.manua
 same batch order (one generator, as in train.py), its own learning rate at every step (a
 ``[steps, rows]`` table built once), its own divergence guard and evaluations.
 
-A row stops by a return value: ``on_eval(row, evaluation)`` returns a reason (pruned), or its
-loss diverges; the row then leaves the stack (its parameters and optimizer state are dropped),
+A row stops by a return value: ``on_epoch({row: evaluation})`` returns reasons for the rows to
+stop (pruned; one call per epoch, so a pruner can judge every row against one snapshot of the
+study), or its loss diverges; the row then leaves the stack (its parameters and optimizer state are dropped),
 so it stops costing compute, and its TrainResult carries the reason in ``stopped``.
 
 Rows share the optimizer's non-numeric settings: ``decoupled`` and ``amsgrad`` must be equal
@@ -42,7 +43,8 @@ from adamtune.train import (
     planned_steps,
 )
 
-OnRowEval = Callable[[int, Evaluation], "str | None"]  # (row, evaluation) -> reason to stop
+# Once per epoch, every running configuration's evaluation -> the ones to stop, with why.
+OnEpoch = Callable[[dict[int, Evaluation]], dict[int, str]]
 UNSTACKABLE = (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.AlphaDropout)
 
 
@@ -138,7 +140,7 @@ def train_stacked(
     seed: int = 0,
     epochs: int | None = None,
     device: str | torch.device = "cpu",
-    on_eval: OnRowEval | None = None,
+    on_epoch: OnEpoch | None = None,
     divergence_factor: float = 100.0,
     logs: list[TrainingLog] | None = None,
 ) -> list[TrainResult]:
@@ -210,7 +212,7 @@ def train_stacked(
                 if not live:
                     return _results(task, stack, live, logs, stopped, validation, device, started)
         evaluations = _evaluate(task, stack, validation)
-        ending = []
+        ending, judged = [], {}
         for r, i in enumerate(live):
             metrics = evaluations[r]
             epoch_losses = logs[i].train_losses[-per_epoch:]
@@ -218,14 +220,15 @@ def train_stacked(
             evaluation = Evaluation(epoch, step, metrics)
             logs[i].evaluations.append(evaluation)
             if not math.isfinite(metrics["val_loss"]):
-                stopped[i] = (
-                    f"diverged: {DivergedError(step - 1, metrics['val_loss'], logs[i].learning_rates[-1])}"
-                )
+                lr = logs[i].learning_rates[-1]
+                stopped[i] = f"diverged: {DivergedError(step - 1, metrics['val_loss'], lr)}"
                 ending.append(r)
-                continue
-            reason = on_eval(i, evaluation) if on_eval is not None else None
-            if reason:
-                stopped[i] = reason
+            else:
+                judged[i] = evaluation
+        reasons = on_epoch(judged) if on_epoch is not None and judged else {}
+        for r, i in enumerate(live):
+            if reasons.get(i):
+                stopped[i] = reasons[i]
                 ending.append(r)
         if ending:
             live, table, optimizer = _drop(stack, optimizer, live, table, ending, configs)

@@ -6,6 +6,7 @@ and trial user attributes (see adamtune.objective) so other tools can read it wi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import Callable, Sequence
@@ -77,8 +78,9 @@ class FailureLimit:
             return
         self.streak += 1
         self.last_reason = trial.user_attrs.get("fail_reason", "unknown error")
-        if self.limit and self.streak >= self.limit:
-            study.stop()
+        if self.tripped:
+            with contextlib.suppress(RuntimeError):  # outside study.optimize: callers ask tripped
+                study.stop()
 
     @property
     def tripped(self) -> bool:
@@ -194,9 +196,10 @@ def run_search(
     tracker: Tracker | None = None,
     task: Task | None = None,
     space: SearchSpace | None = None,
+    warn: Callable[[str], None] = lambda message: None,
 ) -> optuna.Study:
     """Run ``settings.n_trials`` new trials (or until ``timeout``) in this process and return
-    the study.
+    the study; ``settings.stack`` of them at a time as one stacked model.
 
     Completed trials are in storage as soon as they finish, so an interrupted search loses
     only the trial that was running. Raises StudyError when ``max_consecutive_failures``
@@ -224,6 +227,7 @@ def run_search(
         optimizer=settings.optimizer,
         tracker=tracker,
     )
+    rows = stack_rows(settings, task, device, warn)
     failures = FailureLimit(settings.max_consecutive_failures)
     tracker.start_study(study.study_name, settings.redacted(), space.text)
     threads = torch.get_num_threads()
@@ -231,14 +235,27 @@ def run_search(
         torch.set_num_threads(task.threads)
     finished = False
     try:
-        study.optimize(
-            objective,
-            n_trials=settings.n_trials,
-            timeout=settings.timeout,
-            n_jobs=settings.n_jobs,
-            catch=(Exception,),
-            callbacks=[failures, *callbacks],
-        )
+        if rows > 1:
+            from adamtune.stack_search import run_stacked
+
+            run_stacked(
+                study,
+                objective,
+                rows=rows,
+                n_trials=settings.n_trials,
+                timeout=settings.timeout,
+                callbacks=[failures, *callbacks],
+                stop=lambda: failures.tripped,
+            )
+        else:
+            study.optimize(
+                objective,
+                n_trials=settings.n_trials,
+                timeout=settings.timeout,
+                n_jobs=settings.n_jobs,
+                catch=(Exception,),
+                callbacks=[failures, *callbacks],
+            )
         finished = True
     except (OSError, _sql_error()) as exc:  # the storage went away (disk full, server down)
         raise StorageError(
@@ -263,3 +280,49 @@ def _sql_error() -> type[Exception]:
     except ImportError:  # pragma: no cover  (optuna depends on sqlalchemy)
         return OSError
     return SQLAlchemyError
+
+
+AUTO_ROWS = {"cpu": 16, "cuda": 64}  # --stack auto, before the memory cap
+MEMORY_SHARE = 0.25  # of free memory that a stack's parameters, gradients and moments may take
+
+
+def stack_rows(
+    settings: SearchSettings, task: Task, device: torch.device, warn: Callable[[str], None]
+) -> int:
+    """How many trials to train at once: ``--stack N``, or for ``auto`` as many as the task's
+    model allows within the memory at hand. A task that cannot stack refuses an explicit N and
+    makes ``auto`` one at a time, with one line saying why."""
+    if settings.stack == 1:
+        return 1
+    from adamtune.stacked import why_not_stackable
+
+    reason = why_not_stackable(task)
+    if reason is not None:
+        if settings.stack != "auto":
+            raise StudyError(
+                f"--stack {settings.stack}: task {shown(task.name)} cannot be stacked: {reason}; "
+                "use --stack 1"
+            )
+        warn(f"--stack auto: task {shown(task.name)} cannot be stacked ({reason}); one at a time")
+        return 1
+    if settings.stack != "auto":
+        return int(settings.stack)
+    rows = AUTO_ROWS.get(device.type, 8)
+    per_row = 4 * sum(p.numel() * p.element_size() for p in task.build_model().parameters())
+    free = _free_memory(device)
+    if free and per_row:
+        rows = max(1, min(rows, int(free * MEMORY_SHARE // per_row)))
+    if settings.n_trials is not None:
+        rows = min(rows, settings.n_trials)
+    return rows
+
+
+def _free_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        import os
+
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 0

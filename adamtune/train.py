@@ -216,7 +216,10 @@ def evaluate(task: Task, model: torch.nn.Module, data: Batch) -> dict[str, float
     model.eval()
     x, y = data
     outputs = torch.cat([model(x[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)])
-    return {"val_loss": task.loss(outputs, y).item(), task.metric_name: metric_value(task, outputs, y)}
+    return {
+        "val_loss": task.loss(outputs, y).item(),
+        task.metric_name: metric_value(task, outputs, y),
+    }
 
 
 def metric_value(task: Task, outputs: torch.Tensor, targets: torch.Tensor) -> float:

@@ -105,6 +105,10 @@ CASES = [
     ["search", "--tracking-uri", "sqlite:///optuna-store.db"],
     ["search", "--tracking-uri", "sqlite:///no/such/dir/m.db"],
     ["search", "--tracking-uri", "http://bob:s3cret@127.0.0.1:1"],  # nothing listens
+    ["search", "--stack", "0"],
+    ["search", "--stack", "many"],
+    ["search", "--stack", "2", "--optimizer", "torch"],
+    ["search", "--stack", "2", "--n-jobs", "2"],
     ["search", "--timeout", "nan"],
     ["search", "--timeout", "inf"],
     ["search", "--timeout", "-inf"],

@@ -58,11 +58,11 @@ def test_pruned_and_diverged_rows_leave_the_stack_and_the_others_go_on():
     configs = [CONFIGS[0], AdamConfig(lr=10.0), CONFIGS[1], CONFIGS[2]]
     seen = []
 
-    def on_eval(row, evaluation):
-        seen.append((row, evaluation.epoch))
-        return "pruned at epoch 1" if row == 2 and evaluation.epoch == 1 else None
+    def on_epoch(evaluations):
+        seen.extend((row, evaluation.epoch) for row, evaluation in evaluations.items())
+        return {2: "pruned at epoch 1"} if (2, 1) in seen and 2 in evaluations else {}
 
-    results = train_stacked(task, configs, epochs=3, on_eval=on_eval)
+    results = train_stacked(task, configs, epochs=3, on_epoch=on_epoch)
     assert results[1].stopped.startswith("diverged: loss became")
     assert results[2].stopped == "pruned at epoch 1"
     assert results[0].stopped is None and results[3].stopped is None
@@ -99,3 +99,89 @@ def test_models_with_running_statistics_or_dropout_do_not_stack():
     assert "Dropout" in why_not_stackable(task(torch.nn.Dropout(0.1)))
     assert why_not_stackable(task(torch.nn.ReLU())) is None
     assert why_not_stackable(resolve_task("mnist1d-cnn")) is None
+
+
+def test_a_stacked_search_gives_each_trial_its_own_outcome(storage):
+    from optuna.trial import TrialState
+
+    from adamtune.config import AdamConfig
+    from adamtune.study import SearchSettings, run_search
+
+    settings = SearchSettings(
+        storage=storage, study_name="s", n_trials=6, stack=3, epochs=2, space="default"
+    )
+    study = run_search(settings)
+    assert len(study.trials) == 6
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    task = resolve_task("digits-mlp")
+    for trial in study.trials:
+        config = AdamConfig.from_dict(trial.user_attrs["config"])
+        if trial.state == TrialState.COMPLETE:
+            alone = train(task, config, epochs=2)
+            assert trial.value == pytest.approx(alone.value, abs=1e-6)
+            assert trial.user_attrs["metrics"]["val_loss"] == pytest.approx(
+                alone.metrics["val_loss"], rel=1e-4
+            )
+            assert trial.user_attrs["total_steps"] == alone.total_steps
+            assert len(trial.intermediate_values) == 2
+
+
+def test_a_stacked_search_logs_every_row_to_mlflow(tmp_path, storage):
+    from mlflow import MlflowClient
+
+    from adamtune.study import SearchSettings, run_search
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_search(
+        SearchSettings(
+            storage=storage,
+            study_name="s",
+            n_trials=4,
+            stack=4,
+            epochs=1,
+            space="lr-only",
+            tracking_uri=uri,
+            pruner="none",
+        )
+    )
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("s").experiment_id])
+    trials = {r.info.run_name: r for r in runs if r.info.run_name.startswith("trial-")}
+    assert sorted(trials) == ["trial-0", "trial-1", "trial-2", "trial-3"]
+    for run in trials.values():
+        assert run.info.status == "FINISHED"
+        history = client.get_metric_history(run.info.run_id, "lr")
+        assert [m.step for m in history] == list(range(23))
+
+
+def test_stack_refusals_are_one_line(tmp_path, storage):
+    from adamtune.errors import AdamtuneError, StudyError
+    from adamtune.study import SearchSettings, run_search
+
+    with pytest.raises(AdamtuneError, match="--stack: stacked trials train with --optimizer fused"):
+        SearchSettings(stack=4, optimizer="torch")
+    path = tmp_path / "bn.py"
+    path.write_text(
+        "import torch\nfrom torch.nn import functional as F\nfrom adamtune import Task, accuracy\n"
+        "def make_task():\n"
+        "    x, y = torch.randn(16, 4), torch.zeros(16, dtype=torch.long)\n"
+        "    return Task('bn', lambda: torch.nn.Sequential(torch.nn.Linear(4, 4),\n"
+        "                torch.nn.BatchNorm1d(4)), (x, y), (x, y), F.cross_entropy, accuracy,\n"
+        "                'val_accuracy', 'maximize', 1, 8)\n"
+    )
+    task = f"{path}:make_task"
+    with pytest.raises(
+        StudyError,
+        match=r"--stack 4: task 'bn' cannot be stacked: its model has "
+        r"BatchNorm1d \(1\); use --stack 1",
+    ):
+        run_search(SearchSettings(storage=storage, task=task, stack=4, n_trials=2))
+    said = []
+    study = run_search(
+        SearchSettings(storage=storage, task=task, stack="auto", n_trials=2, study_name="a"),
+        warn=said.append,
+    )
+    assert len(study.trials) == 2
+    assert said == [
+        "--stack auto: task 'bn' cannot be stacked (its model has BatchNorm1d (1)); one at a time"
+    ]
