@@ -75,3 +75,17 @@ def stop_group(process: subprocess.Popen) -> None:
 
 MLFLOW = [sys.executable, "-m", "mlflow"]
 MLFLOW_SERVER_WORKERS = ["--workers", "1"]  # uvicorn's default is 4 processes per server
+
+
+def tracking_workers(parent: int) -> list[int]:
+    """The pids of the MLflow logging processes whose parent is ``parent``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"adamtune.tracking.worker" in cmdline and ppid == parent:
+            found.append(int(proc.name))
+    return found

@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from adamtune.cli import cli
+from tests.servers import tracking_workers
 
 FAST = ["--epochs", "1", "--space", "lr-only"]
 QUIET = {"ADAMTUNE_NO_TRACKING": "1"}  # tracking is on by default; most tests need none
@@ -211,16 +212,7 @@ def test_search_tracks_to_mlflow_by_default_and_says_where(run, in_tmp):
 
 
 def tracking_workers_of_this_process() -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if b"adamtune.tracking.worker" in cmdline and parent == os.getpid():
-            found.append(int(proc.name))
-    return found
+    return tracking_workers(os.getpid())
 
 
 def test_a_search_refused_on_bad_input_leaves_no_tracking_behind(run, in_tmp):
@@ -265,7 +257,6 @@ def test_ui_without_a_store_or_experiment_is_one_line(run, in_tmp):
 def test_workers_on_sqlite_warn_and_share_the_study(in_tmp):
     import subprocess
     import sys
-    from pathlib import Path
 
     done = subprocess.run(
         [

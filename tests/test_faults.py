@@ -18,6 +18,7 @@ from adamtune.config import AdamConfig
 from adamtune.study import SearchSettings, run_search
 from adamtune.tasks import Task, accuracy
 from adamtune.train import train
+from tests.servers import tracking_workers
 
 ADAMTUNE = str(Path(sys.executable).with_name("adamtune"))
 SLOW_TASK = """
@@ -127,15 +128,8 @@ def _optuna_url(storage):
 
 
 def _tracking_worker_of(pid):
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if b"adamtune.tracking.worker" in cmdline and parent == pid:
-            return int(proc.name)
-    return None
+    found = tracking_workers(pid)
+    return found[0] if found else None
 
 
 def test_a_dead_logging_process_is_reported_once_and_its_runs_closed(slow_task, in_tmp):
