@@ -231,7 +231,9 @@ def run_search(
     failures = FailureLimit(settings.max_consecutive_failures)
     tracker.start_study(study.study_name, settings.redacted(), space.text)
     threads = torch.get_num_threads()
-    if task.threads is not None:
+    if task.threads is not None and rows == 1:
+        # A task's thread count is for one small model; a stack is N times the work per call,
+        # and its batched products split across every core (benchmarks/results/stacked_trials_cpu.md).
         torch.set_num_threads(task.threads)
     finished = False
     try:

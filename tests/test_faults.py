@@ -280,3 +280,26 @@ def test_sigterm_to_a_workers_search_stops_every_worker_cleanly(slow_task, in_tm
     assert {t.user_attrs.get("fail_reason") for t in study.trials} == {
         "interrupted (Ctrl-C or SIGTERM)"
     }
+
+
+def test_sigkill_of_a_stacked_worker_fails_and_retries_every_row(slow_task, in_tmp):
+    args = ["--task", slow_task, "--heartbeat", "1", "--stack", "2", "--n-trials", "2"]
+    process = start(args, in_tmp, MARKER=str(in_tmp / "m"))
+    wait_for(in_tmp / "m")
+    time.sleep(1.5)
+    process.kill()
+    process.communicate(timeout=30)
+    time.sleep(3.5)
+    resumed = start(args, in_tmp)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    study = optuna.load_study(study_name="slow-lr-only", storage="sqlite:///adamtune.db")
+    states = [t.state for t in study.trials]
+    assert states[:2] == [TrialState.FAIL, TrialState.FAIL]
+    assert states[2:] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    for dead in study.trials[:2]:
+        retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == dead.number]
+        assert retried and retried[0].params == dead.params
+    statuses = {r.info.run_name: r.info.status for r in runs(in_tmp / "mlflow.db")}
+    assert "RUNNING" not in statuses.values(), statuses
+    assert statuses["trial-0"] == statuses["trial-1"] == "FAILED"

@@ -131,3 +131,23 @@ def test_task_validates_its_fields():
             1,
             0,
         )
+
+
+def test_a_task_file_imports_its_neighbours(tmp_path, monkeypatch):
+    """A task written outside the project, beside its own helper module, run from elsewhere."""
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    (folder / "my_helpers_for_adamtune_test.py").write_text("WIDTH = 7\n")
+    (folder / "neighbour_task.py").write_text(
+        "import torch\nfrom torch.nn import functional as F\n"
+        "from adamtune import Task, accuracy\n"
+        "from my_helpers_for_adamtune_test import WIDTH\n"
+        "def make_task():\n"
+        "    x, y = torch.randn(8, 2), torch.zeros(8, dtype=torch.long)\n"
+        "    return Task('n', lambda: torch.nn.Linear(2, WIDTH), (x, y), (x, y),\n"
+        "                F.cross_entropy, accuracy, 'acc', 'maximize', 1, 4)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))
+    task = resolve_task(f"{folder / 'neighbour_task.py'}:make_task")
+    assert task.build_model().out_features == 7

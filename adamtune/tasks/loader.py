@@ -96,6 +96,9 @@ def _load_file(spec: str, path_text: str):
     assert module_spec is not None and module_spec.loader is not None
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[module_name] = module  # lets pickling and dataclasses see the module
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:  # its neighbours import as they do under `python file.py`
+        sys.path.append(folder)
     try:
         module_spec.loader.exec_module(module)
     except KeyboardInterrupt:
