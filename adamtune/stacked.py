@@ -175,6 +175,7 @@ def train_stacked(
     validation = (task.validation[0].to(device), task.validation[1].to(device))
     order = torch.Generator().manual_seed(seed)
     size, batch_size, per_epoch = len(x_train), task.batch_size, task.steps_per_epoch()
+    row_losses = _RowLosses(task.loss)
 
     step = 0
     for epoch in range(1, epochs + 1):
@@ -185,7 +186,7 @@ def train_stacked(
             optimizer.param_groups[0]["lr"] = lrs
             optimizer.zero_grad(set_to_none=True)
             outputs = stack.forward(x_train[index])
-            losses = torch.stack([task.loss(outputs[r], y_train[index]) for r in range(len(live))])
+            losses = row_losses(outputs, y_train[index])
             values = losses.tolist()
             diverged = []
             for r, i in enumerate(live):
@@ -235,6 +236,36 @@ def train_stacked(
             if not live:
                 break
     return _results(task, stack, live, logs, stopped, validation, device, started)
+
+
+class _RowLosses:
+    """Every row's loss in one vmapped call of the task's loss when that gives what calling it
+    row by row gives (checked on the first batch), else row by row."""
+
+    def __init__(self, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        self.loss = loss
+        self.vmapped: bool | None = None
+
+    def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.vmapped is None:
+            one_by_one = self._loop(outputs, targets)
+            try:
+                together = self._vmap(outputs, targets)
+                self.vmapped = together.shape == one_by_one.shape and torch.allclose(
+                    together, one_by_one, rtol=1e-6, atol=0
+                )
+            except Exception:  # a loss torch.func cannot batch
+                self.vmapped = False
+            return one_by_one
+        return self._vmap(outputs, targets) if self.vmapped else self._loop(outputs, targets)
+
+    def _loop(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.loss(row, targets) for row in outputs])
+
+    def _vmap(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        from torch.func import vmap
+
+        return vmap(self.loss, in_dims=(0, None))(outputs, targets)
 
 
 def _check_uniform(configs: list[AdamConfig]) -> None:
