@@ -37,6 +37,9 @@ def make_task():
         if marker:  # slow only while the test wants a trial to kill
             open(marker, "a").close()
             time.sleep(0.05)
+        hold = os.environ.get("HOLD")
+        while hold and os.path.exists(hold):  # the test holds the trial until it removes the file
+            time.sleep(0.02)
         if os.environ.get("EXIT_IN_LOSS"):
             sys.exit(4)
         return F.cross_entropy(outputs, targets)
@@ -127,24 +130,42 @@ def _optuna_url(storage):
     return storage
 
 
+def _run_names_so_far(tracking_db):
+    """Read-only, so that polling never races the logging process's own schema migration
+    (an MlflowClient opened on a store being created runs the migration a second time)."""
+    import sqlite3
+    from contextlib import closing
+
+    if not tracking_db.exists():
+        return set()
+    try:
+        with closing(sqlite3.connect(f"file:{tracking_db}?mode=ro", uri=True)) as connection:
+            return {name for (name,) in connection.execute("SELECT name FROM runs")}
+    except sqlite3.OperationalError:  # no runs table yet, or the database is locked
+        return set()
+
+
 def _tracking_worker_of(pid):
     found = tracking_workers(pid)
     return found[0] if found else None
 
 
 def test_a_dead_logging_process_is_reported_once_and_its_runs_closed(slow_task, in_tmp):
+    hold = in_tmp / "hold"
+    hold.touch()  # trial-0 cannot finish before the logging process is killed
     process = start(
         ["--task", slow_task, "--n-trials", "3", "--epochs", "3", "--pruner", "none"],
         in_tmp,
-        MARKER=str(in_tmp / "m"),
+        HOLD=str(hold),
     )
     deadline = time.time() + 120
-    while not any(r.info.run_name == "trial-0" for r in runs(in_tmp / "mlflow.db")):
+    while "trial-0" not in _run_names_so_far(in_tmp / "mlflow.db"):
         assert time.time() < deadline, "the first trial's run never appeared"
         time.sleep(0.2)
     worker = _tracking_worker_of(process.pid)
     assert worker is not None
     os.kill(worker, signal.SIGKILL)
+    hold.unlink()
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     assert err.count("the MLflow logging process stopped") == 1, err
