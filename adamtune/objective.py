@@ -28,6 +28,7 @@ from adamtune.space import SearchSpace
 from adamtune.tasks import Task
 from adamtune.tracking import NullTracker, Tracker, TrialRecord
 from adamtune.train import Evaluation, TrainingLog, TrainResult, train
+from adamtune.trial_writes import set_user_attrs
 
 
 class TrialFailed(Exception):
@@ -82,8 +83,7 @@ class Objective:
     def begin(self, trial: optuna.Trial) -> AdamConfig:
         """Sample the trial's configuration and record it (and the seed) on the trial."""
         config = self.space.sample(trial)
-        trial.set_user_attr("config", config.to_dict())
-        trial.set_user_attr("seed", self.seed)
+        set_user_attrs(trial, {"config": config.to_dict(), "seed": self.seed})
         return config
 
     def _run(self, trial: optuna.Trial, config: AdamConfig, log: TrainingLog) -> TrialOutcome:
@@ -151,8 +151,7 @@ class Objective:
         else:
             attrs = {"fail_reason": outcome.reason}
         try:
-            for key, value in attrs.items():
-                trial.set_user_attr(key, value)
+            set_user_attrs(trial, attrs)
         finally:
             self.tracker.end_trial(
                 TrialRecord(
