@@ -8,7 +8,10 @@ betas, eps or weight_decay) give every row of every parameter of the group its o
 coefficients: row n trains exactly as an independent optimizer with the n-th values would.
 
 State uses torch's names and layout (step, exp_avg, exp_avg_sq, max_exp_avg_sq), so state
-dicts move between FusedAdam and torch.optim.Adam/AdamW in both directions.
+dicts move between FusedAdam and torch.optim.Adam/AdamW in both directions. One extension: with
+per-row hyperparameters, ``state["step"]`` may be a 1-D float32 tensor of length N, one step
+count per row, so rows that joined at different times (a stacked search refilling a slot) each
+get their own bias correction, as an optimizer started with them would.
 """
 
 from __future__ import annotations
@@ -146,8 +149,8 @@ class FusedAdam(torch.optim.Optimizer):
             buckets.setdefault((p.device, p.dtype), []).append(i)
         kernels = [self._kernel(group["backend"], device) for device, _ in buckets]
 
-        step_values = _advance_steps([state["step"] for state in states])
-        distinct = sorted(set(step_values))
+        step_values = _advance_steps([state["step"] for state in states], n_rows)
+        distinct = list(dict.fromkeys(step_values))
         coef = _coefficients(group, distinct, n_rows)
         block_of = {s: k * n_rows for k, s in enumerate(distinct)}
         coef_index = [block_of[s] for s in step_values]
@@ -223,31 +226,41 @@ def _rows(group: dict[str, Any]) -> int:
     return n
 
 
-def _advance_steps(steps: list[torch.Tensor]) -> list[float]:
+Steps = float | tuple[float, ...]  # one count for every row, or one count per row
+
+
+def _advance_steps(steps: list[torch.Tensor], n_rows: int) -> list[Steps]:
     """Add 1 to every ``state["step"]`` and return the new counts: in one native call when the
     CPU kernel is loaded and every counter is a float32 CPU scalar (as FusedAdam and torch make
-    them), else with torch ops (a foreach add costs microseconds per parameter)."""
+    them), else with torch ops (a foreach add costs microseconds per parameter). A per-row
+    counter (1-D, length N) comes back as a tuple of N counts."""
     f32 = torch.float32
     if cpu.loaded() and all(s.is_cpu and s.dtype is f32 and s.dim() == 0 for s in steps):
-        return cpu.advance_steps(steps)
+        return list(cpu.advance_steps(steps))
+    for s in steps:
+        if s.dim() == 1 and s.shape[0] != n_rows:
+            raise ValueError(f"a per-row step count needs {n_rows} rows, got {s.shape[0]}")
     torch._foreach_add_(steps, 1)
-    return torch.stack(steps).tolist()  # float32 holds integer steps exactly to 2**24
+    if all(s.dim() == 0 for s in steps):
+        return torch.stack(steps).tolist()  # float32 holds integer steps exactly to 2**24
+    return [tuple(s.tolist()) if s.dim() == 1 else float(s) for s in steps]
 
 
-def _coefficients(group: dict[str, Any], steps: list[float], n_rows: int) -> torch.Tensor:
+def _coefficients(group: dict[str, Any], steps: list[Steps], n_rows: int) -> torch.Tensor:
     """The [len(steps) * n_rows, 7] coefficient table (reference.COLUMNS) in float64: for each
     step count, one row per hyperparameter row. Built natively when the CPU kernel is loaded and
     can read the hyperparameters where they lie, else in Python floats (IEEE doubles: the same
     numbers; for the tens of rows a group has they cost a fraction of what torch ops would)."""
     hypers = _hypers(group)
     decoupled = group["decoupled_weight_decay"]
-    if cpu.loaded() and all(map(cpu.reads_hyperparameter, hypers)):
-        return cpu.coefficients(steps, hypers, n_rows, decoupled)
+    shared = [step for step in steps if not isinstance(step, tuple)]  # not per-row counts
+    if len(shared) == len(steps) and cpu.loaded() and all(map(cpu.reads_hyperparameter, hypers)):
+        return cpu.coefficients(shared, hypers, n_rows, decoupled)
     return _python_coefficients(hypers, steps, n_rows, decoupled)
 
 
 def _python_coefficients(
-    hypers: list[Hyper], steps: list[float], n_rows: int, decoupled: bool
+    hypers: list[Hyper], steps: list[Steps], n_rows: int, decoupled: bool
 ) -> torch.Tensor:
     lr, beta1, beta2, eps, wd = (_per_row(value, n_rows) for value in hypers)
     if decoupled:
@@ -256,8 +269,11 @@ def _python_coefficients(
         l2, decay = wd, [1.0] * n_rows
     blocks = []
     for step in steps:  # column-major: list concatenation runs in C, one transpose fixes it
-        step_size = [lr_r / (1 - beta1_r**step) for lr_r, beta1_r in zip(lr, beta1, strict=True)]
-        bc2_sqrt = [math.sqrt(1 - beta2_r**step) for beta2_r in beta2]
+        counts = step if isinstance(step, tuple) else (step,) * n_rows
+        step_size = [
+            lr_r / (1 - beta1_r**t) for lr_r, beta1_r, t in zip(lr, beta1, counts, strict=True)
+        ]
+        bc2_sqrt = [math.sqrt(1 - beta2_r**t) for beta2_r, t in zip(beta2, counts, strict=True)]
         columns = array.array("d", step_size + bc2_sqrt + beta1 + beta2 + eps + l2 + decay)
         blocks.append(torch.frombuffer(columns, dtype=torch.float64).view(-1, n_rows).T)
     return torch.cat(blocks) if len(blocks) > 1 else blocks[0].contiguous()

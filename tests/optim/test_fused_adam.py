@@ -218,6 +218,78 @@ def test_per_row_hyperparameters_equal_independent_optimizers(backend, layout):
                 )
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_per_row_step_counts_give_a_row_that_joined_later_its_own_bias_correction(backend):
+    """A stack row reset mid-run (a new trial in a freed slot) trains as a fresh optimizer."""
+    n, joined = 3, 4
+    lr = torch.tensor([1e-2, 3e-2, 1e-3], dtype=torch.float64)
+    beta1 = torch.tensor([0.9, 0.5, 0.8], dtype=torch.float64)
+    torch.manual_seed(0)
+    start = [torch.randn(n, 5), torch.randn(n)]
+    ours = [p.clone() for p in start]
+    optimizer = FusedAdam(ours, lr=lr, betas=(beta1, 0.999), weight_decay=0.01, backend=backend)
+    singles = []
+    for i in range(n):
+        rows = [p[i].clone() for p in start]
+        singles.append(
+            (
+                rows,
+                torch.optim.Adam(
+                    rows,
+                    lr=lr[i].item(),
+                    betas=(beta1[i].item(), 0.999),
+                    weight_decay=0.01,
+                    foreach=False,
+                ),
+            )
+        )
+
+    def step(k, active):
+        g = torch.Generator().manual_seed(k)
+        grads = [torch.randn(p.shape, generator=g) for p in start]
+        for p, grad in zip(ours, grads, strict=True):
+            p.grad = grad.clone()
+        optimizer.step()
+        for i in active:
+            rows, single = singles[i]
+            for p, grad in zip(rows, grads, strict=True):
+                p.grad = grad[i].clone()
+            single.step()
+
+    for k in range(joined):
+        step(k, active=[0, 2])
+    fresh = [torch.randn(p.shape[1:]) for p in start]  # row 1 restarts from new weights
+    with torch.no_grad():
+        for p, value in zip(ours, fresh, strict=True):
+            p[1] = value
+            state = optimizer.state[p]
+            state["exp_avg"][1] = 0
+            state["exp_avg_sq"][1] = 0
+            state["step"] = torch.tensor([joined, 0, joined], dtype=torch.float32)
+    rows = [value.clone() for value in fresh]
+    singles[1] = (
+        rows,
+        torch.optim.Adam(rows, lr=3e-2, betas=(0.5, 0.999), weight_decay=0.01, foreach=False),
+    )
+    for k in range(joined, joined + 10):
+        step(k, active=[0, 1, 2])
+    for i in range(n):
+        for p, row in zip(ours, singles[i][0], strict=True):
+            torch.testing.assert_close(p[i], row, **TOLERANCE[torch.float32])
+    assert optimizer.state[ours[0]]["step"].tolist() == [joined + 10, 10, joined + 10]
+
+
+def test_a_per_row_step_count_of_the_wrong_length_is_refused():
+    p = torch.zeros(3, 2, requires_grad=True)
+    optimizer = FusedAdam([p], lr=torch.full((3,), 1e-3))
+    p.grad = torch.ones(3, 2)
+    optimizer.step()
+    optimizer.state[p]["step"] = torch.zeros(2)
+    p.grad = torch.ones(3, 2)
+    with pytest.raises(ValueError, match="a per-row step count needs 3 rows, got 2"):
+        optimizer.step()
+
+
 HYPER_FORMS = {
     "floats": [1e-3, 0.9, 0.999, 1e-8, 0.01],
     "0-dim tensors": [torch.tensor(3e-2), 0.5, torch.tensor(0.99, dtype=torch.float64), 0.0, 0.1],
