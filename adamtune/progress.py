@@ -12,13 +12,14 @@ import time
 from typing import TextIO
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from adamtune.report import trial_value_text
 
 
 class Progress:
-    """Callback for ``study.optimize``: trials done, best value so far and its trial."""
+    """Callback for ``study.optimize``: trials done, trials running (a stack's rows, other
+    workers' trials), best value so far and its trial."""
 
     def __init__(
         self,
@@ -66,4 +67,6 @@ class Progress:
         except ValueError:
             best = "best: none yet"
         last = f"trial {trial.number} {trial_value_text(trial)}"
-        return f"{bar}{count} trials | {best} | {last} | {elapsed:.0f}s"
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        rows = f", {running} running" if running else ""  # a stack's rows, other workers' trials
+        return f"{bar}{count} trials{rows} | {best} | {last} | {elapsed:.0f}s"

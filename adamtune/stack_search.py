@@ -1,13 +1,17 @@
 """``--stack N``: Optuna trials trained N at a time as one stacked model (adamtune.stacked).
 
-Each round fails the trials of dead workers (heartbeats), asks the sampler for N trials (it sees
-the RUNNING ones: TPE's constant liar, GP's batch asks), samples each one's configuration,
-trains them as one stack per group of settings the kernel cannot vary per row (decoupled,
-amsgrad), reports every row's evaluations to the study's pruner, and tells each trial its own
-outcome through the same Objective.record that one-at-a-time trials go through: the same user
-attributes, the same MLflow run with its per-step learning rates. Every trial of a round sends
-heartbeats, as study.optimize does for its one, so a killed stacked worker's trials are failed
-and retried by the next worker.
+A stack stays full: whenever a row finishes (completed, pruned or diverged) its trial is told
+at once and, at the stack's next epoch boundary, the freed slot takes a new trial asked from
+the sampler then, so the sampler sees every result as soon as it exists (TPE's constant liar
+and GP's batch asks account for the RUNNING ones). Each trial samples its configuration,
+reports every evaluation to the study's pruner and is told its own outcome through the same
+Objective.record that one-at-a-time trials go through: the same user attributes, the same
+MLflow run with its per-step learning rates. Every running trial sends heartbeats, as
+study.optimize does for its one, so a killed stacked worker's trials are failed and retried.
+
+Rows of a stack share ``decoupled`` and ``amsgrad`` (the kernel's non-numeric settings). A
+trial sampled with other values waits, RUNNING, for a stack of its own, which starts when the
+current one has drained.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import copy
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -25,8 +30,9 @@ from optuna.trial import FrozenTrial, TrialState
 from adamtune.config import AdamConfig
 from adamtune.errors import describe
 from adamtune.objective import INTERRUPTED, Objective, TrialOutcome
-from adamtune.stacked import train_stacked
-from adamtune.train import Evaluation, TrainingLog
+from adamtune.stacked import train_stack
+from adamtune.train import Evaluation, TrainingLog, TrainResult
+from adamtune.trial_writes import report_all
 
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 STATES = {"COMPLETE": TrialState.COMPLETE, "PRUNED": TrialState.PRUNED, "FAIL": TrialState.FAIL}
@@ -42,101 +48,172 @@ def run_stacked(
     callbacks: Sequence[Callback] = (),
     stop: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Run ``n_trials`` trials (or until ``timeout`` seconds, checked between rounds), ``rows``
-    at a time, until ``stop()`` says so."""
+    """Run ``n_trials`` trials (or start new ones until ``timeout`` seconds have passed),
+    ``rows`` at a time, until ``stop()`` says so; the trials running then finish."""
+    search = _Search(study, objective, rows, callbacks)
     deadline = time.monotonic() + timeout if timeout is not None else None
-    left = n_trials
-    while left is None or left > 0:
+
+    def may_start() -> bool:
         if stop() or (deadline is not None and time.monotonic() >= deadline):
-            return
-        count = rows if left is None else min(rows, left)
-        _round(study, objective, count, callbacks)
-        if left is not None:
-            left -= count
+            return False
+        return n_trials is None or search.asked < n_trials
 
-
-def _round(
-    study: optuna.Study, objective: Objective, count: int, callbacks: Sequence[Callback]
-) -> None:
-    from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
-
-    if is_heartbeat_enabled(study._storage):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-    with warnings.catch_warnings():  # heartbeats are sent below, as study.optimize sends them
-        warnings.simplefilter("ignore", UserWarning)
-        trials = [study.ask() for _ in range(count)]
-    open_trials = {t.number: t for t in trials}
-    heartbeats = [get_heartbeat_thread(trial._trial_id, study._storage) for trial in trials]
-    for heartbeat in heartbeats:
-        heartbeat.start()
     try:
-        _train_round(study, objective, trials, open_trials, callbacks)
+        while search.pending or may_start():
+            search.run_stack(may_start)
     except KeyboardInterrupt:
-        for trial in list(open_trials.values()):
-            log = TrainingLog()
-            _finish(study, objective, trial, INTERRUPTED, None, log, callbacks, open_trials)
+        for trial in list(search.running.values()):
+            search.finish(trial, INTERRUPTED, None, TrainingLog())
         raise
     finally:
-        for heartbeat in heartbeats:
+        for heartbeat in search.heartbeats.values():
             heartbeat.join()
 
 
-def _train_round(
-    study: optuna.Study,
-    objective: Objective,
-    trials: list[optuna.Trial],
-    open_trials: dict[int, optuna.Trial],
-    callbacks: Sequence[Callback],
-) -> None:
-    groups: dict[tuple[bool, bool], list[tuple[optuna.Trial, AdamConfig]]] = {}
-    for trial in trials:
-        objective.tracker.start_trial(trial.number)
+@dataclass
+class _Search:
+    """The trials of one stacked search: those asked, those waiting for a stack of their
+    settings, and their heartbeats."""
+
+    study: optuna.Study
+    objective: Objective
+    rows: int
+    callbacks: Sequence[Callback]
+    asked: int = 0
+    running: dict[int, optuna.Trial] = field(default_factory=dict)  # by trial number
+    pending: list[tuple[optuna.Trial, AdamConfig]] = field(default_factory=list)
+    heartbeats: dict[int, Any] = field(default_factory=dict)
+
+    def run_stack(self, may_start: Callable[[], bool]) -> None:
+        """One stack: the first waiting trial's settings (or the first sampled), refilled
+        from the sampler while ``may_start()`` and until trials wait for other settings."""
+        members: list[tuple[optuna.Trial, AdamConfig]] = []
+        logs: dict[int, TrainingLog] = {}
+        kind = _kind(self.pending[0][1]) if self.pending else None
+
+        def source() -> AdamConfig | None:
+            nonlocal kind
+            for i, (trial, config) in enumerate(self.pending):
+                if kind is None or _kind(config) == kind:
+                    del self.pending[i]
+                    kind = _kind(config)
+                    members.append((trial, config))
+                    return config
+            while len(self.pending) < self.rows and may_start():
+                started = self.start_trial()
+                if started is None:
+                    continue  # sampling failed: that trial is told FAIL; ask another
+                if kind is None or _kind(started[1]) == kind:
+                    kind = _kind(started[1])
+                    members.append(started)
+                    return started[1]
+                self.pending.append(started)  # other settings: it waits for its own stack
+            return None
+
+        def on_result(i: int, result: TrainResult) -> None:
+            trial, config = members[i]
+            logs[i] = result.log
+            try:
+                self.finish(trial, self.objective.outcome(result), config, result.log)
+            except BaseException as exc:  # storage lost, Ctrl-C: not the user's code
+                raise _FinishFailed from exc
+
         try:
-            config = objective.begin(trial)
+            train_stack(
+                self.objective.task,
+                source,
+                rows=self.rows,
+                seed=self.objective.seed,
+                epochs=self.objective.epochs,
+                device=self.objective.device,
+                on_epoch=partial(_judge, self.study, self.objective, members),
+                on_result=on_result,
+            )
+        except KeyboardInterrupt:
+            raise
+        except _FinishFailed as exc:
+            assert exc.__cause__ is not None
+            raise exc.__cause__ from None
+        except BaseException as exc:  # noqa: BLE001  (user code: the stack's trials fail)
+            failed = TrialOutcome("FAIL", reason=describe(exc))
+            for i, (trial, config) in enumerate(members):
+                if trial.number in self.running:
+                    self.finish(trial, failed, config, logs.get(i, TrainingLog()))
+
+    def start_trial(self) -> tuple[optuna.Trial, AdamConfig] | None:
+        """Ask the sampler for a trial (after failing dead workers' trials) and sample its
+        configuration; None when sampling failed (the trial is then told FAIL)."""
+        from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+
+        study = self.study
+        if is_heartbeat_enabled(study._storage):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():  # heartbeats are sent below, as study.optimize sends them
+            warnings.simplefilter("ignore", UserWarning)
+            trial = study.ask()
+        self.asked += 1
+        self.running[trial.number] = trial
+        heartbeat = self.heartbeats[trial.number] = get_heartbeat_thread(
+            trial._trial_id, study._storage
+        )
+        heartbeat.start()
+        self.objective.tracker.start_trial(trial.number)
+        try:
+            return trial, self.objective.begin(trial)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001  (sampling failed: this trial fails)
-            failed = TrialOutcome("FAIL", reason=describe(exc))
-            _finish(study, objective, trial, failed, None, TrainingLog(), callbacks, open_trials)
-            continue
-        groups.setdefault((config.decoupled, config.amsgrad), []).append((trial, config))
-    for members in groups.values():
-        logs = [TrainingLog() for _ in members]
-        configs = [config for _, config in members]
-        stack_trials = [trial for trial, _ in members]
+            self.finish(trial, TrialOutcome("FAIL", reason=describe(exc)), None, TrainingLog())
+            return None
+
+    def finish(
+        self,
+        trial: optuna.Trial,
+        outcome: TrialOutcome,
+        config: AdamConfig | None,
+        log: TrainingLog,
+    ) -> None:
+        """Record one trial's outcome (attributes, tracker), tell Optuna, call back."""
+        self.running.pop(trial.number, None)
+        heartbeat = self.heartbeats.pop(trial.number, None)
+        if heartbeat is not None:
+            heartbeat.join()
+        study = self.study
         try:
-            results = train_stacked(
-                objective.task,
-                configs,
-                seed=objective.seed,
-                epochs=objective.epochs,
-                device=objective.device,
-                on_epoch=partial(_judge, study, objective, stack_trials),
-                logs=logs,
-            )
-            outcomes = [objective.outcome(result) for result in results]
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # noqa: BLE001  (user code: the stack's trials fail)
-            outcomes = [TrialOutcome("FAIL", reason=describe(exc))] * len(members)
-        for (trial, config), outcome, log in zip(members, outcomes, logs, strict=True):
-            _finish(study, objective, trial, outcome, config, log, callbacks, open_trials)
+            self.objective.record(trial, outcome, config, log)
+        finally:
+            if outcome.state == "COMPLETE":
+                study.tell(trial, outcome.value)
+            else:
+                study.tell(trial, state=STATES[outcome.state])
+        frozen = study._storage.get_trial(trial._trial_id)
+        for callback in self.callbacks:
+            callback(study, frozen)
+
+
+def _kind(config: AdamConfig) -> tuple[bool, bool]:
+    """What rows of one stack must share."""
+    return config.decoupled, config.amsgrad
+
+
+class _FinishFailed(Exception):
+    """Telling a finished row's trial failed; its cause is re-raised, never blamed on the task."""
 
 
 def _judge(
     study: optuna.Study,
     objective: Objective,
-    trials: list[optuna.Trial],
+    members: list[tuple[optuna.Trial, AdamConfig]],
     evaluations: dict[int, Evaluation],
 ) -> dict[int, str]:
     """One epoch of a stack: report every row, then ask the pruner about each. A median or
     percentile pruner judges every row against one snapshot of the study (one storage read
     per epoch instead of one per row); the others are asked as in study.optimize."""
+    trials = [trial for trial, _ in members]
     metric = objective.task.metric_name
-    for row, evaluation in evaluations.items():
-        trials[row].report(evaluation.metrics[metric], evaluation.epoch)
+    report_all([(trials[row], e.metrics[metric], e.epoch) for row, e in evaluations.items()])
     reasons = {}
     if isinstance(study.pruner, optuna.pruners.PercentilePruner):
         snapshot = _Snapshot(study)
@@ -170,27 +247,3 @@ class _Snapshot:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._study, name)
-
-
-def _finish(
-    study: optuna.Study,
-    objective: Objective,
-    trial: optuna.Trial,
-    outcome: TrialOutcome,
-    config: AdamConfig | None,
-    log: TrainingLog,
-    callbacks: Sequence[Callback],
-    open_trials: dict[int, Any],
-) -> None:
-    """Record one trial's outcome (attributes, tracker), tell Optuna, call back."""
-    open_trials.pop(trial.number, None)
-    try:
-        objective.record(trial, outcome, config, log)
-    finally:
-        if outcome.state == "COMPLETE":
-            study.tell(trial, outcome.value)
-        else:
-            study.tell(trial, state=STATES[outcome.state])
-    frozen = study._storage.get_trial(trial._trial_id)
-    for callback in callbacks:
-        callback(study, frozen)

@@ -1,20 +1,23 @@
-"""Stacked trials: N configurations of one task trained as one model, one row each.
+"""Stacked trials: many configurations of one task trained as one model, one row each.
 
-The N copies of the task's model are stacked parameter by parameter (``torch.func``): every
-parameter becomes one tensor with a leading dimension of N, the forward pass is one vmapped call
-on a shared minibatch, and one FusedAdam with per-row hyperparameters updates every row exactly
-as an independent optimizer would. Row n trains as ``train(task, configs[n], seed=seed)`` would
-alone: the same initial weights (each copy is built after the same ``torch.manual_seed``), the
-same batch order (one generator, as in train.py), its own learning rate at every step (a
-``[steps, rows]`` table built once), its own divergence guard and evaluations.
+The copies of the task's model are stacked parameter by parameter (``torch.func``): every
+parameter becomes one tensor with a leading dimension of N (the rows), the forward pass is one
+batched call (batched matrix products for plain MLPs, vmap otherwise), and one FusedAdam with
+per-row hyperparameters and per-row step counts updates every row exactly as an independent
+optimizer would. A row trains as ``train(task, config, seed=seed)`` would alone: the same initial
+weights (each copy is built after the same ``torch.manual_seed``), the same batch order (the
+epoch orders train() draws from one generator), its own learning rate at every step, its own
+divergence guard and evaluations.
 
-A row stops by a return value: ``on_epoch({row: evaluation})`` returns reasons for the rows to
-stop (pruned; one call per epoch, so a pruner can judge every row against one snapshot of the
-study), or its loss diverges; the row then leaves the stack (its parameters and optimizer state are dropped),
-so it stops costing compute, and its TrainResult carries the reason in ``stopped``.
+``train_stack`` keeps the stack full: a row leaves when it completes, when ``on_epoch`` returns a
+reason to stop it (a pruner judges every row once per epoch against one snapshot of the study)
+or when its loss diverges, and ``on_result`` receives its result at once; the freed slot takes
+the next configuration from ``source`` at the next epoch boundary. Rows therefore sit at
+different epochs of their own runs but always at the same position within one, so each step
+gathers every row's own batch from its own epoch order. ``train_stacked`` trains a fixed list.
 
 Rows share the optimizer's non-numeric settings: ``decoupled`` and ``amsgrad`` must be equal
-across the stack (callers group configurations by them).
+across a stack (callers group configurations by them).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,6 +49,10 @@ from adamtune.train import (
 
 # Once per epoch, every running configuration's evaluation -> the ones to stop, with why.
 OnEpoch = Callable[[dict[int, Evaluation]], dict[int, str]]
+# A configuration's row finished (completed, pruned or diverged): its id and its result.
+OnResult = Callable[[int, TrainResult], None]
+# The next configuration to train, or None when no more should start.
+Source = Callable[[], AdamConfig | None]
 UNSTACKABLE = (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.AlphaDropout)
 
 
@@ -84,22 +92,26 @@ class _Stack:
         self.base = copy.deepcopy(template).to("meta")
         self.layers = _mlp_layers(template)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Every row's outputs for the shared input ``x``: [rows, batch, ...]."""
-        if self.layers is not None and x.dim() == 2:
-            return self._mlp(x)
+    def forward(self, x: torch.Tensor, per_row: bool = False) -> torch.Tensor:
+        """Every row's outputs, [rows, batch, ...], for the shared input ``x`` ([batch, ...]),
+        or with ``per_row`` for each row's own input (``x`` is [rows, batch, ...])."""
+        if self.layers is not None and x.dim() == 2 + per_row:
+            return self._mlp(x, per_row)
         from torch.func import functional_call, vmap
 
-        def one(params: tuple[torch.Tensor, ...], buffers: dict[str, Any]) -> torch.Tensor:
+        def one(
+            params: tuple[torch.Tensor, ...], buffers: dict[str, Any], x: torch.Tensor
+        ) -> torch.Tensor:
             named = dict(zip(self.names, params, strict=True))
             return functional_call(self.base, (named, buffers), (x,))
 
-        return vmap(one, in_dims=(0, 0))(tuple(self.params), self.buffers)
+        in_x = 0 if per_row else None
+        return vmap(one, in_dims=(0, 0, in_x))(tuple(self.params), self.buffers, x)
 
-    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+    def _mlp(self, x: torch.Tensor, per_row: bool) -> torch.Tensor:
         assert self.layers is not None
         rows = self.params[0].shape[0]
-        h = x.reshape(1, x.shape[0], -1).expand(rows, -1, -1)
+        h = x if per_row else x.reshape(1, x.shape[0], -1).expand(rows, -1, -1)
         at = 0
         for layer in self.layers:
             if isinstance(layer, nn.Linear):
@@ -119,6 +131,17 @@ class _Stack:
         index = torch.tensor(rows, device=self.params[0].device)
         self.params = [nn.Parameter(p.detach().index_select(0, index)) for p in self.params]
         self.buffers = {k: b.index_select(0, index) for k, b in self.buffers.items()}
+
+    def append(self, models: list[nn.Module]) -> None:
+        """Add one row per model after the current rows."""
+        from torch.func import stack_module_state
+
+        params, buffers = stack_module_state(models)  # type: ignore[arg-type]
+        self.params = [
+            nn.Parameter(torch.cat([old.detach(), params[name].detach()]))
+            for old, name in zip(self.params, self.names, strict=True)
+        ]
+        self.buffers = {k: torch.cat([b, buffers[k]]) for k, b in self.buffers.items()}
 
 
 def _mlp_layers(model: nn.Module) -> list[nn.Module] | None:
@@ -141,101 +164,197 @@ def train_stacked(
     epochs: int | None = None,
     device: str | torch.device = "cpu",
     on_epoch: OnEpoch | None = None,
+    on_result: OnResult | None = None,
     divergence_factor: float = 100.0,
-    logs: list[TrainingLog] | None = None,
 ) -> list[TrainResult]:
-    """Train ``task`` once per configuration, all rows in one stacked model; one TrainResult
-    per configuration, in order. A row that diverges or that ``on_eval`` stops has ``stopped``
-    set (``diverged: ...`` or the returned reason). ``logs``, when given, receive each row's
-    steps and evaluations as they happen."""
-    if not configs:
-        return []
+    """Train ``task`` once per configuration, all in one stack from the start; one TrainResult
+    per configuration, in order. A row that diverges or that ``on_epoch`` stops has ``stopped``
+    set (``diverged: ...`` or the returned reason). ``on_result`` sees each result as it comes."""
     _check_uniform(configs)
-    started = time.perf_counter()
+    results: dict[int, TrainResult] = {}
+
+    def collect(i: int, result: TrainResult) -> None:
+        results[i] = result
+        if on_result is not None:
+            on_result(i, result)
+
+    queue = iter(configs)
+    train_stack(
+        task,
+        lambda: next(queue, None),
+        rows=max(1, len(configs)),
+        seed=seed,
+        epochs=epochs,
+        device=device,
+        on_epoch=on_epoch,
+        on_result=collect,
+        divergence_factor=divergence_factor,
+    )
+    return [results[i] for i in range(len(configs))]
+
+
+@dataclass
+class _Row:
+    """One configuration's place in the stack; ``id`` counts configurations in arrival order."""
+
+    id: int
+    config: AdamConfig
+    lrs: list[float]
+    log: TrainingLog
+    started: float
+    epoch: int = 0  # epochs completed
+    step: int = 0  # steps taken
+
+
+def train_stack(
+    task: Task,
+    source: Source,
+    *,
+    rows: int,
+    seed: int = 0,
+    epochs: int | None = None,
+    device: str | torch.device = "cpu",
+    on_epoch: OnEpoch | None = None,
+    on_result: OnResult | None = None,
+    divergence_factor: float = 100.0,
+) -> None:
+    """Train configurations from ``source`` up to ``rows`` at a time in one stack, until
+    ``source()`` returns None and every row has finished. A slot freed by a finished, pruned or
+    diverged row takes the next configuration at the stack's next epoch boundary, so a row
+    always starts its first epoch when the others start one of theirs: every row reads the
+    batch at the same position of its own epoch's order (gathered per row while rows are at
+    different epochs) and trains exactly as it would alone. ``on_result(id, result)`` receives
+    each row's result the moment it finishes, ids numbering configurations in arrival order."""
     device = torch.device(device) if isinstance(device, str) else device
     epochs = epochs or task.epochs
     total_steps = planned_steps(task, epochs)
-    n = len(configs)
-    models = []
-    with _BUILD_LOCK:
-        for _ in range(n):  # each copy starts from the same seed: the weights a trial gets alone
-            torch.manual_seed(seed)
-            models.append(task.build_model())
-    stack = _Stack(models[0], [m.to(device) for m in models])
-    logs = logs if logs is not None else [TrainingLog() for _ in configs]
-    for log in logs:
-        log.total_steps = total_steps
-    table = torch.tensor(
-        [learning_rates(c.lr, c.schedule, total_steps) for c in configs], dtype=torch.float64
-    ).T.contiguous()  # [steps, rows]: each step hands FusedAdam one contiguous row
-    live = list(range(n))  # configuration index of each row of the stack
-    stopped: dict[int, str] = {}
-    optimizer = _optimizer(stack, [configs[i] for i in live], table[0])
     x_train, y_train = (t.to(device) for t in task.train)
     validation = (task.validation[0].to(device), task.validation[1].to(device))
-    order = torch.Generator().manual_seed(seed)
-    size, batch_size, per_epoch = len(x_train), task.batch_size, task.steps_per_epoch()
+    size, batch_size = len(x_train), task.batch_size
+    order = torch.Generator().manual_seed(seed)  # the orders train() draws, one per epoch
+    orders = torch.stack([torch.randperm(size, generator=order) for _ in range(epochs)])
+    orders = orders.to(device)
     row_losses = _RowLosses(task.loss)
+    live: list[_Row] = []
+    stack: _Stack | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    arrived = 0
+    exhausted = False
 
-    step = 0
-    for epoch in range(1, epochs + 1):
-        permutation = torch.randperm(size, generator=order).to(device)
+    def finish(row: _Row, reason: str | None, test: dict[str, float] | None = None) -> None:
+        if on_result is not None:
+            on_result(row.id, _result(task, row.log, reason, test or {}, row.started))
+
+    while True:
+        joining: list[_Row] = []
+        while not exhausted and len(live) + len(joining) < rows:
+            config = source()
+            if config is None:
+                exhausted = True
+                break
+            if live or joining:
+                _check_uniform([(live or joining)[0].config, config])
+            log = TrainingLog(total_steps=total_steps)
+            lrs = learning_rates(config.lr, config.schedule, total_steps)
+            joining.append(_Row(arrived, config, lrs, log, time.perf_counter()))
+            arrived += 1
+        if joining:
+            stack, optimizer = _join(task, seed, device, stack, optimizer, live, joining)
+            live = live + joining
+        if not live:
+            return
+        assert stack is not None and optimizer is not None
+        shared = len({row.epoch for row in live}) == 1
         for start in range(0, size, batch_size):
-            index = permutation[start : start + batch_size]
-            lrs = table[step]
-            optimizer.param_groups[0]["lr"] = lrs
+            if shared:
+                index = orders[live[0].epoch, start : start + batch_size]
+            else:
+                epoch_of = torch.tensor([row.epoch for row in live], device=device)
+                index = orders[epoch_of, start : start + batch_size]  # [rows, batch]
+            step_lrs = [row.lrs[row.step] for row in live]  # one contiguous row per step
+            optimizer.param_groups[0]["lr"] = torch.tensor(step_lrs, dtype=torch.float64)
             optimizer.zero_grad(set_to_none=True)
-            outputs = stack.forward(x_train[index])
-            losses = row_losses(outputs, y_train[index])
-            values = losses.tolist()
+            outputs = stack.forward(x_train[index], per_row=not shared)
+            losses = row_losses(outputs, y_train[index], per_row=not shared)
             diverged = []
-            for r, i in enumerate(live):
-                seen = logs[i].train_losses
+            for r, (row, value) in enumerate(zip(live, losses.tolist(), strict=True)):
+                seen, lr = row.log.train_losses, step_lrs[r]
                 try:
                     check_divergence(
-                        step,
-                        values[r],
-                        seen[0] if seen else values[r],
-                        divergence_factor,
-                        float(lrs[r]),
+                        row.step, value, seen[0] if seen else value, divergence_factor, lr
                     )
                 except DivergedError as exc:
-                    stopped[i] = f"diverged: {exc}"
                     diverged.append(r)
+                    finish(row, f"diverged: {exc}")
                     continue
-                seen.append(values[r])
-                logs[i].learning_rates.append(float(lrs[r]))
+                seen.append(value)
+                row.log.learning_rates.append(lr)
             losses.sum().backward()
             optimizer.step()
-            step += 1
+            for row in live:
+                row.step += 1
             if diverged:
-                live, table, optimizer = _drop(stack, optimizer, live, table, diverged, configs)
+                live, optimizer = _leave(stack, optimizer, live, diverged)
                 if not live:
-                    return _results(task, stack, live, logs, stopped, validation, device, started)
-        evaluations = _evaluate(task, stack, validation)
-        ending, judged = [], {}
-        for r, i in enumerate(live):
-            metrics = evaluations[r]
-            epoch_losses = logs[i].train_losses[-per_epoch:]
-            metrics.setdefault("train_loss", sum(epoch_losses) / len(epoch_losses))
-            evaluation = Evaluation(epoch, step, metrics)
-            logs[i].evaluations.append(evaluation)
-            if not math.isfinite(metrics["val_loss"]):
-                lr = logs[i].learning_rates[-1]
-                stopped[i] = f"diverged: {DivergedError(step - 1, metrics['val_loss'], lr)}"
-                ending.append(r)
-            else:
-                judged[i] = evaluation
-        reasons = on_epoch(judged) if on_epoch is not None and judged else {}
-        for r, i in enumerate(live):
-            if reasons.get(i):
-                stopped[i] = reasons[i]
-                ending.append(r)
-        if ending:
-            live, table, optimizer = _drop(stack, optimizer, live, table, ending, configs)
-            if not live:
-                break
-    return _results(task, stack, live, logs, stopped, validation, device, started)
+                    break
+        if not live:
+            stack = optimizer = None
+            continue
+        for row in live:
+            row.epoch += 1
+        live, optimizer = _end_epoch(
+            task, epochs, stack, optimizer, live, validation, on_epoch, finish
+        )
+        if not live:  # every row left: the next configurations start a new stack
+            stack = optimizer = None
+
+
+def _end_epoch(
+    task: Task,
+    epochs: int,
+    stack: _Stack,
+    optimizer: torch.optim.Optimizer,
+    live: list[_Row],
+    validation: tuple[torch.Tensor, torch.Tensor],
+    on_epoch: OnEpoch | None,
+    finish: Callable[..., None],
+) -> tuple[list[_Row], torch.optim.Optimizer]:
+    """Evaluate every row, ask ``on_epoch`` which to stop, finish the stopped, diverged and
+    completed rows and take them out of the stack."""
+    per_epoch = task.steps_per_epoch()
+    leaving: dict[int, str | None] = {}  # position in the stack -> why (None: completed)
+    judged: dict[int, Evaluation] = {}
+    for r, (row, metrics) in enumerate(zip(live, _evaluate(task, stack, validation), strict=True)):
+        epoch_losses = row.log.train_losses[-per_epoch:]
+        metrics.setdefault("train_loss", sum(epoch_losses) / len(epoch_losses))
+        evaluation = Evaluation(row.epoch, row.step, metrics)
+        row.log.evaluations.append(evaluation)
+        if not math.isfinite(metrics["val_loss"]):
+            lr = row.log.learning_rates[-1]
+            leaving[r] = f"diverged: {DivergedError(row.step - 1, metrics['val_loss'], lr)}"
+        else:
+            judged[row.id] = evaluation
+    reasons = on_epoch(judged) if on_epoch is not None and judged else {}
+    for r, row in enumerate(live):
+        if r in leaving:
+            continue
+        if reasons.get(row.id):
+            leaving[r] = reasons[row.id]
+        elif row.epoch >= epochs:
+            leaving[r] = None
+    completed = [r for r, why in leaving.items() if why is None]
+    tests: dict[int, dict[str, float]] = {}
+    if completed and task.test is not None:
+        device = stack.params[0].device
+        test = (task.test[0].to(device), task.test[1].to(device))
+        every = _evaluate(task, stack, test)
+        for r in completed:
+            tests[r] = {f"test_{k.removeprefix('val_')}": v for k, v in every[r].items()}
+    for r in sorted(leaving):
+        finish(live[r], leaving[r], tests.get(r))
+    if not leaving:
+        return live, optimizer
+    return _leave(stack, optimizer, live, sorted(leaving))
 
 
 class _RowLosses:
@@ -246,26 +365,34 @@ class _RowLosses:
         self.loss = loss
         self.vmapped: bool | None = None
 
-    def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, outputs: torch.Tensor, targets: torch.Tensor, per_row: bool = False
+    ) -> torch.Tensor:
+        """Each row's loss; ``targets`` shared ([batch, ...]) or, with ``per_row``, each row's
+        own ([rows, batch, ...])."""
         if self.vmapped is None:
-            one_by_one = self._loop(outputs, targets)
+            one_by_one = self._loop(outputs, targets, per_row)
             try:
-                together = self._vmap(outputs, targets)
+                together = self._vmap(outputs, targets, per_row)
                 self.vmapped = together.shape == one_by_one.shape and torch.allclose(
                     together, one_by_one, rtol=1e-6, atol=0
                 )
             except Exception:  # a loss torch.func cannot batch
                 self.vmapped = False
             return one_by_one
-        return self._vmap(outputs, targets) if self.vmapped else self._loop(outputs, targets)
+        if self.vmapped:
+            return self._vmap(outputs, targets, per_row)
+        return self._loop(outputs, targets, per_row)
 
-    def _loop(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _loop(self, outputs: torch.Tensor, targets: torch.Tensor, per_row: bool) -> torch.Tensor:
+        if per_row:
+            return torch.stack([self.loss(o, t) for o, t in zip(outputs, targets, strict=True)])
         return torch.stack([self.loss(row, targets) for row in outputs])
 
-    def _vmap(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _vmap(self, outputs: torch.Tensor, targets: torch.Tensor, per_row: bool) -> torch.Tensor:
         from torch.func import vmap
 
-        return vmap(self.loss, in_dims=(0, None))(outputs, targets)
+        return vmap(self.loss, in_dims=(0, 0 if per_row else None))(outputs, targets)
 
 
 def _check_uniform(configs: list[AdamConfig]) -> None:
@@ -277,52 +404,88 @@ def _check_uniform(configs: list[AdamConfig]) -> None:
         )
 
 
-def _optimizer(
-    stack: _Stack, configs: list[AdamConfig], lrs: torch.Tensor
-) -> torch.optim.Optimizer:
+def _join(
+    task: Task,
+    seed: int,
+    device: torch.device,
+    stack: _Stack | None,
+    optimizer: torch.optim.Optimizer | None,
+    live: list[_Row],
+    joining: list[_Row],
+) -> tuple[_Stack, torch.optim.Optimizer]:
+    """Add ``joining``'s rows, each built from ``seed`` as train() builds its model, with fresh
+    optimizer state (per-row step counts at 0)."""
+    models = []
+    with _BUILD_LOCK:
+        for _ in joining:  # each copy starts from the same seed: the weights a trial gets alone
+            torch.manual_seed(seed)
+            models.append(task.build_model().to(device))
+    old_state: list[dict[str, torch.Tensor]] = []
+    if stack is None:
+        stack = _Stack(models[0], models)
+    else:
+        assert optimizer is not None
+        old_state = [optimizer.state[p] for p in stack.params]
+        stack.append(models)
+    fresh = _optimizer(stack, [row.config for row in live + joining])
+    added = len(joining)
+    for k, p in enumerate(stack.params):
+        state = fresh.state[p]
+        if old_state:
+            for key, value in old_state[k].items():
+                zeros = torch.zeros(
+                    (added, *value.shape[1:]), dtype=value.dtype, device=value.device
+                )
+                state[key] = torch.cat([value, zeros])
+    return stack, fresh
+
+
+def _leave(
+    stack: _Stack, optimizer: torch.optim.Optimizer, live: list[_Row], rows: list[int]
+) -> tuple[list[_Row], torch.optim.Optimizer]:
+    """Take stack positions ``rows`` out: parameters, optimizer state and hyperparameters."""
+    keep = [r for r in range(len(live)) if r not in rows]
+    live = [live[r] for r in keep]
+    if not live:
+        return live, optimizer
+    old_state = [optimizer.state[p] for p in stack.params]
+    stack.keep(keep)
+    fresh = _optimizer(stack, [row.config for row in live])
+    for k, p in enumerate(stack.params):
+        index = torch.tensor(keep, device=p.device)
+        fresh.state[p] = {
+            key: value.index_select(0, index.to(value.device))
+            for key, value in old_state[k].items()
+        }
+    return live, fresh
+
+
+def _optimizer(stack: _Stack, configs: list[AdamConfig]) -> torch.optim.Optimizer:
+    """One FusedAdam over the stack, one row of hyperparameters per configuration, and state
+    with a step count per row (rows join at different times)."""
     from adamtune.optim import FusedAdam
 
     def column(values: list[float]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.float64)
 
     first = configs[0]
-    return FusedAdam(
+    optimizer = FusedAdam(
         stack.params,
-        lr=lrs,
+        lr=column([c.lr for c in configs]),
         betas=(column([c.beta1 for c in configs]), column([c.beta2 for c in configs])),
         eps=column([c.eps for c in configs]),
         weight_decay=column([c.weight_decay for c in configs]),
         decoupled_weight_decay=first.decoupled,
         amsgrad=first.amsgrad,
     )
-
-
-def _drop(
-    stack: _Stack,
-    optimizer: torch.optim.Optimizer,
-    live: list[int],
-    table: torch.Tensor,
-    rows: list[int],
-    configs: list[AdamConfig],
-) -> tuple[list[int], torch.Tensor, torch.optim.Optimizer]:
-    """Remove stack rows ``rows``: parameters, optimizer state and LR-table columns."""
-    keep = [r for r in range(len(live)) if r not in rows]
-    live = [live[r] for r in keep]
-    if not live:
-        return live, table, optimizer
-    old_params, old_state = stack.params, optimizer.state
-    stack.keep(keep)
-    index = torch.tensor(keep)
-    table = table.index_select(1, index).contiguous()
-    fresh = _optimizer(stack, [configs[i] for i in live], table[0])
-    for old, new in zip(old_params, stack.params, strict=True):
-        state = old_state.get(old)
-        if state:
-            fresh.state[new] = {
-                key: value if key == "step" else value.index_select(0, index.to(value.device))
-                for key, value in state.items()
-            }
-    return live, table, fresh
+    for p in stack.params:
+        optimizer.state[p] = {
+            "step": torch.zeros(len(configs), dtype=torch.float32),
+            "exp_avg": torch.zeros_like(p),
+            "exp_avg_sq": torch.zeros_like(p),
+            **({"max_exp_avg_sq": torch.zeros_like(p)} if first.amsgrad else {}),
+        }
+    return optimizer
 
 
 @torch.no_grad()
@@ -339,26 +502,10 @@ def _evaluate(
     ]
 
 
-def _results(
-    task: Task,
-    stack: _Stack,
-    live: list[int],
-    logs: list[TrainingLog],
-    stopped: dict[int, str],
-    validation: tuple[torch.Tensor, torch.Tensor],
-    device: torch.device,
-    started: float,
-) -> list[TrainResult]:
-    tests: dict[int, dict[str, float]] = {}
-    if task.test is not None and live:
-        test = (task.test[0].to(device), task.test[1].to(device))
-        for r, metrics in enumerate(_evaluate(task, stack, test)):
-            tests[live[r]] = {f"test_{k.removeprefix('val_')}": v for k, v in metrics.items()}
-    seconds = time.perf_counter() - started
-    results = []
-    for i, log in enumerate(logs):
-        final = dict(log.evaluations[-1].metrics) if log.evaluations else {}
-        final.update(tests.get(i, {}))
-        value = final.get(task.metric_name, math.nan)
-        results.append(TrainResult(value, final, log, stopped.get(i), seconds))
-    return results
+def _result(
+    task: Task, log: TrainingLog, reason: str | None, test: dict[str, float], started: float
+) -> TrainResult:
+    final = dict(log.evaluations[-1].metrics) if log.evaluations else {}
+    final.update(test)
+    value = final.get(task.metric_name, math.nan)
+    return TrainResult(value, final, log, reason, time.perf_counter() - started)

@@ -73,6 +73,74 @@ def test_pruned_and_diverged_rows_leave_the_stack_and_the_others_go_on():
     assert len(results[2].evaluations) == 1
 
 
+def test_a_stopped_row_is_handed_out_when_it_stops_not_when_the_stack_ends():
+    task = resolve_task("digits-mlp")
+    events = []
+
+    def on_epoch(evaluations):
+        events.append(("epoch", min(e.epoch for e in evaluations.values())))
+        return {0: "pruned at epoch 1"} if 0 in evaluations else {}
+
+    def on_result(i, result):
+        events.append(("result", i, result.stopped, len(result.evaluations)))
+
+    configs = [CONFIGS[0], AdamConfig(lr=10.0), CONFIGS[1]]
+    results = train_stacked(task, configs, epochs=3, on_epoch=on_epoch, on_result=on_result)
+    done = [e for e in events if e[0] == "result"]
+    assert done[0][:2] == ("result", 1) and done[0][2].startswith("diverged: loss became")
+    assert done[1] == ("result", 0, "pruned at epoch 1", 1)
+    assert events.index(done[1]) == events.index(("epoch", 1)) + 1  # before epoch 2 ran
+    assert done[2] == ("result", 2, None, 3)
+    assert [r.stopped for r in results][:2] == [done[1][2], done[0][2]]
+
+
+@pytest.mark.parametrize("name", ["wine-mlp", "mnist1d-cnn"])  # batched matmuls; vmap
+def test_a_freed_slot_takes_the_next_configuration_which_trains_as_it_would_alone(name):
+    from adamtune.stacked import train_stack
+
+    task = resolve_task(name)
+    cnn = name == "mnist1d-cnn"  # see test_each_row_trains_as_its_configuration_alone
+    queue = [CONFIGS[0], CONFIGS[1], CONFIGS[2], CONFIGS[3]]
+    given, results, stack_sizes = [], {}, []
+
+    def source():
+        if queue:
+            given.append(queue.pop(0))
+            return given[-1]
+        return None
+
+    def on_epoch(evaluations):
+        stack_sizes.append(sorted(evaluations))
+        return {0: "pruned"} if 0 in evaluations and evaluations[0].epoch == 1 else {}
+
+    train_stack(
+        task,
+        source,
+        rows=2,
+        epochs=3,
+        on_epoch=on_epoch,
+        on_result=lambda i, r: results.setdefault(i, r),
+    )
+    # rows 0 and 1 start; 0 is pruned after epoch 1, so 2 joins while 1 is in its epoch 2.
+    assert stack_sizes[:3] == [[0, 1], [1, 2], [1, 2]]
+    assert results[0].stopped == "pruned" and len(results[0].evaluations) == 1
+    for i in (1, 2, 3):
+        alone = train(task, given[i], epochs=3)
+        assert results[i].stopped is None
+        assert [e.epoch for e in results[i].evaluations] == [1, 2, 3]
+        torch.testing.assert_close(
+            results[i].train_losses[:5], alone.train_losses[:5], rtol=1e-5, atol=1e-6
+        )
+        torch.testing.assert_close(
+            results[i].train_losses[: 20 if cnn else None],
+            alone.train_losses[: 20 if cnn else None],
+            rtol=1e-3 if cnn else 1e-5,
+            atol=1e-6,
+        )
+        assert results[i].learning_rates == alone.learning_rates
+        assert results[i].value == pytest.approx(alone.value, abs=3e-2 if cnn else 1e-6)
+
+
 def test_mixed_decoupling_is_refused():
     with pytest.raises(ValueError, match="group the configurations"):
         train_stacked(resolve_task("wine-mlp"), [AdamConfig(), AdamConfig(decoupled=False)])
@@ -124,6 +192,37 @@ def test_a_stacked_search_gives_each_trial_its_own_outcome(storage):
             )
             assert trial.user_attrs["total_steps"] == alone.total_steps
             assert len(trial.intermediate_values) == 2
+
+
+def test_a_pruned_row_is_told_to_optuna_while_its_stack_mates_train_on(storage):
+    import optuna
+    from optuna.trial import TrialState
+
+    from adamtune.objective import Objective
+    from adamtune.space import load_space
+    from adamtune.stack_search import run_stacked
+
+    class PruneEvenTrials(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return trial.number % 2 == 0
+
+    study = optuna.create_study(storage=storage, direction="maximize", pruner=PruneEvenTrials())
+    objective = Objective(resolve_task("digits-mlp"), load_space("default"), epochs=3)
+    told = []
+    run_stacked(
+        study,
+        objective,
+        rows=4,
+        n_trials=4,
+        timeout=None,
+        callbacks=[lambda study, trial: told.append(trial)],
+    )
+    assert [t.number for t in told[:2]] == [0, 2]  # told at epoch 1, before the others end
+    assert [t.state for t in told[:2]] == [TrialState.PRUNED] * 2
+    assert all(t.state == TrialState.COMPLETE for t in told[2:])
+    assert max(t.datetime_complete for t in told[:2]) < min(t.datetime_complete for t in told[2:])
+    assert told[0].user_attrs["pruned_reason"].startswith("pruned at epoch 1")
+    assert len(study.trials) == 4 and TrialState.RUNNING not in {t.state for t in study.trials}
 
 
 def test_a_stacked_search_logs_every_row_to_mlflow(tmp_path, storage):

@@ -1,0 +1,30 @@
+"""The progress line: trials done, trials running (a stack's rows), best so far."""
+
+import io
+
+import optuna
+
+from adamtune.progress import Progress
+
+
+def _line(study, trial, total=5):
+    stream = io.StringIO()
+    Progress(total, "val_accuracy", stream=stream, live=False)(study, trial)
+    return stream.getvalue()
+
+
+def test_the_line_counts_the_trials_still_running_beside_the_finished_one():
+    study = optuna.create_study(direction="maximize")
+    trials = [study.ask() for _ in range(3)]
+    frozen = study.tell(trials[0], 0.5)
+    line = _line(study, frozen)
+    assert line.startswith("[#####...................] 1/5 trials, 2 running | ")
+    assert "best val_accuracy 0.5 (trial 0) | trial 0 COMPLETE 0.5 |" in line
+
+
+def test_with_nothing_else_running_the_count_is_left_out():
+    study = optuna.create_study(direction="maximize")
+    frozen = study.tell(study.ask(), state=optuna.trial.TrialState.PRUNED)
+    line = _line(study, frozen, total=None)
+    assert line.startswith("1 trials | best: none yet | trial 0 PRUNED")
+    assert "running" not in line
