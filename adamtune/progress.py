@@ -1,7 +1,9 @@
 """Live progress of a study: an Optuna callback that draws one status line per finished trial.
 
 On a terminal it redraws a single bar in place; elsewhere (CI logs, pipes) it prints one line
-per trial, so the record survives.
+per trial, so the record survives. The study's best trial and running count are read from
+storage at most once a second (a stack finishes many trials within milliseconds); in between,
+the trials this process finishes update the best.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from adamtune.report import trial_value_text
+
+READ_EVERY = 1.0  # seconds between reads of the study (best trial, running count)
 
 
 class Progress:
@@ -38,6 +42,9 @@ class Progress:
         self.done = 0
         self.started = time.perf_counter()
         self._lock = threading.Lock()
+        self._best: FrozenTrial | None = None
+        self._running = 0
+        self._read_at: float | None = None  # when the study was last read
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         with self._lock:
@@ -55,18 +62,42 @@ class Progress:
             self.stream.flush()
 
     def _line(self, study: optuna.Study, trial: FrozenTrial) -> str:
-        elapsed = time.perf_counter() - self.started
+        now = time.perf_counter()
+        if self._read_at is None or now - self._read_at >= READ_EVERY:
+            self._read(study)
+            self._read_at = now
+        self._consider(study, trial)
         count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
         bar = ""
         if self.total:
             filled = round(self.width * min(self.done, self.total) / self.total)
             bar = "[" + "#" * filled + "." * (self.width - filled) + "] "
-        try:  # one storage query; Optuna raises ValueError while no trial has completed
-            best_trial = study.best_trial
-            best = f"best {self.metric_name} {best_trial.value:.4g} (trial {best_trial.number})"
-        except ValueError:
-            best = "best: none yet"
+        best = "best: none yet"
+        if self._best is not None:
+            value, number = self._best.value, self._best.number
+            best = f"best {self.metric_name} {value:.4g} (trial {number})"
         last = f"trial {trial.number} {trial_value_text(trial)}"
-        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-        rows = f", {running} running" if running else ""  # a stack's rows, other workers' trials
-        return f"{bar}{count} trials{rows} | {best} | {last} | {elapsed:.0f}s"
+        rows = f", {self._running} running" if self._running else ""  # stack rows, workers
+        return f"{bar}{count} trials{rows} | {best} | {last} | {now - self.started:.0f}s"
+
+    def _read(self, study: optuna.Study) -> None:
+        """The study's best trial and running count, from storage (other workers' trials
+        included)."""
+        try:  # Optuna raises ValueError while no trial has completed
+            self._best = study.best_trial
+        except ValueError:
+            self._best = None
+        self._running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+    def _consider(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """This process's finished trial, between reads of the study."""
+        if trial.state != TrialState.COMPLETE or trial.value is None:
+            return
+        best = self._best
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        if (
+            best is None
+            or best.value is None
+            or (trial.value > best.value if maximize else trial.value < best.value)
+        ):
+            self._best = trial

@@ -28,3 +28,21 @@ def test_with_nothing_else_running_the_count_is_left_out():
     line = _line(study, frozen, total=None)
     assert line.startswith("1 trials | best: none yet | trial 0 PRUNED")
     assert "running" not in line
+
+
+def test_between_reads_of_the_study_this_processs_trials_update_the_best(monkeypatch):
+    study = optuna.create_study(direction="minimize")
+    stream = io.StringIO()
+    progress = Progress(3, "val_mse", stream=stream, live=False)
+    reads = []
+    real_read = progress._read
+    monkeypatch.setattr(progress, "_read", lambda study: reads.append(1) or real_read(study))
+    for value in (0.5, 0.25, 0.75):
+        progress(study, study.tell(study.ask(), value))
+    lines = stream.getvalue().splitlines()
+    assert len(reads) == 1  # within a second: one read of the study for three trials
+    assert [line.split(" | ")[1] for line in lines] == [
+        "best val_mse 0.5 (trial 0)",
+        "best val_mse 0.25 (trial 1)",
+        "best val_mse 0.25 (trial 1)",
+    ]
