@@ -58,19 +58,36 @@ UNSTACKABLE = (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.AlphaDropout)
 
 def why_not_stackable(task: Task) -> str | None:
     """Why ``task``'s model cannot be trained stacked, or None when it can: running statistics
-    (BatchNorm), random layers (dropout), or a forward pass torch.func cannot trace."""
+    (BatchNorm), random layers (dropout), a forward pass, loss or backward pass torch.func
+    cannot batch, or a stacked forward pass that does not give what the model alone gives
+    (tried on one real minibatch, with a shared input and with one input per row)."""
     model = task.build_model()
     if not isinstance(model, nn.Module):
         return f"build_model() returned {type(model).__name__}, not a torch.nn.Module"
     for name, module in model.named_modules():
         if isinstance(module, UNSTACKABLE):
             return f"its model has {type(module).__name__} ({name or 'the model'})"
+    x, y = task.train
+    x, y = x[: task.batch_size], y[: task.batch_size]
     try:
+        with torch.no_grad():
+            alone = model(x)
+        if not isinstance(alone, torch.Tensor):
+            return f"its model returns {type(alone).__name__}, not one tensor"
         stack = _Stack(model, [model, copy.deepcopy(model)])
-        stack.forward(task.train[0][:2])
-    except Exception as exc:  # torch.func could not trace it
+        losses = _RowLosses(task.loss)
+        shared = stack.forward(x)
+        losses(shared, y).sum().backward()
+        per_row = stack.forward(torch.stack([x, x]), per_row=True)
+        losses(per_row, torch.stack([y, y]), per_row=True).sum().backward()
+    except Exception as exc:  # torch.func could not batch it
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return f"torch.func cannot stack its model ({type(exc).__name__}: {first[:120]})"
+    for outputs in (shared, per_row):
+        if outputs.shape[1:] != alone.shape or not torch.allclose(
+            outputs.detach(), alone.expand_as(outputs), rtol=1e-4, atol=1e-5
+        ):
+            return "its stacked forward pass does not give what the model alone gives"
     return None
 
 

@@ -169,6 +169,60 @@ def test_models_with_running_statistics_or_dropout_do_not_stack():
     assert why_not_stackable(resolve_task("mnist1d-cnn")) is None
 
 
+class _ItemInForward(torch.nn.Module):  # reads a value: vmap cannot batch .item()
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.linear(x) * (2.0 if x.sum().item() > 0 else 1.0)
+
+
+class _Pair(torch.nn.Module):  # returns a tuple
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.linear(x), x
+
+
+class _CountsCalls(torch.nn.Module):  # state outside the parameters: stacked != alone
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.linear(x) * self.calls
+
+
+@pytest.mark.parametrize(
+    "model, reason",
+    [
+        (_ItemInForward, "torch.func cannot stack its model"),
+        (_Pair, "its model returns tuple, not one tensor"),
+        (_CountsCalls, "its stacked forward pass does not give what the model alone gives"),
+    ],
+)
+def test_a_model_that_does_not_stack_the_same_is_found_before_training(model, reason):
+    x, y = torch.randn(16, 4), torch.zeros(16, dtype=torch.long)
+    task = Task(
+        "t",
+        model,
+        (x, y),
+        (x, y),
+        torch.nn.functional.cross_entropy,
+        accuracy,
+        "val_accuracy",
+        "maximize",
+        1,
+        8,
+    )
+    assert why_not_stackable(task).startswith(reason)
+
+
 def test_a_stacked_search_gives_each_trial_its_own_outcome(storage):
     from optuna.trial import TrialState
 
