@@ -248,10 +248,11 @@ def cli() -> None:
 @env_option(
     "--stack",
     type=StackSize(),
-    default="1",
+    default="auto",
     show_default=True,
-    help="Trials trained at once as one stacked model: N, or auto (from the task and the "
-    "free memory; one at a time for a model that cannot stack).",
+    help="Trials trained at once as one stacked model: N, or auto (16 on CPU, 64 on CUDA, "
+    "within the free memory; one at a time for a model that cannot stack, --optimizer other "
+    "than fused, or --n-jobs).",
 )
 @env_option(
     "--workers",

@@ -53,12 +53,17 @@ def _interrupt_once(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _worker_main(settings: SearchSettings, gpu: str | None, errors: Any) -> None:
-    """One worker: its errors go back to the parent, which prints them as one line."""
+def _worker_main(settings: SearchSettings, gpu: str | None, errors: Any, threads: int) -> None:
+    """One worker: its errors go back to the parent, which prints them as one line. It takes
+    its share of the cores (``threads``): a stack would otherwise take every core in every
+    worker."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupt_once)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    import torch
+
+    torch.set_num_threads(threads)
     from adamtune.errors import AdamtuneError, describe
 
     try:
@@ -92,6 +97,7 @@ def run_workers(
     context = multiprocessing.get_context("spawn")  # no forked copies of torch's threads
     errors = context.SimpleQueue()
     counts = shares(settings.n_trials, workers) if settings.n_trials else [None] * workers
+    threads = max(1, (os.cpu_count() or 1) // sum(count != 0 for count in counts))
     processes = [
         context.Process(
             target=_worker_main,
@@ -100,6 +106,7 @@ def run_workers(
                 replace(settings, n_trials=count, worker=i),
                 gpu_for(i, settings.device),
                 errors,
+                threads,
             ),
         )
         for i, count in enumerate(counts)

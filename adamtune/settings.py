@@ -90,14 +90,17 @@ def check_settings(s: Any) -> None:
     _choice("--pruner", s.pruner, PRUNERS)
     _choice("--optimizer", s.optimizer, OPTIMIZERS)
     check_device(s.device)
-    if s.stack != "auto":
+    if s.stack != "auto":  # auto trains one at a time where a stack cannot be
         _check_int("--stack", s.stack, 1, MAX_STACK)
-    if s.stack != 1 and s.optimizer != "fused":
-        raise ConfigError(
-            f"--stack: stacked trials train with --optimizer fused, got --optimizer {s.optimizer}"
-        )
-    if s.stack != 1 and s.n_jobs != 1:
-        raise ConfigError("--stack: stacked trials and --n-jobs threads do not mix; use one")
+        if s.stack != 1 and s.optimizer != "fused":
+            raise ConfigError(
+                f"--stack {s.stack}: stacked trials train with --optimizer fused, got "
+                f"--optimizer {s.optimizer}"
+            )
+        if s.stack != 1 and s.n_jobs != 1:
+            raise ConfigError(
+                f"--stack {s.stack}: stacked trials and --n-jobs threads do not mix; use one"
+            )
     check_study_name(s.study_name)
     if s.experiment is not None and (not isinstance(s.experiment, str) or not s.experiment.strip()):
         raise ConfigError(f"--experiment: must be a non-empty name, got {shown(s.experiment)}")
@@ -130,7 +133,7 @@ class SearchSettings:
     heartbeat: int = 10  # seconds between a running trial's heartbeats; 0: off
     max_retries: int = 2  # times a trial whose worker died is re-queued with its parameters
     worker: int = 0  # this process's index among --workers; keeps their samplers apart
-    stack: int | str = 1  # trials trained at once as one stacked model; "auto" picks
+    stack: int | str = "auto"  # trials trained at once as one stacked model; "auto" picks
 
     def __post_init__(self) -> None:
         check_settings(self)

@@ -58,9 +58,21 @@ UNSTACKABLE = (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.AlphaDropout)
 
 def why_not_stackable(task: Task) -> str | None:
     """Why ``task``'s model cannot be trained stacked, or None when it can: running statistics
-    (BatchNorm), random layers (dropout), a forward pass, loss or backward pass torch.func
-    cannot batch, or a stacked forward pass that does not give what the model alone gives
-    (tried on one real minibatch, with a shared input and with one input per row)."""
+    (BatchNorm), random layers (dropout), a model, loss or backward pass that fails or that
+    torch.func cannot batch, or a stacked forward pass that does not give what the model alone
+    gives (tried on one real minibatch, with a shared input and with one input per row). User
+    code that raises anything here, SystemExit included, makes the task one not to stack: the
+    trials then meet the same error one at a time, each failing with its reason."""
+    try:
+        return _why_not_stackable(task)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001  (user code: build_model, forward, loss)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return f"trying a stacked step raised {type(exc).__name__}: {first[:120]}"
+
+
+def _why_not_stackable(task: Task) -> str | None:
     model = task.build_model()
     if not isinstance(model, nn.Module):
         return f"build_model() returned {type(model).__name__}, not a torch.nn.Module"
@@ -69,11 +81,11 @@ def why_not_stackable(task: Task) -> str | None:
             return f"its model has {type(module).__name__} ({name or 'the model'})"
     x, y = task.train
     x, y = x[: task.batch_size], y[: task.batch_size]
+    with torch.no_grad():
+        alone = model(x)
+    if not isinstance(alone, torch.Tensor):
+        return f"its model returns {type(alone).__name__}, not one tensor"
     try:
-        with torch.no_grad():
-            alone = model(x)
-        if not isinstance(alone, torch.Tensor):
-            return f"its model returns {type(alone).__name__}, not one tensor"
         stack = _Stack(model, [model, copy.deepcopy(model)])
         losses = _RowLosses(task.loss)
         shared = stack.forward(x)

@@ -296,18 +296,21 @@ def stack_rows(
     makes ``auto`` one at a time, with one line saying why."""
     if settings.stack == 1:
         return 1
+    auto = settings.stack == "auto"
+    if auto and (settings.optimizer != "fused" or settings.n_jobs != 1 or settings.n_trials == 1):
+        return 1  # what the user chose (or one trial) cannot stack: one at a time, as asked
     from adamtune.stacked import why_not_stackable
 
     reason = why_not_stackable(task)
     if reason is not None:
-        if settings.stack != "auto":
+        if not auto:
             raise StudyError(
                 f"--stack {settings.stack}: task {shown(task.name)} cannot be stacked: {reason}; "
                 "use --stack 1"
             )
         warn(f"--stack auto: task {shown(task.name)} cannot be stacked ({reason}); one at a time")
         return 1
-    if settings.stack != "auto":
+    if not auto:
         return int(settings.stack)
     rows = AUTO_ROWS.get(device.type, 8)
     per_row = 4 * sum(p.numel() * p.element_size() for p in task.build_model().parameters())

@@ -22,10 +22,10 @@ import optuna
 ADAMTUNE = str(Path(sys.executable).with_name("adamtune"))
 
 
-def run(task: str, trials: int, stack: int, tracking: bool) -> tuple[float, float]:
+def run(task: str, trials: int, stack: int, tracking: bool, pruner: str) -> tuple[float, float]:
     """(trial phase seconds, whole command seconds) of one search in a fresh directory."""
     with tempfile.TemporaryDirectory() as folder:
-        args = [ADAMTUNE, "search", "--task", task, "--n-trials", str(trials), "--pruner", "none"]
+        args = [ADAMTUNE, "search", "--task", task, "--n-trials", str(trials), "--pruner", pruner]
         args += ["--stack", str(stack), "--study-name", "b"]
         args += [] if tracking else ["--no-tracking"]
         started = time.perf_counter()
@@ -44,9 +44,11 @@ def main() -> None:
     parser.add_argument("--stack", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--tracking", action="store_true", help="log to MLflow (default: off)")
+    parser.add_argument("--pruner", default="none", help="the study's pruner (default: none)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    print(f"{args.trials} trials, pruner off, tracking {'on' if args.tracking else 'off'}")
+    tracking = "on" if args.tracking else "off"
+    print(f"{args.trials} trials, pruner {args.pruner}, tracking {tracking}")
     print("| task | stack | trial phase (s) | trials/min | whole command (s) |")
     print("|---|---|---|---|---|")
     for task in args.tasks.split(","):
@@ -54,7 +56,7 @@ def main() -> None:
         wholes: dict[int, list[float]] = {1: [], args.stack: []}
         for _ in range(args.repeats):
             for stack in (1, args.stack):
-                phase, whole = run(task, args.trials, stack, args.tracking)
+                phase, whole = run(task, args.trials, stack, args.tracking, args.pruner)
                 phases[stack].append(phase)
                 wholes[stack].append(whole)
         for stack in (1, args.stack):

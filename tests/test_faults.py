@@ -82,19 +82,49 @@ def runs(tracking_db):
     return client.search_runs(ids) if ids else []
 
 
-def test_sigterm_mid_trial_is_handled_like_ctrl_c(slow_task, in_tmp):
-    process = start(["--task", slow_task, "--n-trials", "3"], in_tmp, MARKER=str(in_tmp / "m"))
-    wait_for(in_tmp / "m")
+@pytest.mark.parametrize("stack", ["1", "3"])
+def test_sigterm_mid_trial_is_handled_like_ctrl_c(slow_task, in_tmp, stack):
+    process = start(
+        ["--task", slow_task, "--n-trials", "3", "--stack", stack],
+        in_tmp,
+        MARKER=str(in_tmp / "m"),
+    )
+    wait_for_running(in_tmp / "adamtune.db", int(stack))
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert "Interrupted: completed trials are saved" in err
     assert "Traceback" not in err
     study = optuna.load_study(study_name="slow-lr-only", storage="sqlite:///adamtune.db")
-    assert [t.state for t in study.trials] == [TrialState.FAIL]
-    assert study.trials[0].user_attrs["fail_reason"] == "interrupted (Ctrl-C or SIGTERM)"
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * int(stack)
+    for trial in study.trials:
+        assert trial.user_attrs["fail_reason"] == "interrupted (Ctrl-C or SIGTERM)"
     statuses = {r.info.run_name: r.info.status for r in runs(in_tmp / "mlflow.db")}
-    assert statuses == {"slow-lr-only": "KILLED", "trial-0": "FAILED"}
+    trials = {f"trial-{i}": "FAILED" for i in range(int(stack))}
+    assert statuses == {"slow-lr-only": "KILLED", **trials}
+
+
+def wait_for_running(study_db, count, seconds=120):
+    """Until ``count`` trials are RUNNING and training (read-only, as the search writes)."""
+    import sqlite3
+    from contextlib import closing
+
+    deadline = time.time() + seconds
+    while True:
+        assert time.time() < deadline, f"{count} running trials never appeared"
+        time.sleep(0.1)
+        if not study_db.exists():
+            continue
+        try:
+            with closing(sqlite3.connect(f"file:{study_db}?mode=ro", uri=True)) as connection:
+                (running,) = connection.execute(
+                    "SELECT count(*) FROM trial_intermediate_values v JOIN trials t "
+                    "ON v.trial_id = t.trial_id WHERE t.state = 'RUNNING' AND v.step = 1"
+                ).fetchone()
+        except sqlite3.OperationalError:  # tables not there yet, or locked
+            continue
+        if running >= count:
+            return
 
 
 @pytest.mark.parametrize("storage", ["sqlite:///adamtune.db", "journal:adamtune.log"])
@@ -153,8 +183,9 @@ def _tracking_worker_of(pid):
 def test_a_dead_logging_process_is_reported_once_and_its_runs_closed(slow_task, in_tmp):
     hold = in_tmp / "hold"
     hold.touch()  # trial-0 cannot finish before the logging process is killed
-    process = start(
-        ["--task", slow_task, "--n-trials", "3", "--epochs", "3", "--pruner", "none"],
+    process = start(  # one at a time: the stackability check calls the held loss too
+        ["--task", slow_task, "--n-trials", "3", "--epochs", "3", "--pruner", "none"]
+        + ["--stack", "1"],
         in_tmp,
         HOLD=str(hold),
     )
@@ -303,18 +334,31 @@ def test_sigterm_to_a_workers_search_stops_every_worker_cleanly(slow_task, in_tm
     }
 
 
-def test_sigkill_of_a_stacked_worker_fails_and_retries_every_row(slow_task, in_tmp):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_sigkill_of_a_stacked_worker_fails_and_retries_every_row(
+    slow_task, in_tmp, backend, request
+):
+    url = "sqlite:///adamtune.db"
+    if backend == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+    storage = optuna.storages.RDBStorage(url)  # one engine for every read below
+    request.addfinalizer(storage.engine.dispose)
     args = ["--task", slow_task, "--heartbeat", "1", "--stack", "2", "--n-trials", "2"]
+    args += ["--storage", url]
     process = start(args, in_tmp, MARKER=str(in_tmp / "m"))
-    wait_for(in_tmp / "m")
-    time.sleep(1.5)
+    wait_for(in_tmp / "m")  # the storage exists; the stack is being tried, then trained
+    deadline = time.time() + 120
+    while sum(1 in t.intermediate_values for t in _running(storage)) < 2:
+        assert time.time() < deadline, "the stack never trained"
+        time.sleep(0.1)
+    time.sleep(1.5)  # a heartbeat or two reach the storage
     process.kill()
     process.communicate(timeout=30)
     time.sleep(3.5)
     resumed = start(args, in_tmp)
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
-    study = optuna.load_study(study_name="slow-lr-only", storage="sqlite:///adamtune.db")
+    study = optuna.load_study(study_name="slow-lr-only", storage=storage)
     states = [t.state for t in study.trials]
     assert states[:2] == [TrialState.FAIL, TrialState.FAIL]
     assert states[2:] == [TrialState.COMPLETE, TrialState.COMPLETE]
@@ -324,3 +368,11 @@ def test_sigkill_of_a_stacked_worker_fails_and_retries_every_row(slow_task, in_t
     statuses = {r.info.run_name: r.info.status for r in runs(in_tmp / "mlflow.db")}
     assert "RUNNING" not in statuses.values(), statuses
     assert statuses["trial-0"] == statuses["trial-1"] == "FAILED"
+
+
+def _running(storage):
+    try:
+        study = optuna.load_study(study_name="slow-lr-only", storage=storage)
+    except KeyError:  # the study is not created yet
+        return []
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

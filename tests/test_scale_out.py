@@ -83,6 +83,8 @@ def test_a_killed_worker_leaves_a_trial_that_is_failed_and_retried(
         postgres_url,
         "--tracking-uri",
         mlflow_server,
+        "--stack",
+        "1",  # one trial in flight to kill (tests/test_stacked.py kills a stack)
         *QUICK,
     ]
     log = tmp_path / "killed.log"  # the killed search's stderr, and its tracking worker's

@@ -311,8 +311,12 @@ def test_stack_refusals_are_one_line(tmp_path, storage):
     from adamtune.errors import AdamtuneError, StudyError
     from adamtune.study import SearchSettings, run_search
 
-    with pytest.raises(AdamtuneError, match="--stack: stacked trials train with --optimizer fused"):
+    with pytest.raises(
+        AdamtuneError, match="--stack 4: stacked trials train with --optimizer fused"
+    ):
         SearchSettings(stack=4, optimizer="torch")
+    with pytest.raises(AdamtuneError, match="--stack 2: stacked trials and --n-jobs threads"):
+        SearchSettings(stack=2, n_jobs=2)
     path = tmp_path / "bn.py"
     path.write_text(
         "import torch\nfrom torch.nn import functional as F\nfrom adamtune import Task, accuracy\n"
@@ -338,3 +342,47 @@ def test_stack_refusals_are_one_line(tmp_path, storage):
     assert said == [
         "--stack auto: task 'bn' cannot be stacked (its model has BatchNorm1d (1)); one at a time"
     ]
+
+
+@pytest.mark.parametrize(
+    "options", [{"optimizer": "torch"}, {"n_jobs": 2}, {"n_trials": 1}, {"stack": 1}]
+)
+def test_auto_trains_one_at_a_time_where_the_user_chose_what_cannot_stack(options):
+    from adamtune.settings import SearchSettings
+    from adamtune.study import stack_rows
+
+    said = []
+    settings = SearchSettings(**options)
+    assert settings.stack == options.get("stack", "auto")  # the default
+    assert stack_rows(settings, resolve_task("wine-mlp"), torch.device("cpu"), said.append) == 1
+    assert said == []  # what the user asked for needs no warning
+
+
+def test_auto_stacks_sixteen_on_cpu_within_the_trials_asked_for():
+    from adamtune.settings import SearchSettings
+    from adamtune.study import stack_rows
+
+    task, cpu = resolve_task("wine-mlp"), torch.device("cpu")
+    assert stack_rows(SearchSettings(n_trials=100), task, cpu, print) == 16
+    assert stack_rows(SearchSettings(n_trials=5), task, cpu, print) == 5
+
+
+def test_user_code_that_exits_while_stacking_is_tried_makes_the_task_one_not_to_stack():
+    x, y = torch.randn(16, 4), torch.zeros(16, dtype=torch.long)
+
+    def exiting_loss(outputs, targets):
+        raise SystemExit(4)
+
+    task = Task(
+        "t",
+        lambda: torch.nn.Linear(4, 2),
+        (x, y),
+        (x, y),
+        exiting_loss,
+        accuracy,
+        "val_accuracy",
+        "maximize",
+        1,
+        8,
+    )
+    assert why_not_stackable(task) == "trying a stacked step raised SystemExit: 4"

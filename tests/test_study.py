@@ -71,11 +71,32 @@ def test_consecutive_failures_stop_the_study_with_a_clear_message(storage, tmp_p
         match="stopped after 2 failed trials in a row; last: ValueError: metric exploded",
     ):
         run_search(
-            settings(storage, task=f"{task}:make_task", n_trials=10, max_consecutive_failures=2)
+            settings(
+                storage,
+                task=f"{task}:make_task",
+                n_trials=10,
+                max_consecutive_failures=2,
+                stack=1,
+            )
         )
     study = load_study("s", storage)
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
     assert study.trials[0].user_attrs["fail_reason"] == "ValueError: metric exploded"
+    # Stacked (the default), the rows already running fail with it; none starts after.
+    with pytest.raises(
+        StudyError,
+        match="stopped after 4 failed trials in a row; last: ValueError: metric exploded",
+    ):
+        run_search(
+            settings(
+                storage,
+                task=f"{task}:make_task",
+                n_trials=10,
+                max_consecutive_failures=2,
+                stack=4,
+            )
+        )
+    assert [t.state for t in load_study("s", storage).trials] == [TrialState.FAIL] * 6
 
 
 def test_resuming_with_another_task_is_refused(storage):
@@ -190,7 +211,7 @@ def test_a_nan_metric_fails_the_trial_with_its_reason(storage, tmp_path):
 def test_a_metric_that_is_not_a_number_is_one_line(storage, tmp_path):
     task = write_task(tmp_path, "text", metric="text_metric")
     with pytest.raises(StudyError) as info:
-        run_search(settings(storage, task=task, n_trials=3, max_consecutive_failures=2))
+        run_search(settings(storage, task=task, n_trials=3, max_consecutive_failures=2, stack=1))
     assert str(info.value) == (
         "stopped after 2 failed trials in a row; last: TaskError: task 'text': metric must "
         "return a number, got 'high' (str)"
