@@ -28,6 +28,7 @@ from adamtune.space import SearchSpace
 from adamtune.tasks import Task
 from adamtune.tracking import NullTracker, Tracker, TrialRecord
 from adamtune.train import Evaluation, TrainingLog, TrainResult, train
+from adamtune.trial_reads import one_read_of_trials
 from adamtune.trial_writes import set_user_attrs
 
 
@@ -82,7 +83,8 @@ class Objective:
 
     def begin(self, trial: optuna.Trial) -> AdamConfig:
         """Sample the trial's configuration and record it (and the seed) on the trial."""
-        config = self.space.sample(trial)
+        with one_read_of_trials(trial.study):  # one read of the trials per sampled trial
+            config = self.space.sample(trial)
         set_user_attrs(trial, {"config": config.to_dict(), "seed": self.seed})
         return config
 

@@ -16,7 +16,6 @@ current one has drained.
 
 from __future__ import annotations
 
-import copy
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ from adamtune.errors import describe
 from adamtune.objective import INTERRUPTED, Objective, TrialOutcome
 from adamtune.stacked import train_stack
 from adamtune.train import Evaluation, TrainingLog, TrainResult
+from adamtune.trial_reads import one_read_of_trials
 from adamtune.trial_writes import report_all
 
 Callback = Callable[[optuna.Study, FrozenTrial], None]
@@ -208,42 +208,14 @@ def _judge(
     members: list[tuple[optuna.Trial, AdamConfig]],
     evaluations: dict[int, Evaluation],
 ) -> dict[int, str]:
-    """One epoch of a stack: report every row, then ask the pruner about each. A median or
-    percentile pruner judges every row against one snapshot of the study (one storage read
-    per epoch instead of one per row); the others are asked as in study.optimize."""
+    """One epoch of a stack: report every row (one transaction), then ask the study's pruner
+    about each, every row judged against one read of the study."""
     trials = [trial for trial, _ in members]
     metric = objective.task.metric_name
     report_all([(trials[row], e.metrics[metric], e.epoch) for row, e in evaluations.items()])
-    reasons = {}
-    if isinstance(study.pruner, optuna.pruners.PercentilePruner):
-        snapshot = _Snapshot(study)
-        for row, evaluation in evaluations.items():
-            frozen = snapshot.trial(trials[row].number)
-            if study.pruner.prune(snapshot, frozen):  # type: ignore[arg-type]
-                reasons[row] = objective.prune_reason(evaluation)
-        return reasons
-    for row, evaluation in evaluations.items():
-        if trials[row].should_prune():
-            reasons[row] = objective.prune_reason(evaluation)
-    return reasons
-
-
-class _Snapshot:
-    """A study as one read of its trials: what a percentile pruner asks of it, served from
-    memory; everything else from the study itself."""
-
-    def __init__(self, study: optuna.Study) -> None:
-        self._study = study
-        self._trials = study.get_trials(deepcopy=False)
-
-    def get_trials(
-        self, deepcopy: bool = True, states: Sequence[TrialState] | None = None
-    ) -> list[FrozenTrial]:
-        chosen = [t for t in self._trials if states is None or t.state in states]
-        return copy.deepcopy(chosen) if deepcopy else chosen
-
-    def trial(self, number: int) -> FrozenTrial:
-        return next(t for t in self._trials if t.number == number)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
+    with one_read_of_trials(study):
+        return {
+            row: objective.prune_reason(evaluation)
+            for row, evaluation in evaluations.items()
+            if trials[row].should_prune()
+        }
