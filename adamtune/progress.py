@@ -2,8 +2,8 @@
 
 On a terminal it redraws a single bar in place; elsewhere (CI logs, pipes) it prints one line
 per trial, so the record survives. The study's best trial and running count are read from
-storage at most once a second (a stack finishes many trials within milliseconds); in between,
-the trials this process finishes update the best.
+storage at most once a second (a stack finishes many trials within milliseconds) and for the
+last trial; in between, the trials this process finishes update the best and the count.
 """
 
 from __future__ import annotations
@@ -63,9 +63,12 @@ class Progress:
 
     def _line(self, study: optuna.Study, trial: FrozenTrial) -> str:
         now = time.perf_counter()
-        if self._read_at is None or now - self._read_at >= READ_EVERY:
+        last = self.total is not None and self.done >= self.total
+        if last or self._read_at is None or now - self._read_at >= READ_EVERY:
             self._read(study)
             self._read_at = now
+        else:  # this trial was running at the last read (or started since: then it evens out)
+            self._running = max(0, self._running - 1)
         self._consider(study, trial)
         count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
         bar = ""

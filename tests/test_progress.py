@@ -33,7 +33,7 @@ def test_with_nothing_else_running_the_count_is_left_out():
 def test_between_reads_of_the_study_this_processs_trials_update_the_best(monkeypatch):
     study = optuna.create_study(direction="minimize")
     stream = io.StringIO()
-    progress = Progress(3, "val_mse", stream=stream, live=False)
+    progress = Progress(5, "val_mse", stream=stream, live=False)
     reads = []
     real_read = progress._read
     monkeypatch.setattr(progress, "_read", lambda study: reads.append(1) or real_read(study))
@@ -45,4 +45,19 @@ def test_between_reads_of_the_study_this_processs_trials_update_the_best(monkeyp
         "best val_mse 0.5 (trial 0)",
         "best val_mse 0.25 (trial 1)",
         "best val_mse 0.25 (trial 1)",
+    ]
+
+
+def test_the_last_line_reads_the_study_so_nothing_shows_as_running_at_the_end():
+    study = optuna.create_study()
+    trials = [study.ask() for _ in range(3)]
+    stream = io.StringIO()
+    progress = Progress(3, "val_loss", stream=stream, live=False)
+    for trial in trials:
+        progress(study, study.tell(trial, 1.0))
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" | ")[0].split("] ")[1] for line in lines] == [
+        "1/3 trials, 2 running",
+        "2/3 trials, 1 running",  # counted down between reads
+        "3/3 trials",
     ]
