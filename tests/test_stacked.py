@@ -386,3 +386,52 @@ def test_user_code_that_exits_while_stacking_is_tried_makes_the_task_one_not_to_
         8,
     )
     assert why_not_stackable(task) == "trying a stacked step raised SystemExit: 4"
+
+
+def test_trials_sampled_with_other_kernel_settings_wait_for_a_stack_of_their_own(
+    tmp_path, monkeypatch
+):
+    import optuna
+    from optuna.trial import TrialState
+
+    from adamtune.objective import Objective
+    from adamtune.space import load_space
+    from adamtune.stack_search import run_stacked
+
+    space = tmp_path / "mixed.yaml"
+    space.write_text(
+        "lr: {low: 1.0e-3, high: 1.0e-2}\nweight_decay: 0.1\n"
+        "decoupled: {choices: [true, false]}\namsgrad: {choices: [false, true]}\n"
+    )
+    task = resolve_task("wine-mlp")
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        pruner=optuna.pruners.NopPruner(),
+    )
+    stacks = []
+    objective = Objective(task, load_space(str(space)), epochs=2)
+    import adamtune.stack_search as stack_search
+
+    real = stack_search.train_stack
+
+    def recording(task, source, **kwargs):
+        kinds = []
+
+        def watched():
+            config = source()
+            if config is not None:
+                kinds.append((config.decoupled, config.amsgrad))
+            return config
+
+        real(task, watched, **kwargs)
+        stacks.append(kinds)
+
+    monkeypatch.setattr(stack_search, "train_stack", recording)
+    run_stacked(study, objective, rows=3, n_trials=10, timeout=None)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 10
+    assert len(stacks) > 1 and all(len(set(kinds)) == 1 for kinds in stacks)
+    assert sum(len(kinds) for kinds in stacks) == 10
+    for trial in study.trials:  # each trained as it would alone, whatever its stack
+        config = AdamConfig.from_dict(trial.user_attrs["config"])
+        assert trial.value == pytest.approx(train(task, config, epochs=2).value, abs=1e-6)
