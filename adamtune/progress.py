@@ -63,8 +63,8 @@ class Progress:
 
     def _line(self, study: optuna.Study, trial: FrozenTrial) -> str:
         now = time.perf_counter()
-        last = self.total is not None and self.done >= self.total
-        if last or self._read_at is None or now - self._read_at >= READ_EVERY:
+        final = self.total is not None and self.done >= self.total
+        if final or self._read_at is None or now - self._read_at >= READ_EVERY:
             self._read(study)
             self._read_at = now
         else:  # this trial was running at the last read (or started since: then it evens out)
