@@ -108,6 +108,8 @@ class Objective:
     def outcome(self, result: TrainResult) -> TrialOutcome:
         """What a finished training run means for its trial."""
         log = result.log
+        if result.failed:
+            return TrialOutcome("FAIL", reason=result.failed, total_steps=log.total_steps)
         if result.stopped:
             return TrialOutcome("PRUNED", reason=result.stopped, total_steps=log.total_steps)
         if not math.isfinite(result.value):

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from adamtune.config import AdamConfig
-from adamtune.errors import DivergedError
+from adamtune.errors import DivergedError, describe
 from adamtune.schedules import learning_rates
 from adamtune.tasks.base import Task
 from adamtune.train import (
@@ -270,9 +270,16 @@ def train_stack(
     arrived = 0
     exhausted = False
 
-    def finish(row: _Row, reason: str | None, test: dict[str, float] | None = None) -> None:
+    def finish(
+        row: _Row,
+        reason: str | None,
+        test: dict[str, float] | None = None,
+        failed: str | None = None,
+    ) -> None:
         if on_result is not None:
-            on_result(row.id, _result(task, row.log, reason, test or {}, row.started))
+            result = _result(task, row.log, reason, test or {}, row.started)
+            result.failed = failed
+            on_result(row.id, result)
 
     while True:
         joining: list[_Row] = []
@@ -352,8 +359,12 @@ def _end_epoch(
     completed rows and take them out of the stack."""
     per_epoch = task.steps_per_epoch()
     leaving: dict[int, str | None] = {}  # position in the stack -> why (None: completed)
+    failed: dict[int, str] = {}  # position -> why its own evaluation raised
     judged: dict[int, Evaluation] = {}
     for r, (row, metrics) in enumerate(zip(live, _evaluate(task, stack, validation), strict=True)):
+        if isinstance(metrics, BaseException):  # this row's loss or metric raised: only it fails
+            leaving[r] = failed[r] = describe(metrics)
+            continue
         epoch_losses = row.log.train_losses[-per_epoch:]
         metrics.setdefault("train_loss", sum(epoch_losses) / len(epoch_losses))
         evaluation = Evaluation(row.epoch, row.step, metrics)
@@ -378,9 +389,13 @@ def _end_epoch(
         test = (task.test[0].to(device), task.test[1].to(device))
         every = _evaluate(task, stack, test)
         for r in completed:
-            tests[r] = {f"test_{k.removeprefix('val_')}": v for k, v in every[r].items()}
+            metrics = every[r]
+            if isinstance(metrics, BaseException):
+                failed[r] = describe(metrics)
+                continue
+            tests[r] = {f"test_{k.removeprefix('val_')}": v for k, v in metrics.items()}
     for r in sorted(leaving):
-        finish(live[r], leaving[r], tests.get(r))
+        finish(live[r], leaving[r], tests.get(r), failed.get(r))
     if not leaving:
         return live, optimizer
     return _leave(stack, optimizer, live, sorted(leaving))
@@ -520,15 +535,24 @@ def _optimizer(stack: _Stack, configs: list[AdamConfig]) -> torch.optim.Optimize
 @torch.no_grad()
 def _evaluate(
     task: Task, stack: _Stack, data: tuple[torch.Tensor, torch.Tensor]
-) -> list[dict[str, float]]:
+) -> list[dict[str, float] | BaseException]:
+    """Every row's loss and metric on ``data``; for a row whose loss or metric raised (user
+    code, SystemExit included), the exception, so that only that row fails."""
     x, y = data
     outputs = torch.cat(
         [stack.forward(x[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)], dim=1
     )
-    return [
-        {"val_loss": task.loss(out, y).item(), task.metric_name: metric_value(task, out, y)}
-        for out in outputs
-    ]
+    rows: list[dict[str, float] | BaseException] = []
+    for out in outputs:
+        try:
+            rows.append(
+                {"val_loss": task.loss(out, y).item(), task.metric_name: metric_value(task, out, y)}
+            )
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001  (user code)
+            rows.append(exc)
+    return rows
 
 
 def _result(

@@ -63,6 +63,7 @@ class TrainResult:
     log: TrainingLog = field(repr=False)
     stopped: str | None = None  # why on_eval stopped it early; None when it ran every epoch
     seconds: float = 0.0
+    failed: str | None = None  # a stacked row whose own loss or metric raised: why
 
     @property
     def total_steps(self) -> int:

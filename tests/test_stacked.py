@@ -435,3 +435,45 @@ def test_trials_sampled_with_other_kernel_settings_wait_for_a_stack_of_their_own
     for trial in study.trials:  # each trained as it would alone, whatever its stack
         config = AdamConfig.from_dict(trial.user_attrs["config"])
         assert trial.value == pytest.approx(train(task, config, epochs=2).value, abs=1e-6)
+
+
+def test_a_row_whose_own_metric_raises_fails_only_its_trial(storage):
+    import optuna
+    from optuna.trial import TrialState
+
+    from adamtune.objective import Objective
+    from adamtune.space import load_space
+    from adamtune.stack_search import run_stacked
+
+    task = resolve_task("wine-mlp")
+    calls = []
+
+    def picky_accuracy(outputs, targets):  # raises for the second row it is asked about
+        calls.append(1)
+        if len(calls) == 2:
+            raise SystemExit(3)
+        return accuracy(outputs, targets)
+
+    task = Task(
+        task.name,
+        task.build_model,
+        task.train,
+        task.validation,
+        task.loss,
+        picky_accuracy,
+        task.metric_name,
+        task.direction,
+        task.epochs,
+        task.batch_size,
+    )
+    study = optuna.create_study(
+        storage=storage, direction="maximize", pruner=optuna.pruners.NopPruner()
+    )
+    run_stacked(
+        study, Objective(task, load_space("lr-only"), epochs=2), rows=3, n_trials=3, timeout=None
+    )
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert study.trials[1].user_attrs["fail_reason"] == "SystemExit: 3"
+    alone = train(task, AdamConfig.from_dict(study.trials[2].user_attrs["config"]), epochs=2)
+    assert study.trials[2].value == pytest.approx(alone.value, abs=1e-6)
