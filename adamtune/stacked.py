@@ -22,19 +22,17 @@ across a stack (callers group configurations by them).
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-from torch import nn
 
 from adamtune.config import AdamConfig
 from adamtune.errors import DivergedError, describe
 from adamtune.schedules import learning_rates
+from adamtune.stack_model import RowLosses, StackedModel
 from adamtune.tasks.base import Task
 from adamtune.train import (
     _BUILD_LOCK,
@@ -53,136 +51,6 @@ OnEpoch = Callable[[dict[int, Evaluation]], dict[int, str]]
 OnResult = Callable[[int, TrainResult], None]
 # The next configuration to train, or None when no more should start.
 Source = Callable[[], AdamConfig | None]
-UNSTACKABLE = (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.AlphaDropout)
-
-
-def why_not_stackable(task: Task) -> str | None:
-    """Why ``task``'s model cannot be trained stacked, or None when it can: running statistics
-    (BatchNorm), random layers (dropout), a model, loss or backward pass that fails or that
-    torch.func cannot batch, or a stacked forward pass that does not give what the model alone
-    gives (tried on one real minibatch, with a shared input and with one input per row). User
-    code that raises anything here, SystemExit included, makes the task one not to stack: the
-    trials then meet the same error one at a time, each failing with its reason."""
-    try:
-        return _why_not_stackable(task)
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:  # noqa: BLE001  (user code: build_model, forward, loss)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return f"trying a stacked step raised {type(exc).__name__}: {first[:120]}"
-
-
-def _why_not_stackable(task: Task) -> str | None:
-    model = task.build_model()
-    if not isinstance(model, nn.Module):
-        return f"build_model() returned {type(model).__name__}, not a torch.nn.Module"
-    for name, module in model.named_modules():
-        if isinstance(module, UNSTACKABLE):
-            return f"its model has {type(module).__name__} ({name or 'the model'})"
-    x, y = task.train
-    x, y = x[: task.batch_size], y[: task.batch_size]
-    with torch.no_grad():
-        alone = model(x)
-    if not isinstance(alone, torch.Tensor):
-        return f"its model returns {type(alone).__name__}, not one tensor"
-    try:
-        stack = _Stack(model, [model, copy.deepcopy(model)])
-        losses = _RowLosses(task.loss)
-        shared = stack.forward(x)
-        losses(shared, y).sum().backward()
-        per_row = stack.forward(torch.stack([x, x]), per_row=True)
-        losses(per_row, torch.stack([y, y]), per_row=True).sum().backward()
-    except Exception as exc:  # torch.func could not batch it
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return f"torch.func cannot stack its model ({type(exc).__name__}: {first[:120]})"
-    for outputs in (shared, per_row):
-        if outputs.shape[1:] != alone.shape or not torch.allclose(
-            outputs.detach(), alone.expand_as(outputs), rtol=1e-4, atol=1e-5
-        ):
-            return "its stacked forward pass does not give what the model alone gives"
-    return None
-
-
-ELEMENTWISE = (nn.ReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Identity)
-
-
-class _Stack:
-    """The stacked parameters of N copies of one model, and their forward pass on a shared
-    input. A plain MLP (nn.Sequential of Linear layers and elementwise activations, every
-    built-in MLP) runs as batched matrix products, about 1.7x faster per row than the general
-    path, torch.func's vmap over functional_call, which serves every other model."""
-
-    def __init__(self, template: nn.Module, models: list[nn.Module]) -> None:
-        from torch.func import stack_module_state
-
-        params, self.buffers = stack_module_state(models)  # type: ignore[arg-type]
-        self.names = list(params)
-        self.params = [nn.Parameter(params[name].detach()) for name in self.names]
-        self.base = copy.deepcopy(template).to("meta")
-        self.layers = _mlp_layers(template)
-
-    def forward(self, x: torch.Tensor, per_row: bool = False) -> torch.Tensor:
-        """Every row's outputs, [rows, batch, ...], for the shared input ``x`` ([batch, ...]),
-        or with ``per_row`` for each row's own input (``x`` is [rows, batch, ...])."""
-        if self.layers is not None and x.dim() == 2 + per_row:
-            return self._mlp(x, per_row)
-        from torch.func import functional_call, vmap
-
-        def one(
-            params: tuple[torch.Tensor, ...], buffers: dict[str, Any], x: torch.Tensor
-        ) -> torch.Tensor:
-            named = dict(zip(self.names, params, strict=True))
-            return functional_call(self.base, (named, buffers), (x,))
-
-        in_x = 0 if per_row else None
-        return vmap(one, in_dims=(0, 0, in_x))(tuple(self.params), self.buffers, x)
-
-    def _mlp(self, x: torch.Tensor, per_row: bool) -> torch.Tensor:
-        assert self.layers is not None
-        rows = self.params[0].shape[0]
-        h = x if per_row else x.reshape(1, x.shape[0], -1).expand(rows, -1, -1)
-        at = 0
-        for layer in self.layers:
-            if isinstance(layer, nn.Linear):
-                weight = self.params[at]
-                if layer.bias is not None:
-                    h = torch.baddbmm(self.params[at + 1].unsqueeze(1), h, weight.transpose(1, 2))
-                    at += 2
-                else:
-                    h = torch.bmm(h, weight.transpose(1, 2))
-                    at += 1
-            else:
-                h = layer(h)
-        return h
-
-    def keep(self, rows: list[int]) -> None:
-        """Drop every row not in ``rows`` (positions in the current stack)."""
-        index = torch.tensor(rows, device=self.params[0].device)
-        self.params = [nn.Parameter(p.detach().index_select(0, index)) for p in self.params]
-        self.buffers = {k: b.index_select(0, index) for k, b in self.buffers.items()}
-
-    def append(self, models: list[nn.Module]) -> None:
-        """Add one row per model after the current rows."""
-        from torch.func import stack_module_state
-
-        params, buffers = stack_module_state(models)  # type: ignore[arg-type]
-        self.params = [
-            nn.Parameter(torch.cat([old.detach(), params[name].detach()]))
-            for old, name in zip(self.params, self.names, strict=True)
-        ]
-        self.buffers = {k: torch.cat([b, buffers[k]]) for k, b in self.buffers.items()}
-
-
-def _mlp_layers(model: nn.Module) -> list[nn.Module] | None:
-    """The layers of a plain MLP (inputs flattened to [batch, features]), or None."""
-    if type(model) is not nn.Sequential or len(list(model.buffers())):
-        return None
-    layers = list(model)
-    if not layers or not isinstance(layers[0], nn.Linear):
-        return None
-    if not all(type(layer) in (nn.Linear, *ELEMENTWISE) for layer in layers):
-        return None
-    return layers
 
 
 def train_stacked(
@@ -260,12 +128,10 @@ def train_stack(
     x_train, y_train = (t.to(device) for t in task.train)
     validation = (task.validation[0].to(device), task.validation[1].to(device))
     size, batch_size = len(x_train), task.batch_size
-    order = torch.Generator().manual_seed(seed)  # the orders train() draws, one per epoch
-    orders = torch.stack([torch.randperm(size, generator=order) for _ in range(epochs)])
-    orders = orders.to(device)
-    row_losses = _RowLosses(task.loss)
+    orders = _EpochOrders(size, seed, device)
+    row_losses = RowLosses(task.loss)
     live: list[_Row] = []
-    stack: _Stack | None = None
+    stack: StackedModel | None = None
     optimizer: torch.optim.Optimizer | None = None
     arrived = 0
     exhausted = False
@@ -277,9 +143,7 @@ def train_stack(
         failed: str | None = None,
     ) -> None:
         if on_result is not None:
-            result = _result(task, row.log, reason, test or {}, row.started)
-            result.failed = failed
-            on_result(row.id, result)
+            on_result(row.id, _result(task, row.log, reason, test or {}, row.started, failed))
 
     while True:
         joining: list[_Row] = []
@@ -300,13 +164,15 @@ def train_stack(
         if not live:
             return
         assert stack is not None and optimizer is not None
-        shared = len({row.epoch for row in live}) == 1
+        in_use = orders.keep({row.epoch for row in live})
+        shared = len(in_use) == 1
         for start in range(0, size, batch_size):
             if shared:
-                index = orders[live[0].epoch, start : start + batch_size]
-            else:
-                epoch_of = torch.tensor([row.epoch for row in live], device=device)
-                index = orders[epoch_of, start : start + batch_size]  # [rows, batch]
+                index = orders.get(live[0].epoch)[start : start + batch_size]
+            else:  # [rows, batch]: each row's batch from its own epoch's order
+                index = torch.stack(
+                    [orders.get(row.epoch)[start : start + batch_size] for row in live]
+                )
             step_lrs = [row.lrs[row.step] for row in live]  # one contiguous row per step
             optimizer.param_groups[0]["lr"] = torch.tensor(step_lrs, dtype=torch.float64)
             optimizer.zero_grad(set_to_none=True)
@@ -348,7 +214,7 @@ def train_stack(
 def _end_epoch(
     task: Task,
     epochs: int,
-    stack: _Stack,
+    stack: StackedModel,
     optimizer: torch.optim.Optimizer,
     live: list[_Row],
     validation: tuple[torch.Tensor, torch.Tensor],
@@ -401,44 +267,6 @@ def _end_epoch(
     return _leave(stack, optimizer, live, sorted(leaving))
 
 
-class _RowLosses:
-    """Every row's loss in one vmapped call of the task's loss when that gives what calling it
-    row by row gives (checked on the first batch), else row by row."""
-
-    def __init__(self, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
-        self.loss = loss
-        self.vmapped: bool | None = None
-
-    def __call__(
-        self, outputs: torch.Tensor, targets: torch.Tensor, per_row: bool = False
-    ) -> torch.Tensor:
-        """Each row's loss; ``targets`` shared ([batch, ...]) or, with ``per_row``, each row's
-        own ([rows, batch, ...])."""
-        if self.vmapped is None:
-            one_by_one = self._loop(outputs, targets, per_row)
-            try:
-                together = self._vmap(outputs, targets, per_row)
-                self.vmapped = together.shape == one_by_one.shape and torch.allclose(
-                    together, one_by_one, rtol=1e-6, atol=0
-                )
-            except Exception:  # a loss torch.func cannot batch
-                self.vmapped = False
-            return one_by_one
-        if self.vmapped:
-            return self._vmap(outputs, targets, per_row)
-        return self._loop(outputs, targets, per_row)
-
-    def _loop(self, outputs: torch.Tensor, targets: torch.Tensor, per_row: bool) -> torch.Tensor:
-        if per_row:
-            return torch.stack([self.loss(o, t) for o, t in zip(outputs, targets, strict=True)])
-        return torch.stack([self.loss(row, targets) for row in outputs])
-
-    def _vmap(self, outputs: torch.Tensor, targets: torch.Tensor, per_row: bool) -> torch.Tensor:
-        from torch.func import vmap
-
-        return vmap(self.loss, in_dims=(0, 0 if per_row else None))(outputs, targets)
-
-
 def _check_uniform(configs: list[AdamConfig]) -> None:
     kinds = {(c.decoupled, c.amsgrad) for c in configs}
     if len(kinds) > 1:
@@ -452,11 +280,11 @@ def _join(
     task: Task,
     seed: int,
     device: torch.device,
-    stack: _Stack | None,
+    stack: StackedModel | None,
     optimizer: torch.optim.Optimizer | None,
     live: list[_Row],
     joining: list[_Row],
-) -> tuple[_Stack, torch.optim.Optimizer]:
+) -> tuple[StackedModel, torch.optim.Optimizer]:
     """Add ``joining``'s rows, each built from ``seed`` as train() builds its model, with fresh
     optimizer state (per-row step counts at 0)."""
     models = []
@@ -466,7 +294,7 @@ def _join(
             models.append(task.build_model().to(device))
     old_state: list[dict[str, torch.Tensor]] = []
     if stack is None:
-        stack = _Stack(models[0], models)
+        stack = StackedModel(models[0], models)
     else:
         assert optimizer is not None
         old_state = [optimizer.state[p] for p in stack.params]
@@ -485,7 +313,7 @@ def _join(
 
 
 def _leave(
-    stack: _Stack, optimizer: torch.optim.Optimizer, live: list[_Row], rows: list[int]
+    stack: StackedModel, optimizer: torch.optim.Optimizer, live: list[_Row], rows: list[int]
 ) -> tuple[list[_Row], torch.optim.Optimizer]:
     """Take stack positions ``rows`` out: parameters, optimizer state and hyperparameters."""
     keep = [r for r in range(len(live)) if r not in rows]
@@ -504,7 +332,7 @@ def _leave(
     return live, fresh
 
 
-def _optimizer(stack: _Stack, configs: list[AdamConfig]) -> torch.optim.Optimizer:
+def _optimizer(stack: StackedModel, configs: list[AdamConfig]) -> torch.optim.Optimizer:
     """One FusedAdam over the stack, one row of hyperparameters per configuration, and state
     with a step count per row (rows join at different times)."""
     from adamtune.optim import FusedAdam
@@ -534,7 +362,7 @@ def _optimizer(stack: _Stack, configs: list[AdamConfig]) -> torch.optim.Optimize
 
 @torch.no_grad()
 def _evaluate(
-    task: Task, stack: _Stack, data: tuple[torch.Tensor, torch.Tensor]
+    task: Task, stack: StackedModel, data: tuple[torch.Tensor, torch.Tensor]
 ) -> list[dict[str, float] | BaseException]:
     """Every row's loss and metric on ``data``; for a row whose loss or metric raised (user
     code, SystemExit included), the exception, so that only that row fails."""
@@ -556,9 +384,43 @@ def _evaluate(
 
 
 def _result(
-    task: Task, log: TrainingLog, reason: str | None, test: dict[str, float], started: float
+    task: Task,
+    log: TrainingLog,
+    reason: str | None,
+    test: dict[str, float],
+    started: float,
+    failed: str | None = None,
 ) -> TrainResult:
     final = dict(log.evaluations[-1].metrics) if log.evaluations else {}
     final.update(test)
     value = final.get(task.metric_name, math.nan)
-    return TrainResult(value, final, log, reason, time.perf_counter() - started)
+    return TrainResult(value, final, log, reason, time.perf_counter() - started, failed)
+
+
+class _EpochOrders:
+    """The batch order train() uses in each epoch (one randperm per epoch from one generator
+    seeded with ``seed``), regenerated from the generator's saved state for any epoch a row is
+    in, and kept only while some row is in it: rows at many epochs, never every epoch's order
+    of a large data set at once."""
+
+    def __init__(self, size: int, seed: int, device: torch.device) -> None:
+        self.size, self.device = size, device
+        self.generator = torch.Generator().manual_seed(seed)
+        self.states: list[torch.Tensor] = []  # the generator's state as epoch e starts
+        self.cached: dict[int, torch.Tensor] = {}
+
+    def get(self, epoch: int) -> torch.Tensor:
+        if epoch not in self.cached:
+            while len(self.states) <= epoch:
+                self.states.append(self.generator.get_state())
+                torch.randperm(self.size, generator=self.generator)
+            replay = torch.Generator()
+            replay.set_state(self.states[epoch])
+            self.cached[epoch] = torch.randperm(self.size, generator=replay).to(self.device)
+        return self.cached[epoch]
+
+    def keep(self, epochs: set[int]) -> set[int]:
+        """Forget the orders of epochs no row is in; return ``epochs``."""
+        for epoch in [e for e in self.cached if e not in epochs]:
+            del self.cached[epoch]
+        return epochs

@@ -299,7 +299,7 @@ def stack_rows(
     auto = settings.stack == "auto"
     if auto and (settings.optimizer != "fused" or settings.n_jobs != 1 or settings.n_trials == 1):
         return 1  # what the user chose (or one trial) cannot stack: one at a time, as asked
-    from adamtune.stacked import why_not_stackable
+    from adamtune.stack_model import why_not_stackable
 
     reason = why_not_stackable(task)
     if reason is not None:

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from adamtune.config import AdamConfig, ScheduleConfig
-from adamtune.stacked import train_stacked, why_not_stackable
+from adamtune.stack_model import why_not_stackable
+from adamtune.stacked import train_stacked
 from adamtune.tasks import Task, accuracy, resolve_task
 from adamtune.train import train
 
@@ -477,3 +478,16 @@ def test_a_row_whose_own_metric_raises_fails_only_its_trial(storage):
     assert study.trials[1].user_attrs["fail_reason"] == "SystemExit: 3"
     alone = train(task, AdamConfig.from_dict(study.trials[2].user_attrs["config"]), epochs=2)
     assert study.trials[2].value == pytest.approx(alone.value, abs=1e-6)
+
+
+def test_epoch_orders_replay_train_s_orders_and_keep_only_the_epochs_in_use():
+    from adamtune.stacked import _EpochOrders
+
+    generator = torch.Generator().manual_seed(7)
+    expected = [torch.randperm(50, generator=generator) for _ in range(4)]
+    orders = _EpochOrders(50, 7, torch.device("cpu"))
+    assert torch.equal(orders.get(3), expected[3])  # later epochs first
+    assert torch.equal(orders.get(0), expected[0])
+    assert torch.equal(orders.get(2), expected[2])
+    assert orders.keep({2, 3}) == {2, 3} and sorted(orders.cached) == [2, 3]
+    assert torch.equal(orders.get(0), expected[0])  # replayed from the saved state
