@@ -114,9 +114,16 @@ def test_unknown_study_lists_the_known_ones(storage):
 @pytest.mark.parametrize("sampler", ["tpe", "gp", "cmaes", "random", "qmc"])
 @pytest.mark.parametrize("pruner", ["median", "hyperband", "sha", "none"])
 def test_every_sampler_and_pruner_runs(storage, sampler, pruner):
-    study = run_search(
-        settings(storage, sampler=sampler, pruner=pruner, n_trials=2, space="default", epochs=2)
-    )
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:  # a raw Python warning is no message
+        warnings.simplefilter("always", optuna.exceptions.ExperimentalWarning)
+        study = run_search(
+            settings(storage, sampler=sampler, pruner=pruner, n_trials=2, space="default", epochs=2)
+        )
+    assert [
+        str(w.message) for w in caught if w.category is optuna.exceptions.ExperimentalWarning
+    ] == []
     assert len(study.trials) == 2
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials), [
         t.user_attrs.get("fail_reason") for t in study.trials
