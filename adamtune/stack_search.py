@@ -88,7 +88,6 @@ class _Search:
         """One stack: the first waiting trial's settings (or the first sampled), refilled
         from the sampler while ``may_start()`` and until trials wait for other settings."""
         members: list[tuple[optuna.Trial, AdamConfig]] = []
-        logs: dict[int, TrainingLog] = {}
         kind = _kind(self.pending[0][1]) if self.pending else None
 
         def source() -> AdamConfig | None:
@@ -112,7 +111,6 @@ class _Search:
 
         def on_result(i: int, result: TrainResult) -> None:
             trial, config = members[i]
-            logs[i] = result.log
             try:
                 self.finish(trial, self.objective.outcome(result), config, result.log)
             except BaseException as exc:  # storage lost, Ctrl-C: not the user's code
@@ -136,9 +134,9 @@ class _Search:
             raise exc.__cause__ from None
         except BaseException as exc:  # noqa: BLE001  (user code: the stack's trials fail)
             failed = TrialOutcome("FAIL", reason=describe(exc))
-            for i, (trial, config) in enumerate(members):
-                if trial.number in self.running:
-                    self.finish(trial, failed, config, logs.get(i, TrainingLog()))
+            for trial, config in members:
+                if trial.number in self.running:  # not finished before the error
+                    self.finish(trial, failed, config, TrainingLog())
 
     def start_trial(self) -> tuple[optuna.Trial, AdamConfig] | None:
         """Ask the sampler for a trial (after failing dead workers' trials) and sample its
