@@ -214,6 +214,7 @@ def run_search(
     space = space or load_space(settings.space)
     device = resolve_device(settings.device)
     planned_steps(task, settings.epochs or task.epochs)  # refuses an endless run up front
+    rows = stack_rows(settings, task, device, warn)  # refuses a stack that cannot be, up front
     on_stale = StaleTrialHandler(settings.max_retries)
     study = open_study(settings, task, space, on_stale)
     owned = tracker is None
@@ -229,7 +230,6 @@ def run_search(
         optimizer=settings.optimizer,
         tracker=tracker,
     )
-    rows = stack_rows(settings, task, device, warn)
     failures = FailureLimit(settings.max_consecutive_failures)
     tracker.start_study(study.study_name, settings.redacted(), space.text)
     threads = torch.get_num_threads()
@@ -312,16 +312,27 @@ def stack_rows(
             )
         warn(f"--stack auto: task {shown(task.name)} cannot be stacked ({reason}); one at a time")
         return 1
-    if not auto:
-        return int(settings.stack)
-    rows = AUTO_ROWS.get(device.type, 8)
     per_row = 4 * sum(p.numel() * p.element_size() for p in task.build_model().parameters())
     free = _free_memory(device)
+    if not auto:
+        rows = int(settings.stack)
+        if free and rows * per_row > free:
+            raise StudyError(
+                f"--stack {rows}: {rows} rows of task {shown(task.name)} need about "
+                f"{_gigabytes(rows * per_row)} for parameters, gradients and Adam's moments, more "
+                f"than the {_gigabytes(free)} free on {device.type}; use --stack auto or fewer rows"
+            )
+        return rows
+    rows = AUTO_ROWS.get(device.type, 8)
     if free and per_row:
         rows = max(1, min(rows, int(free * MEMORY_SHARE // per_row)))
     if settings.n_trials is not None:
         rows = min(rows, settings.n_trials)
     return rows
+
+
+def _gigabytes(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB"
 
 
 def _free_memory(device: torch.device) -> int:

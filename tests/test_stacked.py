@@ -334,6 +334,7 @@ def test_stack_refusals_are_one_line(tmp_path, storage):
         r"BatchNorm1d \(1\); use --stack 1",
     ):
         run_search(SearchSettings(storage=storage, task=task, stack=4, n_trials=2))
+    assert not (tmp_path / "studies.db").exists()  # refused before any storage is touched
     said = []
     study = run_search(
         SearchSettings(storage=storage, task=task, stack="auto", n_trials=2, study_name="a"),
@@ -491,3 +492,20 @@ def test_epoch_orders_replay_train_s_orders_and_keep_only_the_epochs_in_use():
     assert torch.equal(orders.get(2), expected[2])
     assert orders.keep({2, 3}) == {2, 3} and sorted(orders.cached) == [2, 3]
     assert torch.equal(orders.get(0), expected[0])  # replayed from the saved state
+
+
+def test_an_explicit_stack_larger_than_the_free_memory_is_one_line(monkeypatch):
+    import adamtune.study as study_module
+    from adamtune.errors import StudyError
+    from adamtune.settings import SearchSettings
+
+    monkeypatch.setattr(study_module, "_free_memory", lambda device: int(0.3 * 2**30))
+    task, cpu = resolve_task("digits-mlp"), torch.device("cpu")  # 26,122 parameters: 0.4 MB a row
+    assert study_module.stack_rows(SearchSettings(stack=500), task, cpu, print) == 500
+    with pytest.raises(StudyError) as info:
+        study_module.stack_rows(SearchSettings(stack=1024, n_trials=5000), task, cpu, print)
+    assert str(info.value) == (
+        "--stack 1024: 1024 rows of task 'digits-mlp' need about 0.4 GiB for parameters, "
+        "gradients and Adam's moments, more than the 0.3 GiB free on cpu; use --stack auto or "
+        "fewer rows"
+    )
