@@ -83,7 +83,9 @@ DOMAINS: dict[str, Domain] = {
     "schedule.final_lr_fraction": Domain(0.0, 1.0),
     "schedule.gamma": Domain(0.0, 1.0, low_open=True),
     "schedule.decays": Domain(1.0, integer=True),
+    "max_grad_norm": Domain(0.0, low_open=True),
 }
+OPTIONAL_FIELDS = ("max_grad_norm",)  # None (YAML null) switches them off
 
 
 def check(name: str, value: Any) -> None:
@@ -130,10 +132,15 @@ class AdamConfig:
     decoupled: bool = True
     amsgrad: bool = False
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    # Clip the global gradient norm to this before each step (torch.nn.utils.clip_grad_norm_);
+    # None: no clipping.
+    max_grad_norm: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("lr", "beta1", "beta2", "eps", "weight_decay"):
             check(name, getattr(self, name))
+        if self.max_grad_norm is not None:
+            check("max_grad_norm", self.max_grad_norm)
         for name in ("decoupled", "amsgrad"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(

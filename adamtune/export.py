@@ -126,6 +126,25 @@ def _multiplier_function(schedule: ScheduleConfig) -> list[str]:
     return body + tails[schedule.kind]
 
 
+def _clip_use(config: AdamConfig) -> list[str]:
+    """The header's usage line for clipping, when the trial clipped."""
+    if config.max_grad_norm is None:
+        return []
+    return ["#      loss.backward(); clip_gradients(model.parameters())  # before optimizer.step()"]
+
+
+def _clip_function(limit: str) -> list[str]:
+    """clip_gradients(params), as the trial clipped: torch's global-norm clipping."""
+    return [
+        "",
+        "",
+        "def clip_gradients(params):",
+        '    """After loss.backward(), before optimizer.step(): the trial clipped the global',
+        '    gradient norm to this."""',
+        f"    return torch.nn.utils.clip_grad_norm_(params, {limit})",
+    ]
+
+
 def _torch_imports(schedule: ScheduleConfig) -> list[str]:
     """torch, and math where the schedule's formula needs it (cos, floor)."""
     return (
@@ -145,6 +164,7 @@ def _torch(trial: ExportedTrial) -> str:
         *_header(trial, "Adam configuration for torch"),
         "# Use: optimizer = build_optimizer(model.parameters())",
         "#      scheduler = build_scheduler(optimizer, total_steps)",
+        *_clip_use(config),
         "#      ... optimizer.step(); scheduler.step()  # every step",
         "",
         *imports,
@@ -162,6 +182,8 @@ def _torch(trial: ExportedTrial) -> str:
         "        optimizer, lambda step: lr_multiplier(step, total_steps)",
         "    )",
     ]
+    if config.max_grad_norm is not None:
+        lines += _clip_function(repr(config.max_grad_norm))
     return "\n".join(lines) + "\n"
 
 
@@ -177,8 +199,10 @@ def _adamtune(trial: ExportedTrial) -> str:
         *_header(trial, "Adam configuration for adamtune"),
         "# Use: optimizer = build_optimizer(model.parameters())",
         "#      scheduler = build_scheduler(optimizer, total_steps)",
+        *_clip_use(c),
         "#      ... optimizer.step(); scheduler.step()  # every step",
         "",
+        *(["import torch", ""] if c.max_grad_norm is not None else []),
         "from adamtune.builders import build_optimizer as _build_optimizer",
         "from adamtune.builders import build_scheduler as _build_scheduler",
         "from adamtune.config import AdamConfig, ScheduleConfig",
@@ -193,6 +217,7 @@ def _adamtune(trial: ExportedTrial) -> str:
         f"    decoupled={c.decoupled!r},",
         f"    amsgrad={c.amsgrad!r},",
         f"    schedule={schedule},",
+        *([f"    max_grad_norm={c.max_grad_norm!r},"] if c.max_grad_norm is not None else []),
         ")",
         "",
         "",
@@ -203,6 +228,8 @@ def _adamtune(trial: ExportedTrial) -> str:
         "def build_scheduler(optimizer, total_steps: int):",
         "    return _build_scheduler(optimizer, CONFIG, total_steps)",
     ]
+    if c.max_grad_norm is not None:
+        lines += _clip_function("CONFIG.max_grad_norm")
     return "\n".join(lines) + "\n"
 
 
@@ -246,6 +273,7 @@ def _hf(trial: ExportedTrial) -> str:
         f'    "weight_decay": {c.weight_decay!r},',
         f'    "lr_scheduler_type": {s.kind!r},',
         '    "warmup_ratio": 0.0,',
+        f'    "max_grad_norm": {c.max_grad_norm or 0.0!r},  # 0: no clipping (the default is 1)',
         "}",
     ]
     return "\n".join(lines) + "\n"
@@ -258,6 +286,14 @@ def _lightning(trial: ExportedTrial) -> str:
         *_header(trial, "Adam configuration for a LightningModule"),
         "# Use: paste configure_optimizers into your LightningModule (and lr_multiplier",
         "# beside it); the scheduler steps after every optimizer step.",
+        *(
+            [
+                "# The trial clipped the global gradient norm: Trainer(gradient_clip_val="
+                f"{config.max_grad_norm!r}, gradient_clip_algorithm='norm')."
+            ]
+            if config.max_grad_norm is not None
+            else []
+        ),
         "",
         *imports,
         "",

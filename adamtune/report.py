@@ -7,7 +7,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from adamtune.config import SCHEDULE_FIELDS
+from adamtune.config import OPTIONAL_FIELDS, SCHEDULE_FIELDS
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -51,7 +51,11 @@ def config_rows(config: dict[str, Any]) -> list[tuple[str, Any]]:
     for name in ("final_lr_fraction", "gamma", "decays"):
         if name not in used:
             schedule.pop(name, None)
-    rows = [(k, v) for k, v in config.items() if k != "schedule"]
+    rows = [
+        (k, v)
+        for k, v in config.items()
+        if k != "schedule" and not (k in OPTIONAL_FIELDS and v is None)  # off: not shown
+    ]
     return rows + [(f"schedule.{k}", v) for k, v in schedule.items()]
 
 

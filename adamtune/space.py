@@ -10,8 +10,10 @@ A space file maps each field to a fixed value, a range or a list of choices::
       kind: {choices: [constant, cosine]}
       warmup_fraction: {low: 0.0, high: 0.1}
 
-Scale parameters (lr, eps, weight_decay, one_minus_beta*) are searched on a log scale unless
-``log: false``; fractions on a linear scale unless ``log: true``. Fields left out keep
+``max_grad_norm`` clips the global gradient norm before each step: a number, ``null`` (off,
+the default), or a range with ``include_none: true`` to let the search switch it off.
+Scale parameters (lr, eps, weight_decay, one_minus_beta*, max_grad_norm) are searched on a log
+scale unless ``log: false``; fractions on a linear scale unless ``log: true``. Fields left out keep
 AdamConfig's defaults. Every rule a config obeys (adamtune.config.DOMAINS) is checked here,
 when the file loads, not in the middle of a study.
 """
@@ -25,7 +27,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from adamtune import yamlfile
-from adamtune.config import DOMAINS, SCHEDULE_FIELDS, SCHEDULE_KINDS, AdamConfig, ScheduleConfig
+from adamtune.config import (
+    DOMAINS,
+    OPTIONAL_FIELDS,
+    SCHEDULE_FIELDS,
+    SCHEDULE_KINDS,
+    AdamConfig,
+    ScheduleConfig,
+)
 from adamtune.errors import ConfigError, SpaceError, did_you_mean, shown, unknown_key
 
 TOP_LEVEL = (
@@ -39,11 +48,19 @@ TOP_LEVEL = (
     "decoupled",
     "amsgrad",
     "schedule",
+    "max_grad_norm",
 )
 SCHEDULE_KEYS = ("kind", "warmup_fraction", "final_lr_fraction", "gamma", "decays")
-LOG_BY_DEFAULT = {"lr", "eps", "weight_decay", "one_minus_beta1", "one_minus_beta2"}
+LOG_BY_DEFAULT = {
+    "lr",
+    "eps",
+    "weight_decay",
+    "one_minus_beta1",
+    "one_minus_beta2",
+    "max_grad_norm",
+}
 BOOL_FIELDS = {"decoupled", "amsgrad"}
-RANGE_KEYS = {"low", "high", "log", "include_zero"}
+RANGE_KEYS = {"low", "high", "log", "include_zero", "include_none"}
 
 
 class TrialLike(Protocol):
@@ -89,21 +106,24 @@ class FloatRange:
     low: float
     high: float
     log: bool
-    include_zero: bool = False
+    include_zero: bool = False  # the value may also be 0 (off), e.g. weight_decay
+    include_none: bool = False  # the value may also be None (off), e.g. max_grad_norm
 
-    def sample(self, trial: TrialLike, name: str) -> float:
-        if self.include_zero and not trial.suggest_categorical(f"{name}.enabled", [True, False]):
-            return 0.0
+    def sample(self, trial: TrialLike, name: str) -> float | None:
+        switchable = self.include_zero or self.include_none
+        if switchable and not trial.suggest_categorical(f"{name}.enabled", [True, False]):
+            return 0.0 if self.include_zero else None
         return trial.suggest_float(name, self.low, self.high, log=self.log)
 
     def values(self) -> list[Any]:
-        return [self.low, self.high] + ([0.0] if self.include_zero else [])
+        off = [0.0] if self.include_zero else [None] if self.include_none else []
+        return [self.low, self.high, *off]
 
     def distributions(self, name: str) -> dict[str, Any]:
         from optuna.distributions import CategoricalDistribution, FloatDistribution
 
         out: dict[str, Any] = {name: FloatDistribution(self.low, self.high, log=self.log)}
-        if self.include_zero:
+        if self.include_zero or self.include_none:
             out[f"{name}.enabled"] = CategoricalDistribution([True, False])
         return out
 
@@ -244,11 +264,15 @@ def _parse_param(name: str, spec: Any) -> Param:
         return _parse_kind(spec)
     if name in BOOL_FIELDS:
         return _parse_bool(name, spec)
+    optional = name in OPTIONAL_FIELDS
     if not isinstance(spec, dict):
-        return Fixed(_number(name, spec))
+        return Fixed(None if optional and spec is None else _number(name, spec))
     if "choices" in spec:
         _reject_unknown(spec, ("choices",), f"{name}.")
-        return Categorical(tuple(_number(name, v) for v in _choice_list(name, spec["choices"])))
+        choices = _choice_list(name, spec["choices"])
+        return Categorical(
+            tuple(None if optional and v is None else _number(name, v) for v in choices)
+        )
     _reject_unknown(spec, sorted(RANGE_KEYS), f"{name}.")
     for bound in ("low", "high"):
         if bound not in spec:
@@ -256,9 +280,19 @@ def _parse_param(name: str, spec: Any) -> Param:
     low, high = _number(f"{name}.low", spec["low"]), _number(f"{name}.high", spec["high"])
     log = spec.get("log", name in LOG_BY_DEFAULT)
     include_zero = spec.get("include_zero", False)
-    for flag, value in (("log", log), ("include_zero", include_zero)):
+    include_none = spec.get("include_none", False)
+    for flag, value in (
+        ("log", log),
+        ("include_zero", include_zero),
+        ("include_none", include_none),
+    ):
         if not isinstance(value, bool):
             raise SpaceError(f"{name}.{flag}: must be true or false, got {shown(value)}")
+    if include_none and not optional:
+        raise SpaceError(
+            f"{name}.include_none: only {', '.join(OPTIONAL_FIELDS)} can be off (null); "
+            f"use include_zero for {name}"
+        )
     if low >= high:
         raise SpaceError(
             f"{name}: 'low' must be < 'high', got low={shown(low)}, high={shown(high)}"
@@ -269,7 +303,7 @@ def _parse_param(name: str, spec: Any) -> Param:
         raise SpaceError(f"{name}.include_zero: 0 is not a valid {name}")
     if DOMAINS[name].integer:
         return IntRange(int(low), int(high), log)
-    return FloatRange(float(low), float(high), log, include_zero)
+    return FloatRange(float(low), float(high), log, include_zero, include_none)
 
 
 def _number(name: str, value: Any) -> float | int:

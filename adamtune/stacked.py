@@ -192,6 +192,7 @@ def train_stack(
                 seen.append(value)
                 row.log.learning_rates.append(lr)
             losses.sum().backward()
+            _clip_rows(stack, live)
             optimizer.step()
             for row in live:
                 row.step += 1
@@ -274,6 +275,27 @@ def _check_uniform(configs: list[AdamConfig]) -> None:
             "a stack needs one decoupled and one amsgrad setting; group the configurations by "
             f"them first, got {sorted(kinds)}"
         )
+
+
+def _clip_rows(stack: StackedModel, live: list[_Row]) -> None:
+    """Each row's gradients clipped by the row's own global norm, as
+    torch.nn.utils.clip_grad_norm_ clips one model's (the same coefficient and epsilon)."""
+    limits = [row.config.max_grad_norm for row in live]
+    if all(limit is None for limit in limits):
+        return
+    grads = [p.grad for p in stack.params if p.grad is not None]
+    if not grads:
+        return
+    squares = torch.stack([g.detach().pow(2).flatten(1).sum(1) for g in grads]).sum(0)
+    norms = squares.sqrt()  # [rows]
+    limit = torch.tensor(
+        [math.inf if value is None else value for value in limits],
+        dtype=norms.dtype,
+        device=norms.device,
+    )
+    coefficient = (limit / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coefficient.view(-1, *([1] * (g.dim() - 1))))
 
 
 def _join(

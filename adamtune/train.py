@@ -164,6 +164,8 @@ def train(
                 learning_rates[step],
             )
             loss.backward()
+            if config.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             losses.append(loss_value)
             log.learning_rates.append(learning_rates[step])

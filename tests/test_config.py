@@ -67,3 +67,16 @@ def test_from_dict_rejects_unknown_keys():
         AdamConfig.from_dict({"learning_rate": 0.1}, source="best.json")
     with pytest.raises(ConfigError, match=r"schedule.warmup: unknown key"):
         AdamConfig.from_dict({"schedule": {"warmup": 0.1}})
+
+
+def test_max_grad_norm_is_off_by_default_positive_when_set_and_read_from_old_exports():
+    from adamtune.config import AdamConfig
+    from adamtune.errors import ConfigError
+
+    assert AdamConfig().max_grad_norm is None
+    assert AdamConfig(max_grad_norm=0.5).to_dict()["max_grad_norm"] == 0.5
+    with pytest.raises(ConfigError, match=r"^max_grad_norm: must be > 0, got 0$"):
+        AdamConfig(max_grad_norm=0)
+    old = AdamConfig().to_dict()
+    del old["max_grad_norm"]  # a config stored before the field existed
+    assert AdamConfig.from_dict(old) == AdamConfig()

@@ -100,9 +100,11 @@ def test_torch_export_leaves_out_torch_defaults_and_keeps_full_precision(tmp_pat
 
 
 @pytest.mark.parametrize("fmt", ["torch", "adamtune", "lightning", "hf"])
-def test_exported_code_passes_ruff_and_py_compile(tmp_path, fmt):
+@pytest.mark.parametrize("clip", [None, 0.5])
+def test_exported_code_passes_ruff_and_py_compile(tmp_path, fmt, clip):
     path = tmp_path / "exported.py"
-    path.write_text(render(exported(AdamConfig(schedule=ScheduleConfig("cosine"))), fmt))
+    config = AdamConfig(schedule=ScheduleConfig("cosine"), max_grad_norm=clip)
+    path.write_text(render(exported(config), fmt))
     subprocess.run([sys.executable, "-m", "py_compile", str(path)], check=True)
     result = subprocess.run(
         # ruff's defaults plus pycodestyle, warnings and bugbear; long lines are allowed (a study
@@ -174,7 +176,17 @@ def test_hf_export_for_an_expressible_config():
         "weight_decay": 0.01,
         "lr_scheduler_type": "cosine",
         "warmup_ratio": 0.0,
+        "max_grad_norm": 0.0,  # the trial did not clip; the Trainer would by default
     }
+    clipped = render(exported(AdamConfig(lr=2e-5, max_grad_norm=0.5)), "hf")
+    exec(clipped, namespace)
+    assert namespace["training_args"]["max_grad_norm"] == 0.5
+
+
+def test_lightning_export_names_the_trainers_clipping_when_the_trial_clipped():
+    assert "gradient_clip_val" not in render(exported(AdamConfig()), "lightning")
+    text = render(exported(AdamConfig(max_grad_norm=0.25)), "lightning")
+    assert "Trainer(gradient_clip_val=0.25, gradient_clip_algorithm='norm')" in text
 
 
 @pytest.mark.parametrize(
@@ -206,6 +218,7 @@ def test_yaml_and_json_round_trip_through_from_file(tmp_path, fmt):
         weight_decay=0.5,
         amsgrad=True,
         schedule=ScheduleConfig("step", 0.1, gamma=0.25, decays=2),
+        max_grad_norm=0.75,
     )
     path = tmp_path / f"best.{fmt}"
     path.write_text(render(exported(config), fmt))
@@ -242,9 +255,34 @@ def study_storage(tmp_path_factory):
     return storage
 
 
+@pytest.fixture(scope="module")
+def clipped_storage(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clipped")
+    space = folder / "clip.yaml"
+    space.write_text("lr: {low: 1.0e-3, high: 3.0e-2}\nmax_grad_norm: 0.05\n")
+    storage = f"sqlite:///{folder / 'optuna.db'}"
+    run_search(
+        SearchSettings(
+            storage=storage,
+            study_name="exp",
+            n_trials=2,
+            epochs=3,
+            space=str(space),
+            sampler="random",
+            pruner="none",
+            optimizer="torch",
+        )
+    )
+    return storage
+
+
 @pytest.mark.parametrize("fmt", ["torch", "adamtune"])
-def test_retraining_with_the_export_reproduces_the_trials_objective(tmp_path, study_storage, fmt):
-    best = load_trial("exp", study_storage)
+@pytest.mark.parametrize("storage", ["study_storage", "clipped_storage"])
+def test_retraining_with_the_export_reproduces_the_trials_objective(
+    tmp_path, request, storage, fmt
+):
+    best = load_trial("exp", request.getfixturevalue(storage))
+    assert (best.config.max_grad_norm is not None) == (storage == "clipped_storage")
     path = tmp_path / "best.py"
     path.write_text(render(best, fmt))
     # The user's own loop, as the export's header says: optimizer.step(); scheduler.step().
@@ -267,6 +305,8 @@ def test_retraining_with_the_export_reproduces_the_trials_objective(tmp_path, st
         "        lrs.append(optimizer.param_groups[0]['lr'])\n"
         "        optimizer.zero_grad(set_to_none=True)\n"
         "        task.loss(model(x[index]), y[index]).backward()\n"
+        "        if hasattr(exported, 'clip_gradients'):  # as the export's header says\n"
+        "            exported.clip_gradients(model.parameters())\n"
         "        optimizer.step()\n"
         "        scheduler.step()\n"
         "value = evaluate(task, model, task.validation)[task.metric_name]\n"

@@ -118,6 +118,18 @@ BAD = [
         "schedule.final_lr_fraction: must be > 0 when schedule.kind can be exponential",
     ),
     ("lr: fast\n", "lr: must be a number, got 'fast'"),
+    ("max_grad_norm: -1\n", "max_grad_norm: must be > 0, got -1"),
+    ("max_grad_norm: 0\n", "max_grad_norm: must be > 0, got 0"),
+    ("max_grad_norm: {low: 0, high: 1, log: false}\n", "max_grad_norm.low: must be > 0, got 0"),
+    (
+        "max_grad_norm: {low: 0.1, high: 10, include_zero: true}\n",
+        "max_grad_norm.include_zero: 0 is not a valid max_grad_norm",
+    ),
+    (
+        "weight_decay: {low: 1e-4, high: 1, include_none: true}\n",
+        "weight_decay.include_none: only max_grad_norm can be off (null); use include_zero",
+    ),
+    ("max_grad_norm: {choices: [1.0, -2]}\n", "max_grad_norm: must be > 0, got -2"),
 ]
 
 
@@ -141,3 +153,23 @@ def test_unknown_space_name_suggests_the_close_one():
 def test_missing_file_is_named():
     with pytest.raises(SpaceError, match=r"nope/space.yaml: no such file"):
         load_space("nope/space.yaml")
+
+
+def test_max_grad_norm_is_fixed_off_searched_or_searched_with_off(tmp_path):
+    def space(text):
+        path = tmp_path / "clip.yaml"
+        path.write_text(text)
+        return load_space(str(path))
+
+    assert space("lr: 1e-3\n").sample(FixedTrial({})).max_grad_norm is None  # off by default
+    assert space("max_grad_norm: null\n").sample(FixedTrial({})).max_grad_norm is None
+    assert space("max_grad_norm: 1.0\n").sample(FixedTrial({})).max_grad_norm == 1.0
+    searched = space("max_grad_norm: {low: 0.1, high: 10, include_none: true}\n")
+    assert searched.params["max_grad_norm"] == FloatRange(0.1, 10.0, log=True, include_none=True)
+    on = FixedTrial({"max_grad_norm.enabled": True, "max_grad_norm": 2.5})
+    assert searched.sample(on).max_grad_norm == 2.5
+    off = FixedTrial({"max_grad_norm.enabled": False})
+    assert searched.sample(off).max_grad_norm is None
+    chosen = space("max_grad_norm: {choices: [null, 1.0]}\n")
+    assert chosen.sample(FixedTrial({"max_grad_norm": None})).max_grad_norm is None
+    assert chosen.sample(FixedTrial({"max_grad_norm": 1.0})).max_grad_norm == 1.0

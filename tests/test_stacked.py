@@ -286,14 +286,19 @@ def test_a_stacked_search_logs_every_row_to_mlflow(tmp_path, storage):
     from adamtune.study import SearchSettings, run_search
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run_search(
+    space = tmp_path / "clip.yaml"
+    space.write_text(
+        "lr: {low: 1.0e-3, high: 1.0e-2}\nmax_grad_norm: {low: 0.1, high: 1.0, include_none: true}\n"
+    )
+    study = run_search(
         SearchSettings(
             storage=storage,
             study_name="s",
-            n_trials=4,
-            stack=4,
+            n_trials=6,
+            stack=6,
             epochs=1,
-            space="lr-only",
+            space=str(space),
+            sampler="random",
             tracking_uri=uri,
             pruner="none",
         )
@@ -301,11 +306,17 @@ def test_a_stacked_search_logs_every_row_to_mlflow(tmp_path, storage):
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("s").experiment_id])
     trials = {r.info.run_name: r for r in runs if r.info.run_name.startswith("trial-")}
-    assert sorted(trials) == ["trial-0", "trial-1", "trial-2", "trial-3"]
-    for run in trials.values():
+    assert sorted(trials) == [f"trial-{i}" for i in range(6)]
+    clipped = set()
+    for trial in study.trials:
+        run = trials[f"trial-{trial.number}"]
         assert run.info.status == "FINISHED"
         history = client.get_metric_history(run.info.run_id, "lr")
         assert [m.step for m in history] == list(range(23))
+        limit = trial.user_attrs["config"]["max_grad_norm"]
+        assert run.data.params.get("max_grad_norm") == (None if limit is None else str(limit))
+        clipped.add(limit is None)
+    assert clipped == {True, False}  # both kinds of row in the one stack
 
 
 def test_stack_refusals_are_one_line(tmp_path, storage):
@@ -509,3 +520,41 @@ def test_an_explicit_stack_larger_than_the_free_memory_is_one_line(monkeypatch):
         "gradients and Adam's moments, more than the 0.3 GiB free on cpu; use --stack auto or "
         "fewer rows"
     )
+
+
+def test_each_row_is_clipped_by_its_own_gradient_norm_as_it_would_be_alone():
+    task = resolve_task("digits-mlp")
+    configs = [
+        AdamConfig(lr=3e-3, max_grad_norm=0.05),  # clipped at nearly every step
+        AdamConfig(lr=3e-3),  # never clipped
+        AdamConfig(lr=1e-3, max_grad_norm=1.0),
+    ]
+    stacked = train_stacked(task, configs, seed=1, epochs=2)
+    for config, row in zip(configs, stacked, strict=True):
+        alone = train(task, config, seed=1, epochs=2)
+        torch.testing.assert_close(row.train_losses, alone.train_losses, rtol=1e-5, atol=1e-6)
+        assert row.value == pytest.approx(alone.value, abs=1e-6)
+    unclipped = train(task, AdamConfig(lr=3e-3), seed=1, epochs=2)
+    assert stacked[0].train_losses[5:] != pytest.approx(unclipped.train_losses[5:], rel=1e-3)
+
+
+def test_train_clips_as_torch_clip_grad_norm_does():
+    from adamtune.builders import build_optimizer
+
+    task = resolve_task("wine-mlp")
+    config = AdamConfig(lr=1e-2, max_grad_norm=0.1)
+    ours = train(task, config, seed=2, epochs=1, optimizer_factory=build_optimizer)
+    torch.manual_seed(2)
+    model = task.build_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    order, (x, y), losses = torch.Generator().manual_seed(2), task.train, []
+    permutation = torch.randperm(len(x), generator=order)
+    for start in range(0, len(x), task.batch_size):
+        index = permutation[start : start + task.batch_size]
+        optimizer.zero_grad()
+        loss = task.loss(model(x[index]), y[index])
+        losses.append(loss.item())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        optimizer.step()
+    torch.testing.assert_close(ours.train_losses, losses, rtol=1e-5, atol=1e-6)
