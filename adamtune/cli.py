@@ -270,6 +270,13 @@ def cli() -> None:
     "and retried (RDB storages; 0: off).",
 )
 @env_option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Early stopping: end a trial after this many evaluations (epochs) without a better "
+    "validation metric; its value is then its best.  [default: the task's, else off]",
+)
+@env_option(
     "--max-failures",
     type=click.IntRange(min=0),
     default=5,
@@ -304,6 +311,7 @@ def search(**options: Any) -> None:
         n_jobs=options["n_jobs"],
         optimizer=options["optimizer"],
         max_consecutive_failures=options["max_failures"],
+        patience=options["patience"],
         tracking_uri=tracking_uri,
         experiment=options["experiment"],
         heartbeat=options["heartbeat"],

@@ -45,6 +45,7 @@ class ExportedTrial:
     total_steps: int | None
     seed: int | None
     task: str | None
+    best_step: int | None = None  # early stopping: the step its best weights were taken at
 
 
 def render(trial: ExportedTrial, fmt: str = "torch") -> str:
@@ -71,10 +72,16 @@ def _header(trial: ExportedTrial, what: str) -> list[str]:
         f"# study: {ascii(trial.study_name)}, trial {trial.trial_number}: "
         f"{ascii(trial.metric)} = {trial.value!r} ({trial.direction})",
     ]
-    if trial.task is not None:
+    if trial.task is not None and trial.best_step is None:
         lines.append(
             f"# task: {ascii(trial.task)}, seed: {trial.seed!r}, "
             f"trained for {trial.total_steps!r} optimizer steps"
+        )
+    elif trial.task is not None:
+        lines.append(
+            f"# task: {ascii(trial.task)}, seed: {trial.seed!r}, schedule planned for "
+            f"{trial.total_steps!r} optimizer steps; early stopping took the weights after step "
+            f"{trial.best_step!r}"
         )
     return lines
 
@@ -324,6 +331,7 @@ def _document(trial: ExportedTrial) -> dict[str, Any]:
         "task": trial.task,
         "seed": trial.seed,
         "total_steps": trial.total_steps,
+        **({"best_step": trial.best_step} if trial.best_step is not None else {}),
         "config": trial.config.to_dict(),
     }
 

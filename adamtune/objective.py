@@ -5,8 +5,8 @@ outcome into what Optuna expects (a value, TrialPruned, or an exception it recor
 into trial user attributes, and into the tracker's record, in that one place.
 
 User attributes, readable without adamtune: ``config`` (the resolved AdamConfig), ``seed``,
-``metrics``, ``total_steps``, ``seconds``, ``pruned_reason`` for pruned trials and
-``fail_reason`` for failed ones. User code (the task's model, loss and metric) may raise
+``metrics``, ``total_steps``, ``seconds``, ``best_epoch`` and ``best_step`` for trials ended
+by early stopping, ``pruned_reason`` for pruned trials and ``fail_reason`` for failed ones. User code (the task's model, loss and metric) may raise
 anything, SystemExit included: that fails the trial with its reason, never the study.
 """
 
@@ -46,6 +46,7 @@ class TrialOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
     total_steps: int = 0
     seconds: float = 0.0
+    early_stopping: dict[str, int] = field(default_factory=dict)  # best_epoch, best_step
 
 
 INTERRUPTED = TrialOutcome("FAIL", reason="interrupted (Ctrl-C or SIGTERM)")
@@ -60,6 +61,11 @@ class Objective:
     device: torch.device = torch.device("cpu")
     optimizer: str = "fused"
     tracker: Tracker = field(default_factory=NullTracker)
+    patience: int | None = None  # early stopping; None: the task's
+
+    @property
+    def effective_patience(self) -> int | None:
+        return self.patience if self.patience is not None else self.task.patience
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.tracker.start_trial(trial.number)
@@ -100,6 +106,7 @@ class Objective:
                 optimizer_factory=partial(build_optimizer, optimizer=self.optimizer),
                 on_eval=partial(self.report, trial),
                 log=log,
+                patience=self.effective_patience,
             )
         except DivergedError as exc:
             return TrialOutcome("PRUNED", reason=f"diverged: {exc}", total_steps=log.total_steps)
@@ -119,8 +126,10 @@ class Objective:
                 metrics=result.metrics,
                 total_steps=result.total_steps,
             )
+        best = result.best
+        early = {"best_epoch": best.epoch, "best_step": best.step} if best is not None else {}
         return TrialOutcome(
-            "COMPLETE", result.value, "", result.metrics, result.total_steps, result.seconds
+            "COMPLETE", result.value, "", result.metrics, result.total_steps, result.seconds, early
         )
 
     def report(self, trial: optuna.Trial, evaluation: Evaluation) -> str | None:
@@ -149,6 +158,7 @@ class Objective:
                 "metrics": outcome.metrics,
                 "total_steps": outcome.total_steps,
                 "seconds": round(outcome.seconds, 3),
+                **outcome.early_stopping,
             }
         elif outcome.state == "PRUNED":
             attrs = {"pruned_reason": outcome.reason}
@@ -162,7 +172,7 @@ class Objective:
                     number=trial.number,
                     state=outcome.state,
                     reason=outcome.reason,
-                    params=self._run_params(trial, config, log),
+                    params={**self._run_params(trial, config, log), **outcome.early_stopping},
                     value=outcome.value,
                     metric_name=self.task.metric_name,
                     learning_rates=log.learning_rates,

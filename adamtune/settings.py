@@ -84,6 +84,8 @@ def check_settings(s: Any) -> None:
     _check_int("--n-jobs", s.n_jobs, 1, MAX_PARALLEL)
     _check_int("--max-failures", s.max_consecutive_failures, 0)
     _check_int("--heartbeat", s.heartbeat, 0)
+    if s.patience is not None:
+        _check_int("--patience", s.patience, 1)
     _check_int("max_retries", s.max_retries, 0)
     _check_int("worker", s.worker, 0)
     _choice("--sampler", s.sampler, SAMPLERS)
@@ -134,6 +136,7 @@ class SearchSettings:
     max_retries: int = 2  # times a trial whose worker died is re-queued with its parameters
     worker: int = 0  # this process's index among --workers; keeps their samplers apart
     stack: int | str = "auto"  # trials trained at once as one stacked model; "auto" picks
+    patience: int | None = None  # early stopping within a trial; None: the task's (off)
 
     def __post_init__(self) -> None:
         check_settings(self)

@@ -11,7 +11,8 @@ model. Inputs are shared by every row or, for rows at different epochs, one per 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -120,6 +121,19 @@ class StackedModel:
             else:
                 h = layer(h)
         return h
+
+    @contextmanager
+    def holding(self, row: int, params: list[torch.Tensor]) -> Iterator[None]:
+        """Within the block, row ``row`` holds ``params`` (one tensor per parameter, without
+        the row dimension) instead of its own; no gradient flows."""
+        saved = self.params
+        self.params = [nn.Parameter(p.detach().clone(), requires_grad=False) for p in saved]
+        for tensor, value in zip(self.params, params, strict=True):
+            tensor[row] = value
+        try:
+            yield
+        finally:
+            self.params = saved
 
     def keep(self, rows: list[int]) -> None:
         """Drop every row not in ``rows`` (positions in the current stack)."""

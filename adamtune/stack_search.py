@@ -126,6 +126,7 @@ class _Search:
                 device=self.objective.device,
                 on_epoch=partial(_judge, self.study, self.objective, members),
                 on_result=on_result,
+                patience=self.objective.effective_patience,
             )
         except KeyboardInterrupt:
             raise

@@ -37,6 +37,7 @@ from adamtune.tasks.base import Task
 from adamtune.train import (
     _BUILD_LOCK,
     EVAL_CHUNK,
+    EarlyStopping,
     Evaluation,
     TrainingLog,
     TrainResult,
@@ -99,8 +100,10 @@ class _Row:
     lrs: list[float]
     log: TrainingLog
     started: float
+    early: EarlyStopping | None = None
     epoch: int = 0  # epochs completed
     step: int = 0  # steps taken
+    best_params: list[torch.Tensor] | None = None  # its weights at its best evaluation (test)
 
 
 def train_stack(
@@ -114,6 +117,7 @@ def train_stack(
     on_epoch: OnEpoch | None = None,
     on_result: OnResult | None = None,
     divergence_factor: float = 100.0,
+    patience: int | None = None,
 ) -> None:
     """Train configurations from ``source`` up to ``rows`` at a time in one stack, until
     ``source()`` returns None and every row has finished. A slot freed by a finished, pruned or
@@ -121,7 +125,8 @@ def train_stack(
     always starts its first epoch when the others start one of theirs: every row reads the
     batch at the same position of its own epoch's order (gathered per row while rows are at
     different epochs) and trains exactly as it would alone. ``on_result(id, result)`` receives
-    each row's result the moment it finishes, ids numbering configurations in arrival order."""
+    each row's result the moment it finishes, ids numbering configurations in arrival order.
+    ``patience`` (default: the task's) is early stopping, row by row, as train() does it."""
     device = torch.device(device) if isinstance(device, str) else device
     epochs = epochs or task.epochs
     total_steps = planned_steps(task, epochs)
@@ -130,6 +135,7 @@ def train_stack(
     size, batch_size = len(x_train), task.batch_size
     orders = _EpochOrders(size, seed, device)
     row_losses = RowLosses(task.loss)
+    patience = patience if patience is not None else task.patience
     live: list[_Row] = []
     stack: StackedModel | None = None
     optimizer: torch.optim.Optimizer | None = None
@@ -143,7 +149,9 @@ def train_stack(
         failed: str | None = None,
     ) -> None:
         if on_result is not None:
-            on_result(row.id, _result(task, row.log, reason, test or {}, row.started, failed))
+            best = row.early.best if row.early is not None and reason is None else None
+            result = _result(task, row.log, reason, test or {}, row.started, failed, best)
+            on_result(row.id, result)
 
     while True:
         joining: list[_Row] = []
@@ -156,7 +164,8 @@ def train_stack(
                 _check_uniform([(live or joining)[0].config, config])
             log = TrainingLog(total_steps=total_steps)
             lrs = learning_rates(config.lr, config.schedule, total_steps)
-            joining.append(_Row(arrived, config, lrs, log, time.perf_counter()))
+            early = EarlyStopping(task.metric_name, task.direction, patience) if patience else None
+            joining.append(_Row(arrived, config, lrs, log, time.perf_counter(), early))
             arrived += 1
         if joining:
             stack, optimizer = _join(task, seed, device, stack, optimizer, live, joining)
@@ -247,7 +256,11 @@ def _end_epoch(
             continue
         if reasons.get(row.id):
             leaving[r] = reasons[row.id]
-        elif row.epoch >= epochs:
+            continue
+        improved = row.early is not None and row.early.improved(row.log.evaluations[-1])
+        if improved and task.test is not None:  # the weights its test metrics will come from
+            row.best_params = [p[r].detach().clone() for p in stack.params]
+        if row.epoch >= epochs or (row.early is not None and row.early.exhausted(row.epoch)):
             leaving[r] = None
     completed = [r for r, why in leaving.items() if why is None]
     tests: dict[int, dict[str, float]] = {}
@@ -255,6 +268,11 @@ def _end_epoch(
         device = stack.params[0].device
         test = (task.test[0].to(device), task.test[1].to(device))
         every = _evaluate(task, stack, test)
+        for r in completed:  # rows with early stopping: their best weights, not their last
+            best_params = live[r].best_params
+            if best_params is not None:
+                with stack.holding(r, best_params):
+                    every[r] = _evaluate(task, stack, test)[r]
         for r in completed:
             metrics = every[r]
             if isinstance(metrics, BaseException):
@@ -412,11 +430,14 @@ def _result(
     test: dict[str, float],
     started: float,
     failed: str | None = None,
+    best: Evaluation | None = None,
 ) -> TrainResult:
-    final = dict(log.evaluations[-1].metrics) if log.evaluations else {}
+    last = best or (log.evaluations[-1] if log.evaluations else None)
+    final = dict(last.metrics) if last is not None else {}
     final.update(test)
     value = final.get(task.metric_name, math.nan)
-    return TrainResult(value, final, log, reason, time.perf_counter() - started, failed)
+    seconds = time.perf_counter() - started
+    return TrainResult(value, final, log, reason, seconds, failed, best)
 
 
 class _EpochOrders:

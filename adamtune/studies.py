@@ -139,6 +139,7 @@ def exported_trial(study: optuna.Study, trial: int | None = None) -> ExportedTri
         total_steps=_int_or_none(chosen.user_attrs.get("total_steps")),
         seed=_int_or_none(chosen.user_attrs.get("seed")),
         task=study.user_attrs.get("task"),
+        best_step=_int_or_none(chosen.user_attrs.get("best_step")),
     )
 
 

@@ -229,6 +229,7 @@ def run_search(
         device=device,
         optimizer=settings.optimizer,
         tracker=tracker,
+        patience=settings.patience,
     )
     failures = FailureLimit(settings.max_consecutive_failures)
     tracker.start_study(study.study_name, settings.redacted(), space.text)

@@ -64,6 +64,7 @@ class TrainResult:
     stopped: str | None = None  # why on_eval stopped it early; None when it ran every epoch
     seconds: float = 0.0
     failed: str | None = None  # a stacked row whose own loss or metric raised: why
+    best: Evaluation | None = None  # with early stopping: the evaluation the value comes from
 
     @property
     def total_steps(self) -> int:
@@ -80,6 +81,31 @@ class TrainResult:
     @property
     def evaluations(self) -> list[Evaluation]:
         return self.log.evaluations
+
+
+@dataclass
+class EarlyStopping:
+    """Early stopping's book-keeping for one run: the best evaluation so far, and whether
+    ``patience`` evaluations have passed without a better one (strictly better, in the task's
+    direction)."""
+
+    metric_name: str
+    direction: str
+    patience: int
+    best: Evaluation | None = None
+
+    def improved(self, evaluation: Evaluation) -> bool:
+        """Take ``evaluation`` into account; True when it is the new best."""
+        value = evaluation.metrics[self.metric_name]
+        if self.best is not None:
+            best = self.best.metrics[self.metric_name]
+            if not (value > best if self.direction == "maximize" else value < best):
+                return False
+        self.best = evaluation
+        return True
+
+    def exhausted(self, epoch: int) -> bool:
+        return self.best is not None and epoch - self.best.epoch >= self.patience
 
 
 def resolve_device(device: str) -> torch.device:
@@ -114,13 +140,16 @@ def train(
     on_eval: OnEval | None = None,
     divergence_factor: float = 100.0,
     log: TrainingLog | None = None,
+    patience: int | None = None,
 ) -> TrainResult:
     """Train ``task``'s model with ``config`` and return the final validation metrics.
 
     ``on_eval`` sees every evaluation and may return a reason to stop (the result then carries
     it in ``stopped``); exceptions it raises propagate unchanged. Raises DivergedError at the
     first step that diverges. ``log``, when given, holds every step and evaluation done, also
-    when training ends in an exception.
+    when training ends in an exception. ``patience`` (default: the task's) stops training after
+    that many evaluations without a better metric; the result is then the best evaluation's,
+    its ``best`` says which, and test metrics come from that evaluation's weights.
     """
     started = time.perf_counter()
     device = torch.device(device) if isinstance(device, str) else device
@@ -145,6 +174,9 @@ def train(
     log.total_steps = total_steps
     losses, evaluations = log.train_losses, log.evaluations
 
+    patience = patience if patience is not None else task.patience
+    early = EarlyStopping(task.metric_name, task.direction, patience) if patience else None
+    best_weights: dict[str, torch.Tensor] | None = None
     step, stopped = 0, None
     for epoch in range(1, epochs + 1):
         model.train()
@@ -181,9 +213,17 @@ def train(
         stopped = on_eval(evaluation) if on_eval is not None else None
         if stopped:
             break
+        if early is not None:
+            if early.improved(evaluation) and task.test is not None:
+                best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if early.exhausted(epoch):
+                break
 
-    final = dict(evaluations[-1].metrics)
+    best = early.best if early is not None and not stopped else None
+    final = dict((best or evaluations[-1]).metrics)
     if task.test is not None:
+        if best is not None and best_weights is not None:
+            model.load_state_dict(best_weights)
         test = evaluate(task, model, (task.test[0].to(device), task.test[1].to(device)))
         final.update({f"test_{k.removeprefix('val_')}": v for k, v in test.items()})
     return TrainResult(
@@ -192,6 +232,7 @@ def train(
         log=log,
         stopped=stopped,
         seconds=time.perf_counter() - started,
+        best=best,
     )
 
 

@@ -109,6 +109,9 @@ CASES = [
     ["search", "--stack", "many"],
     ["search", "--stack", "2", "--optimizer", "torch"],
     ["search", "--stack", "2", "--n-jobs", "2"],
+    ["search", "--patience", "0"],
+    ["search", "--patience", "-3"],
+    ["search", "--patience", "soon"],
     ["search", "--timeout", "nan"],
     ["search", "--timeout", "inf"],
     ["search", "--timeout", "-inf"],
@@ -229,6 +232,11 @@ def tables(name):
 
 
 EXACT = {
+    (
+        "search",
+        "--patience",
+        "0",
+    ): "Invalid value for '--patience' (env var: 'ADAMTUNE_PATIENCE'): 0 is not in the range x>=1.",
     (
         "search",
         "--space",

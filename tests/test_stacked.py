@@ -558,3 +558,31 @@ def test_train_clips_as_torch_clip_grad_norm_does():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
         optimizer.step()
     torch.testing.assert_close(ours.train_losses, losses, rtol=1e-5, atol=1e-6)
+
+
+def test_early_stopping_stops_each_row_as_it_would_stop_alone():
+    from adamtune.stacked import train_stack
+
+    task = resolve_task("mnist1d-mlp")
+    # Configurations whose runs float32 rounding does not move across a tie of the metric in
+    # 12 epochs (lr 5e-3 does after ~4: Adam amplifies a 1e-7 difference, stacked or not).
+    configs = [AdamConfig(lr=3e-3), AdamConfig(lr=1e-2), AdamConfig(lr=1e-3)]
+    queue, results = list(configs), {}
+    train_stack(
+        task,
+        lambda: queue.pop(0) if queue else None,
+        rows=2,  # the third joins when the first stops
+        epochs=12,
+        patience=2,
+        on_result=lambda i, result: results.setdefault(i, result),
+    )
+    for i, config in enumerate(configs):
+        alone = train(task, config, epochs=12, patience=2)
+        row = results[i]
+        assert row.best is not None and row.stopped is None
+        assert (row.best.epoch, row.best.step) == (alone.best.epoch, alone.best.step)
+        assert len(row.evaluations) == len(alone.evaluations)
+        assert row.value == pytest.approx(alone.value, abs=1e-6)
+        assert row.metrics["test_accuracy"] == pytest.approx(
+            alone.metrics["test_accuracy"], abs=1e-6
+        )

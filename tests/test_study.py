@@ -260,3 +260,43 @@ def test_settings_refuse_bad_values_when_built(overrides, message):
     with pytest.raises(AdamtuneError) as info:
         SearchSettings(**overrides)
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize("stack", [1, "auto"])
+def test_patience_ends_trials_at_their_best_and_records_where(storage, stack, tmp_path):
+    from mlflow import MlflowClient
+
+    from adamtune.export import render
+    from adamtune.studies import load_trial
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study = run_search(
+        settings(
+            storage,
+            task="mnist1d-mlp",
+            n_trials=4,
+            epochs=12,
+            patience=2,
+            pruner="none",
+            sampler="random",
+            stack=stack,
+            tracking_uri=uri,
+        )
+    )
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("s").experiment_id])
+    params = {r.info.run_name: r.data.params for r in runs}
+    stopped_early = 0
+    for trial in study.trials:
+        assert trial.state == TrialState.COMPLETE
+        best_epoch, best_step = trial.user_attrs["best_epoch"], trial.user_attrs["best_step"]
+        assert trial.value == max(trial.intermediate_values.values())
+        assert trial.intermediate_values[best_epoch] == trial.value
+        assert best_step == best_epoch * 32  # mnist1d-mlp: 32 steps an epoch
+        run = params[f"trial-{trial.number}"]
+        assert (run["best_epoch"], run["best_step"]) == (str(best_epoch), str(best_step))
+        stopped_early += len(trial.intermediate_values) < 12
+    assert stopped_early  # some trial stopped before its 12 epochs
+    best = load_trial("s", storage)
+    text = render(best, "torch")
+    assert f"optimizer steps; early stopping took the weights after step {best.best_step}\n" in text

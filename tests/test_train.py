@@ -5,7 +5,7 @@ import torch
 from torch.nn import functional as F
 
 from adamtune.config import AdamConfig, ScheduleConfig
-from adamtune.errors import DivergedError
+from adamtune.errors import DivergedError, TaskError
 from adamtune.schedules import learning_rates
 from adamtune.tasks import Task, accuracy, resolve_task
 from adamtune.train import train
@@ -145,3 +145,28 @@ def test_on_eval_returning_a_reason_stops_training_with_that_reason():
     assert len(result.learning_rates) == result.evaluations[-1].step == 8
     assert result.value == result.evaluations[-1].metrics["val_accuracy"]
     assert train(toy_task(epochs=2), AdamConfig()).stopped is None
+
+
+def test_patience_stops_a_run_at_its_best_and_reports_the_best_weights_test_metrics():
+    task = resolve_task("mnist1d-mlp")
+    config = AdamConfig(lr=3e-3)  # constant schedule: a shorter run takes the same steps
+    result = train(task, config, seed=0, epochs=12, patience=2)
+    assert result.best is not None and result.stopped is None
+    assert len(result.evaluations) == result.best.epoch + 2 < 12  # two epochs without a gain
+    values = [e.metrics["val_accuracy"] for e in result.evaluations]
+    assert result.value == max(values) == result.best.metrics["val_accuracy"]
+    assert result.best.step == result.best.epoch * task.steps_per_epoch()
+    to_best = train(task, config, seed=0, epochs=result.best.epoch)  # the best epoch's weights
+    assert result.metrics["test_accuracy"] == to_best.metrics["test_accuracy"]
+    assert result.metrics["test_loss"] == pytest.approx(to_best.metrics["test_loss"], rel=1e-6)
+    assert train(task, config, seed=0, epochs=3).best is None  # off by default
+
+
+def test_a_task_can_turn_early_stopping_on_by_default():
+    import dataclasses
+
+    task = dataclasses.replace(resolve_task("digits-mlp"), patience=2)
+    assert train(task, AdamConfig(lr=1e-2), epochs=12).best.epoch == 1
+    assert train(task, AdamConfig(lr=1e-2), epochs=12, patience=20).best.epoch > 1
+    with pytest.raises(TaskError, match="patience must be an integer >= 1 or None, got 0"):
+        dataclasses.replace(task, patience=0)

@@ -32,7 +32,8 @@ class Task:
     whether the study maximises or minimises it. ``test`` (optional) is kept for final reports
     and never used for tuning. ``threads`` is how many intra-op threads a trial should use:
     small models train faster on one (thread start-up costs more than the work it splits);
-    None leaves torch's default.
+    None leaves torch's default. ``patience`` turns early stopping on by default for this task
+    (``--patience`` overrides it).
     """
 
     name: str
@@ -48,9 +49,18 @@ class Task:
     test: Batch | None = None
     description: str = ""
     threads: int | None = None
+    patience: int | None = None  # early stopping: evaluations without improvement; None: off
 
     def __post_init__(self) -> None:
         where = f"task {self.name!r}"
+        if self.patience is not None and (
+            isinstance(self.patience, bool)
+            or not isinstance(self.patience, int)
+            or self.patience < 1
+        ):
+            raise TaskError(
+                f"{where}: patience must be an integer >= 1 or None, got {self.patience!r}"
+            )
         if self.direction not in ("maximize", "minimize"):
             raise TaskError(
                 f"{where}: direction must be 'maximize' or 'minimize', got {self.direction!r}"
