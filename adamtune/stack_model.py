@@ -56,7 +56,10 @@ def _why_not_stackable(task: Task) -> str | None:
         stack = StackedModel(model, [model, copy.deepcopy(model)])
         losses = RowLosses(task.loss)
         shared = stack.forward(x)
-        losses(shared, y).sum().backward()
+        row_losses = losses(shared, y)
+        if row_losses.shape != (2,):  # one number per row, as train() takes loss.item()
+            return f"its loss gives shape {tuple(row_losses.shape[1:])} per model, not one number"
+        row_losses.sum().backward()
         per_row = stack.forward(torch.stack([x, x]), per_row=True)
         losses(per_row, torch.stack([y, y]), per_row=True).sum().backward()
     except Exception as exc:  # torch.func could not batch it

@@ -586,3 +586,24 @@ def test_early_stopping_stops_each_row_as_it_would_stop_alone():
         assert row.metrics["test_accuracy"] == pytest.approx(
             alone.metrics["test_accuracy"], abs=1e-6
         )
+
+
+def test_a_loss_that_is_not_one_number_is_found_before_training():
+    x, y = torch.randn(16, 4), torch.zeros(16, dtype=torch.long)
+
+    def per_sample(outputs, targets):  # train() would fail on .item(), alone or stacked
+        return torch.nn.functional.cross_entropy(outputs, targets, reduction="none")
+
+    task = Task(
+        "t",
+        lambda: torch.nn.Linear(4, 2),
+        (x, y),
+        (x, y),
+        per_sample,
+        accuracy,
+        "val_accuracy",
+        "maximize",
+        1,
+        8,
+    )
+    assert why_not_stackable(task) == "its loss gives shape (8,) per model, not one number"
