@@ -1,5 +1,7 @@
 """Stacked training: every row trains exactly as its configuration would alone."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -15,6 +17,12 @@ CONFIGS = [
     AdamConfig(lr=1e-3, eps=1e-6, schedule=ScheduleConfig("cosine", warmup_fraction=0.2)),
     AdamConfig(lr=5e-4, beta2=0.9999, schedule=ScheduleConfig("step", gamma=0.5, decays=2)),
 ]
+
+
+def tiny_task(build_model, loss=torch.nn.functional.cross_entropy):
+    """A 16-sample, 4-feature classification task around ``build_model`` and ``loss``."""
+    x, y = torch.randn(16, 4), torch.zeros(16, dtype=torch.long)
+    return Task("t", build_model, (x, y), (x, y), loss, accuracy, "val_accuracy", "maximize", 1, 8)
 
 
 @pytest.mark.parametrize("name", ["digits-mlp", "wine-mlp", "diabetes-mlp", "mnist1d-cnn"])
@@ -148,21 +156,8 @@ def test_mixed_decoupling_is_refused():
 
 
 def test_models_with_running_statistics_or_dropout_do_not_stack():
-    x, y = torch.randn(16, 4), torch.zeros(16, dtype=torch.long)
-
     def task(*layers):
-        return Task(
-            "t",
-            lambda: torch.nn.Sequential(torch.nn.Linear(4, 4), *layers),
-            (x, y),
-            (x, y),
-            torch.nn.functional.cross_entropy,
-            accuracy,
-            "val_accuracy",
-            "maximize",
-            1,
-            8,
-        )
+        return tiny_task(lambda: torch.nn.Sequential(torch.nn.Linear(4, 4), *layers))
 
     assert "BatchNorm1d" in why_not_stackable(task(torch.nn.BatchNorm1d(4)))
     assert "Dropout" in why_not_stackable(task(torch.nn.Dropout(0.1)))
@@ -208,19 +203,7 @@ class _CountsCalls(torch.nn.Module):  # state outside the parameters: stacked !=
     ],
 )
 def test_a_model_that_does_not_stack_the_same_is_found_before_training(model, reason):
-    x, y = torch.randn(16, 4), torch.zeros(16, dtype=torch.long)
-    task = Task(
-        "t",
-        model,
-        (x, y),
-        (x, y),
-        torch.nn.functional.cross_entropy,
-        accuracy,
-        "val_accuracy",
-        "maximize",
-        1,
-        8,
-    )
+    task = tiny_task(model)
     assert why_not_stackable(task).startswith(reason)
 
 
@@ -381,23 +364,10 @@ def test_auto_stacks_sixteen_on_cpu_within_the_trials_asked_for():
 
 
 def test_user_code_that_exits_while_stacking_is_tried_makes_the_task_one_not_to_stack():
-    x, y = torch.randn(16, 4), torch.zeros(16, dtype=torch.long)
-
     def exiting_loss(outputs, targets):
         raise SystemExit(4)
 
-    task = Task(
-        "t",
-        lambda: torch.nn.Linear(4, 2),
-        (x, y),
-        (x, y),
-        exiting_loss,
-        accuracy,
-        "val_accuracy",
-        "maximize",
-        1,
-        8,
-    )
+    task = tiny_task(lambda: torch.nn.Linear(4, 2), exiting_loss)
     assert why_not_stackable(task) == "trying a stacked step raised SystemExit: 4"
 
 
@@ -467,18 +437,7 @@ def test_a_row_whose_own_metric_raises_fails_only_its_trial(storage):
             raise SystemExit(3)
         return accuracy(outputs, targets)
 
-    task = Task(
-        task.name,
-        task.build_model,
-        task.train,
-        task.validation,
-        task.loss,
-        picky_accuracy,
-        task.metric_name,
-        task.direction,
-        task.epochs,
-        task.batch_size,
-    )
+    task = dataclasses.replace(task, metric=picky_accuracy)
     study = optuna.create_study(
         storage=storage, direction="maximize", pruner=optuna.pruners.NopPruner()
     )
@@ -586,24 +545,13 @@ def test_early_stopping_stops_each_row_as_it_would_stop_alone():
         assert row.metrics["test_accuracy"] == pytest.approx(
             alone.metrics["test_accuracy"], abs=1e-6
         )
+    together = train_stacked(task, configs, epochs=12, patience=2)  # the fixed-list form too
+    assert [r.best.epoch for r in together] == [results[i].best.epoch for i in range(3)]
 
 
 def test_a_loss_that_is_not_one_number_is_found_before_training():
-    x, y = torch.randn(16, 4), torch.zeros(16, dtype=torch.long)
-
     def per_sample(outputs, targets):  # train() would fail on .item(), alone or stacked
         return torch.nn.functional.cross_entropy(outputs, targets, reduction="none")
 
-    task = Task(
-        "t",
-        lambda: torch.nn.Linear(4, 2),
-        (x, y),
-        (x, y),
-        per_sample,
-        accuracy,
-        "val_accuracy",
-        "maximize",
-        1,
-        8,
-    )
+    task = tiny_task(lambda: torch.nn.Linear(4, 2), per_sample)
     assert why_not_stackable(task) == "its loss gives shape (8,) per model, not one number"
