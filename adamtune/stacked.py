@@ -64,6 +64,7 @@ def train_stacked(
     on_epoch: OnEpoch | None = None,
     on_result: OnResult | None = None,
     divergence_factor: float = 100.0,
+    patience: int | None = None,
 ) -> list[TrainResult]:
     """Train ``task`` once per configuration, all in one stack from the start; one TrainResult
     per configuration, in order. A row that diverges or that ``on_epoch`` stops has ``stopped``
@@ -87,6 +88,7 @@ def train_stacked(
         on_epoch=on_epoch,
         on_result=collect,
         divergence_factor=divergence_factor,
+        patience=patience,
     )
     return [results[i] for i in range(len(configs))]
 
