@@ -155,7 +155,7 @@ def cli() -> None:
 @cli.command()
 @env_option(
     "--task",
-    default="digits-mlp",
+    default="mnist1d-mlp",
     show_default=True,
     help="Built-in task (see `adamtune tasks`), module:function or file.py:function.",
 )

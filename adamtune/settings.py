@@ -116,7 +116,7 @@ class SearchSettings:
     """Everything ``adamtune search`` takes; the defaults are the CLI's defaults. Validated on
     construction, so a bad value is refused before any storage or study is touched."""
 
-    task: str = "digits-mlp"
+    task: str = "mnist1d-mlp"
     space: str = "default"
     n_trials: int | None = 20
     timeout: float | None = None

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from adamtune.cli import cli
 from tests.servers import tracking_workers
 
-FAST = ["--epochs", "1", "--space", "lr-only"]
+FAST = ["--task", "digits-mlp", "--epochs", "1", "--space", "lr-only"]
 QUIET = {"ADAMTUNE_NO_TRACKING": "1"}  # tracking is on by default; most tests need none
 
 

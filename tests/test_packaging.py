@@ -40,7 +40,7 @@ def test_the_wheel_holds_every_module_and_data_file(wheel):
     source = {
         str(p.relative_to(ROOT))
         for p in (ROOT / "adamtune").rglob("*")
-        if p.suffix in (".py", ".c") and "__pycache__" not in p.parts
+        if p.suffix in (".py", ".c", ".npz") and "__pycache__" not in p.parts
     }
     spaces = {f"adamtune/search_spaces/{p.name}" for p in (ROOT / "search_spaces").glob("*.yaml")}
     assert source | spaces <= names, sorted((source | spaces) - names)

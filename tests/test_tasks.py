@@ -73,6 +73,20 @@ def user_task_file(tmp_path):
     return path
 
 
+@pytest.mark.slow
+def test_the_shipped_mnist1d_arrays_are_what_the_generator_makes():
+    """The copy in the package is mnist1d.make_dataset's output for the pinned seed, exactly."""
+    import numpy as np
+
+    from adamtune.tasks.builtin import generate_mnist1d, mnist1d_arrays
+
+    shipped, generated = mnist1d_arrays(), generate_mnist1d()
+    assert shipped.keys() == generated.keys()
+    for key in shipped:
+        assert shipped[key].dtype == generated[key].dtype, key
+        assert np.array_equal(shipped[key], generated[key]), key
+
+
 def test_user_task_from_file(user_task_file):
     task = resolve_task(f"{user_task_file}:make_task")
     assert isinstance(task, Task) and task.name == "toy"
