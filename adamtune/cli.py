@@ -21,6 +21,7 @@ import click
 from adamtune.errors import AdamtuneError, describe, one_line
 from adamtune.settings import (
     FORMATS,
+    MAX_CONFIRM,
     MAX_EPOCHS,
     MAX_PARALLEL,
     MAX_STACK,
@@ -168,9 +169,9 @@ def cli() -> None:
 @env_option(
     "--n-trials",
     type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="New trials to run in this invocation.",
+    default=None,
+    help="New trials to run in this invocation (the first of a new study is the baseline, "
+    "where it lies in the space).  [default: 20; the rest of the grid with --sampler grid]",
 )
 @env_option(
     "--timeout",
@@ -277,6 +278,27 @@ def cli() -> None:
     "validation metric; its value is then its best.  [default: the task's, else off]",
 )
 @env_option(
+    "--no-baseline",
+    is_flag=True,
+    help="Do not evaluate the baseline (AdamW's defaults, or the space's baseline:) first in "
+    "a new study.",
+)
+@env_option(
+    "--confirm",
+    type=click.IntRange(0, MAX_CONFIRM),
+    default=3,
+    show_default=True,
+    help="After the search, retrain the top trials and the baseline under this many further "
+    "seeds and rank them by their mean (0: off).",
+)
+@env_option(
+    "--confirm-top",
+    type=click.IntRange(1, MAX_CONFIRM),
+    default=5,
+    show_default=True,
+    help="How many of the top trials --confirm retrains.",
+)
+@env_option(
     "--max-failures",
     type=click.IntRange(min=0),
     default=5,
@@ -294,12 +316,17 @@ def search(**options: Any) -> None:
     # Every check that needs no torch comes first: a mistyped flag answers in a fraction of a
     # second, and nothing is started or written.
     check_spec(options["task"])
-    load_space(options["space"])
+    space = load_space(options["space"])
+    if options["sampler"] == "grid":
+        space.for_grid()  # a plain range is refused here, before anything starts
+    n_trials = options["n_trials"]
+    if n_trials is None and options["sampler"] != "grid":
+        n_trials = 20
     tracking_uri = None if options["no_tracking"] else resolve_tracking_uri(options["tracking_uri"])
     settings = SearchSettings(
         task=options["task"],
         space=options["space"],
-        n_trials=options["n_trials"],
+        n_trials=n_trials,
         timeout=options["timeout"],
         study_name=options["study_name"],
         storage=options["storage"],
@@ -316,6 +343,9 @@ def search(**options: Any) -> None:
         experiment=options["experiment"],
         heartbeat=options["heartbeat"],
         stack=options["stack"],
+        baseline=not options["no_baseline"],
+        confirm=options["confirm"],
+        confirm_top=options["confirm_top"],
     )
     if tracking_uri:
         check_tracking_uri(tracking_uri, settings.storage)
@@ -332,9 +362,13 @@ def search(**options: Any) -> None:
             tracker.close()
     if not any(t.value is not None for t in study.trials):
         raise click.ClickException("no trial completed; see the reasons above")
-    from adamtune.report import best_trial_summary
+    from adamtune.report import best_trial_summary, gain_report
+    from adamtune.studies import maximizes
 
     click.echo(best_trial_summary(study.study_name, study.best_trial, task.metric_name))
+    gains = gain_report(study.user_attrs, study.best_trial, task.metric_name, maximizes(study))
+    if gains:
+        click.echo("\n" + gains)
     if tracking_uri:
         click.echo(
             f"\nTrials logged to MLflow at {redact(tracking_uri)}, experiment "
@@ -375,12 +409,16 @@ def _search(settings: SearchSettings, workers: int, tracker: Tracker) -> tuple[o
 @storage_option
 def studies(storage: str) -> None:
     """List the studies in a storage with trial counts and best values."""
-    from adamtune.report import format_table
+    import optuna
+
+    from adamtune.report import format_table, gain_cell
     from adamtune.studies import list_studies
 
     rows = []
     for s in list_studies(storage):
         best = s.best_trial
+        maximize = s.direction == optuna.study.StudyDirection.MAXIMIZE
+        metric = str(s.user_attrs.get("metric", "value"))
         rows.append(
             [
                 s.study_name,
@@ -389,13 +427,16 @@ def studies(storage: str) -> None:
                 s.direction.name.lower(),
                 best.value if best else None,
                 best.number if best else None,
+                gain_cell(s.user_attrs, best.value if best else None, metric, maximize),
             ]
         )
     if not rows:
         click.echo(f"No studies in {redact(storage)}.")
         return
     click.echo(
-        format_table(["study", "task", "trials", "direction", "best value", "best trial"], rows)
+        format_table(
+            ["study", "task", "trials", "direction", "best value", "best trial", "gain"], rows
+        )
     )
 
 
@@ -412,8 +453,8 @@ def studies(storage: str) -> None:
 )
 def show(study_name: str, storage: str, top: int) -> None:
     """Show a study's best trial and its top trials."""
-    from adamtune.report import best_trial_summary, top_trials_table
-    from adamtune.studies import load_study, top_trials
+    from adamtune.report import best_trial_summary, gain_report, top_trials_table
+    from adamtune.studies import load_study, maximizes, top_trials
 
     study = load_study(study_name, storage)
     best = top_trials(study, top)
@@ -427,6 +468,9 @@ def show(study_name: str, storage: str, top: int) -> None:
         return
     metric = study.user_attrs.get("metric", "value")
     click.echo(best_trial_summary(study_name, best[0], metric))
+    gains = gain_report(study.user_attrs, best[0], metric, maximizes(study))
+    if gains:
+        click.echo("\n" + gains)
     click.echo(f"\nTop {len(best)} trials by {metric}:")
     click.echo(top_trials_table(best))
 
@@ -489,7 +533,10 @@ def export(
     from adamtune.studies import load_trial
     from adamtune.tracking.base import default_tracking_uri
 
-    text = render(load_trial(study_name, storage, trial), fmt)
+    chosen = load_trial(study_name, storage, trial)
+    if chosen.chosen.startswith("the confirmed winner"):
+        click.echo(f"Exporting trial {chosen.trial_number}, {chosen.chosen}.", err=True)
+    text = render(chosen, fmt)
     if output is None:
         click.echo(text, nl=False)
         return

@@ -46,6 +46,7 @@ class ExportedTrial:
     seed: int | None
     task: str | None
     best_step: int | None = None  # early stopping: the step its best weights were taken at
+    chosen: str = ""  # why this trial: "the best trial", "the confirmed winner: ..."
 
 
 def render(trial: ExportedTrial, fmt: str = "torch") -> str:
@@ -83,6 +84,8 @@ def _header(trial: ExportedTrial, what: str) -> list[str]:
             f"{trial.total_steps!r} optimizer steps; early stopping took the weights after step "
             f"{trial.best_step!r}"
         )
+    if trial.chosen.startswith("the confirmed winner"):
+        lines.append(f"# {trial.chosen}")
     return lines
 
 

@@ -20,9 +20,11 @@ from typing import Any
 import optuna
 import torch
 
+from adamtune.baseline import record_baseline_trial
 from adamtune.builders import build_optimizer
 from adamtune.config import AdamConfig
 from adamtune.errors import DivergedError, describe
+from adamtune.gain import Baseline
 from adamtune.report import config_rows
 from adamtune.space import SearchSpace
 from adamtune.tasks import Task
@@ -62,6 +64,7 @@ class Objective:
     optimizer: str = "fused"
     tracker: Tracker = field(default_factory=NullTracker)
     patience: int | None = None  # early stopping; None: the task's
+    baseline: Baseline | None = None  # the study's baseline; its trial's outcome is recorded
 
     @property
     def effective_patience(self) -> int | None:
@@ -164,15 +167,24 @@ class Objective:
             attrs = {"pruned_reason": outcome.reason}
         else:
             attrs = {"fail_reason": outcome.reason}
+        is_baseline = self.baseline is not None and self.baseline.trial == trial.number
         try:
             set_user_attrs(trial, attrs)
+            if is_baseline:
+                record_baseline_trial(
+                    trial.study, trial.number, outcome.state, outcome.value, outcome.reason
+                )
         finally:
             self.tracker.end_trial(
                 TrialRecord(
                     number=trial.number,
                     state=outcome.state,
                     reason=outcome.reason,
-                    params={**self._run_params(trial, config, log), **outcome.early_stopping},
+                    params={
+                        **self._run_params(trial, config, log),
+                        **outcome.early_stopping,
+                        **({"baseline": self.baseline.label} if is_baseline and self.baseline else {}),
+                    },
                     value=outcome.value,
                     metric_name=self.task.metric_name,
                     learning_rates=log.learning_rates,

@@ -8,6 +8,16 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from adamtune.config import OPTIONAL_FIELDS, SCHEDULE_FIELDS
+from adamtune.gain import (
+    best_line,
+    confirmation_rows,
+    confirmed_line,
+    gain_text,
+    improvement,
+    study_baseline,
+    study_confirmation,
+    summary_metrics,
+)
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -96,3 +106,39 @@ def top_trials_table(trials: Sequence[FrozenTrial]) -> str:
             ]
         )
     return format_table(headers, rows)
+
+
+def gain_report(user_attrs: Any, best: FrozenTrial, metric: str, maximize: bool) -> str:
+    """The gain over the baseline, and the confirmation table where the study has one; "" for
+    a study with neither (one made with --no-baseline and --confirm 0)."""
+    lines = []
+    line = best_line(metric, float(best.value or 0.0), best.number, study_baseline(user_attrs), maximize)
+    if line:
+        lines.append(line[0].upper() + line[1:])
+    confirmation = study_confirmation(user_attrs)
+    if confirmation is not None:
+        confirmed = confirmed_line(confirmation, maximize)
+        if confirmed:
+            lines.append(confirmed[0].upper() + confirmed[1:])
+        headers, rows = confirmation_rows(confirmation)
+        lines += ["", format_table(headers, rows)]
+        if confirmation.winner is not None:
+            lines.append(
+                f"`adamtune export` exports trial {confirmation.winner}, the confirmed winner."
+            )
+    return "\n".join(lines)
+
+
+def gain_cell(user_attrs: Any, best_value: float | None, metric: str, maximize: bool) -> str:
+    """The ``studies`` table's gain column: ``+8.2 points``, confirmed where it was."""
+    confirmation = study_confirmation(user_attrs)
+    if confirmation is not None:
+        metrics = summary_metrics(user_attrs, best_value, maximize)
+        if "confirmed_gain" in metrics:
+            base = metrics["baseline_confirmed_mean"]
+            return gain_text(metrics["confirmed_gain"], base, metric, maximize) + " (confirmed)"
+    baseline = study_baseline(user_attrs)
+    if baseline is None or baseline.value is None or best_value is None:
+        return ""
+    gain = improvement(best_value, baseline.value, maximize)
+    return gain_text(gain, baseline.value, metric, maximize)

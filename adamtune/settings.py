@@ -14,7 +14,7 @@ from typing import Any
 from adamtune.errors import ConfigError, StudyError, shown
 from adamtune.urls import redact
 
-SAMPLERS = ("tpe", "gp", "cmaes", "random", "qmc")
+SAMPLERS = ("tpe", "gp", "cmaes", "random", "qmc", "grid")
 PRUNERS = ("median", "hyperband", "sha", "none")
 OPTIMIZERS = ("fused", "torch")
 FORMATS = (
@@ -31,6 +31,7 @@ MAX_PARALLEL = 256  # --workers and --n-jobs: processes and threads on one machi
 MAX_STACK = 1024  # --stack: trials trained as one model
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 MAX_STUDY_NAME = 512  # Optuna's study_name column
+MAX_CONFIRM = 100  # --confirm seeds and --confirm-top trials
 
 
 def check_study_name(name: Any) -> None:
@@ -87,6 +88,10 @@ def check_settings(s: Any) -> None:
     if s.patience is not None:
         _check_int("--patience", s.patience, 1)
     _check_int("max_retries", s.max_retries, 0)
+    _check_int("--confirm", s.confirm, 0, MAX_CONFIRM)
+    _check_int("--confirm-top", s.confirm_top, 1, MAX_CONFIRM)
+    if not isinstance(s.baseline, bool):
+        raise ConfigError(f"baseline: must be true or false, got {shown(s.baseline)}")
     _check_int("worker", s.worker, 0)
     _choice("--sampler", s.sampler, SAMPLERS)
     _choice("--pruner", s.pruner, PRUNERS)
@@ -137,6 +142,9 @@ class SearchSettings:
     worker: int = 0  # this process's index among --workers; keeps their samplers apart
     stack: int | str = "auto"  # trials trained at once as one stacked model; "auto" picks
     patience: int | None = None  # early stopping within a trial; None: the task's (off)
+    baseline: bool = True  # a new study first evaluates the baseline (adamtune.baseline)
+    confirm: int = 3  # after the search, retrain the top trials under this many seeds; 0: off
+    confirm_top: int = 5  # how many of the top trials confirmation retrains
 
     def __post_init__(self) -> None:
         check_settings(self)

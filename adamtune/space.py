@@ -21,7 +21,8 @@ when the file loads, not in the middle of a study.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,6 +32,7 @@ from adamtune.config import (
     DOMAINS,
     OPTIONAL_FIELDS,
     SCHEDULE_FIELDS,
+    SCHEMA_VERSION,
     SCHEDULE_KINDS,
     AdamConfig,
     ScheduleConfig,
@@ -49,6 +51,7 @@ TOP_LEVEL = (
     "amsgrad",
     "schedule",
     "max_grad_norm",
+    "baseline",
 )
 SCHEDULE_KEYS = ("kind", "warmup_fraction", "final_lr_fraction", "gamma", "decays")
 LOG_BY_DEFAULT = {
@@ -60,7 +63,8 @@ LOG_BY_DEFAULT = {
     "max_grad_norm",
 }
 BOOL_FIELDS = {"decoupled", "amsgrad"}
-RANGE_KEYS = {"low", "high", "log", "include_zero", "include_none"}
+RANGE_KEYS = {"low", "high", "log", "include_zero", "include_none", "points"}
+MAX_GRID_POINTS = 10_000  # of one field, and of a whole grid
 
 
 class TrialLike(Protocol):
@@ -108,6 +112,15 @@ class FloatRange:
     log: bool
     include_zero: bool = False  # the value may also be 0 (off), e.g. weight_decay
     include_none: bool = False  # the value may also be None (off), e.g. max_grad_norm
+    points: int | None = None  # under --sampler grid: this many values, log-spaced on a log range
+
+    def grid_values(self) -> list[Any]:
+        """The values a grid search tries: ``points`` of them from low to high, then the off
+        value (0 or None) where the field can be switched off."""
+        assert self.points is not None
+        values = _spaced(self.low, self.high, self.points, self.log)
+        off = [0.0] if self.include_zero else [None] if self.include_none else []
+        return [*values, *off]
 
     def sample(self, trial: TrialLike, name: str) -> float | None:
         switchable = self.include_zero or self.include_none
@@ -133,6 +146,12 @@ class IntRange:
     low: int
     high: int
     log: bool
+    points: int | None = None  # under --sampler grid
+
+    def grid_values(self) -> list[Any]:
+        assert self.points is not None
+        values = _spaced(self.low, self.high, self.points, self.log)
+        return sorted({int(round(v)) for v in values})
 
     def sample(self, trial: TrialLike, name: str) -> int:
         return trial.suggest_int(name, self.low, self.high, log=self.log)
@@ -157,6 +176,7 @@ class SearchSpace:
     source: str
     text: str
     params: dict[str, Param]
+    baseline: AdamConfig | None = None  # the space's own ``baseline:``; None: AdamW's defaults
 
     def sample(self, trial: TrialLike) -> AdamConfig:
         """Suggest every searched value on ``trial`` and return the resolved config."""
@@ -192,6 +212,43 @@ class SearchSpace:
     def searched(self) -> list[str]:
         """Names of the parameters that are not fixed."""
         return [name for name, p in self.params.items() if not isinstance(p, Fixed)]
+
+    def for_grid(self) -> SearchSpace:
+        """This space as ``--sampler grid`` searches it: every searched field a list of values
+        (``grid: [...]``, ``choices: [...]``, or a range with ``points: N``); a plain range is
+        an error naming the field."""
+        params: dict[str, Param] = {}
+        for name, param in self.params.items():
+            if isinstance(param, (FloatRange, IntRange)):
+                if param.points is None:
+                    raise SpaceError(
+                        f"{self.source}: {name}: a range needs 'points: N' (or write the field "
+                        f"as {{grid: [...]}}) under --sampler grid, got low={shown(param.low)}, "
+                        f"high={shown(param.high)}"
+                    )
+                param = Categorical(tuple(param.grid_values()))
+            params[name] = param
+        grid = replace(self, params=params)
+        if grid.grid_size() > MAX_GRID_POINTS:
+            raise SpaceError(
+                f"{self.source}: the grid has {grid.grid_size()} points, more than "
+                f"{MAX_GRID_POINTS}; use fewer points or another --sampler"
+            )
+        return grid
+
+    def grid(self) -> dict[str, list[Any]]:
+        """Optuna parameter name -> the values a grid search tries (after ``for_grid``)."""
+        return {
+            name: list(p.choices) for name, p in self.params.items() if isinstance(p, Categorical)
+        }
+
+    def grid_size(self) -> int:
+        return math.prod(len(values) for values in self.grid().values())
+
+    def grid_description(self) -> str:
+        """``lr 4 x weight_decay 3 = 12 points``."""
+        sizes = " x ".join(f"{name} {len(values)}" for name, values in self.grid().items())
+        return f"{sizes or 'no searched field'} = {self.grid_size()} points"
 
 
 def shipped_spaces() -> dict[str, str]:
@@ -230,19 +287,89 @@ def load_space(name_or_path: str) -> SearchSpace:
     source, text = space_text(name_or_path)
     name = Path(source).stem
     try:
-        return SearchSpace(name=name, source=source, text=text, params=parse_space(text))
+        data = _mapping(text)
+        if _is_export(data):  # an exported config: every field fixed at the trial's value
+            config = _export_config(data, "")
+            params = parse_params(fixed_fields(config))
+            return SearchSpace(name=name, source=source, text=text, params=params)
+        baseline = data.pop("baseline", None)
+        params = parse_params(data)
+        config = None if baseline is None else _baseline(baseline, Path(source).parent)
+        return SearchSpace(name, source, text, params, config)
     except (SpaceError, ConfigError) as exc:
         raise SpaceError(f"{source}: {exc}") from None
 
 
+def fixed_fields(config: AdamConfig) -> dict[str, Any]:
+    """A config as space fields, each one fixed (beta1/beta2 as themselves)."""
+    data = config.to_dict()
+    data["schedule"] = dict(data["schedule"])
+    return data
+
+
+def _is_export(data: dict[str, Any]) -> bool:
+    return "schema_version" in data and "config" in data
+
+
+def _export_config(data: dict[str, Any], where: str) -> AdamConfig:
+    """The AdamConfig of an ``adamtune export --format yaml`` (or json) document."""
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise SpaceError(f"{where}schema_version: must be {SCHEMA_VERSION}, got {shown(version)}")
+    return AdamConfig.from_dict(data["config"], source=f"{where}config".rstrip("."))
+
+
+def _baseline(spec: Any, folder: Path) -> AdamConfig:
+    """``baseline:`` as a mapping of config fields, an exported document, or the path of an
+    exported file (relative to the space's folder)."""
+    if isinstance(spec, str):
+        path = Path(spec) if Path(spec).is_absolute() else folder / spec
+        if not path.is_file():
+            raise SpaceError(f"baseline: no such file {shown(str(path))}")
+        try:
+            return AdamConfig.from_file(path)
+        except ConfigError as exc:
+            raise SpaceError(f"baseline: {exc}") from None
+    if not isinstance(spec, dict):
+        raise SpaceError(
+            "baseline: must be a mapping of config fields or the path of an exported config, "
+            f"got {shown(spec)}"
+        )
+    if _is_export(spec):
+        return _export_config(spec, "baseline.")
+    spec = dict(spec)
+    for beta in ("beta1", "beta2"):
+        if f"one_minus_{beta}" in spec:
+            if beta in spec:
+                raise SpaceError(f"baseline.{beta}: give either {beta} or one_minus_{beta}")
+            value = _number(f"one_minus_{beta}", spec.pop(f"one_minus_{beta}"))
+            spec[beta] = 1.0 - value
+    for key, value in list(spec.items()):  # YAML 1.1 reads 1e-5 (no dot) as a string
+        if isinstance(value, str) and key not in ("schedule",):
+            with contextlib.suppress(ValueError):
+                spec[key] = float(value)
+    return AdamConfig.from_dict(spec, source="baseline")
+
+
 def parse_space(text: str) -> dict[str, Param]:
     """Parse YAML text into validated params (errors carry the key, not the file)."""
+    data = _mapping(text)
+    data.pop("baseline", None)
+    return parse_params(data)
+
+
+def _mapping(text: str) -> dict[str, Any]:
     try:
         data = yamlfile.parse(text)
     except ValueError as exc:
         raise SpaceError(str(exc)) from None
     if not isinstance(data, dict):
         raise SpaceError(f"must be a mapping of parameters, got {type(data).__name__}")
+    return data
+
+
+def parse_params(data: dict[str, Any]) -> dict[str, Param]:
+    """Validated params from a space's fields (a parsed YAML mapping, no ``baseline``)."""
     schedule = data.get("schedule", {})
     if not isinstance(schedule, dict):
         raise SpaceError(f"schedule: must be a mapping, got {shown(schedule)}")
@@ -267,9 +394,10 @@ def _parse_param(name: str, spec: Any) -> Param:
     optional = name in OPTIONAL_FIELDS
     if not isinstance(spec, dict):
         return Fixed(None if optional and spec is None else _number(name, spec))
-    if "choices" in spec:
-        _reject_unknown(spec, ("choices",), f"{name}.")
-        choices = _choice_list(name, spec["choices"])
+    if "choices" in spec or "grid" in spec:
+        key = "grid" if "grid" in spec else "choices"
+        _reject_unknown(spec, (key,), f"{name}.")
+        choices = _choice_list(f"{name}.{key}", spec[key], named=True)
         return Categorical(
             tuple(None if optional and v is None else _number(name, v) for v in choices)
         )
@@ -281,6 +409,13 @@ def _parse_param(name: str, spec: Any) -> Param:
     log = spec.get("log", name in LOG_BY_DEFAULT)
     include_zero = spec.get("include_zero", False)
     include_none = spec.get("include_none", False)
+    points = spec.get("points")
+    if points is not None and (
+        isinstance(points, bool) or not isinstance(points, int) or not 2 <= points <= MAX_GRID_POINTS
+    ):
+        raise SpaceError(
+            f"{name}.points: must be an integer in [2, {MAX_GRID_POINTS}], got {shown(points)}"
+        )
     for flag, value in (
         ("log", log),
         ("include_zero", include_zero),
@@ -302,8 +437,20 @@ def _parse_param(name: str, spec: Any) -> Param:
     if include_zero and DOMAINS[name].violation(0.0):
         raise SpaceError(f"{name}.include_zero: 0 is not a valid {name}")
     if DOMAINS[name].integer:
-        return IntRange(int(low), int(high), log)
-    return FloatRange(float(low), float(high), log, include_zero, include_none)
+        return IntRange(int(low), int(high), log, points)
+    return FloatRange(float(low), float(high), log, include_zero, include_none, points)
+
+
+def _spaced(low: float, high: float, points: int, log: bool) -> list[float]:
+    """``points`` values from low to high, evenly spaced (geometrically on a log scale), each
+    rounded to 6 significant digits so a grid reads 1e-4, 1e-3, ... rather than 0.0009999."""
+    if log:
+        ratio = math.log(high / low) / (points - 1)
+        raw = [low * math.exp(ratio * i) for i in range(points)]
+    else:
+        raw = [low + (high - low) * i / (points - 1) for i in range(points)]
+    values = [float(f"{v:.6g}") for v in raw[1:-1]]
+    return [low, *values, high]
 
 
 def _number(name: str, value: Any) -> float | int:
@@ -320,8 +467,9 @@ def _number(name: str, value: Any) -> float | int:
 
 def _parse_kind(spec: Any) -> Param:
     if isinstance(spec, dict):
-        _reject_unknown(spec, ("choices",), "schedule.kind.")
-        kinds = _choice_list("schedule.kind", spec.get("choices"))
+        key = "grid" if "grid" in spec else "choices"
+        _reject_unknown(spec, (key,), "schedule.kind.")
+        kinds = _choice_list(f"schedule.kind.{key}", spec.get(key), named=True)
     else:
         kinds = [spec]
     for kind in kinds:
@@ -333,16 +481,22 @@ def _parse_kind(spec: Any) -> Param:
 
 
 def _parse_bool(name: str, spec: Any) -> Param:
-    values = _choice_list(name, spec.get("choices")) if isinstance(spec, dict) else [spec]
+    if isinstance(spec, dict):
+        key = "grid" if "grid" in spec else "choices"
+        _reject_unknown(spec, (key,), f"{name}.")
+        values = _choice_list(f"{name}.{key}", spec.get(key), named=True)
+    else:
+        values = [spec]
     for value in values:
         if not isinstance(value, bool):
             raise SpaceError(f"{name}: must be true or false, got {shown(value)}")
     return Categorical(tuple(values)) if isinstance(spec, dict) else Fixed(spec)
 
 
-def _choice_list(name: str, choices: Any) -> list[Any]:
+def _choice_list(name: str, choices: Any, named: bool = False) -> list[Any]:
+    where = name if named else f"{name}.choices"
     if not isinstance(choices, list) or not choices:
-        raise SpaceError(f"{name}.choices: must be a non-empty list, got {shown(choices)}")
+        raise SpaceError(f"{where}: must be a non-empty list, got {shown(choices)}")
     return choices
 
 

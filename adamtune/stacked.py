@@ -50,8 +50,9 @@ from adamtune.train import (
 OnEpoch = Callable[[dict[int, Evaluation]], dict[int, str]]
 # A configuration's row finished (completed, pruned or diverged): its id and its result.
 OnResult = Callable[[int, TrainResult], None]
-# The next configuration to train, or None when no more should start.
-Source = Callable[[], AdamConfig | None]
+# The next configuration to train (with its own seed, or the stack's), or None when no more
+# should start.
+Source = Callable[[], AdamConfig | tuple[AdamConfig, int] | None]
 
 
 def train_stacked(
@@ -65,11 +66,16 @@ def train_stacked(
     on_result: OnResult | None = None,
     divergence_factor: float = 100.0,
     patience: int | None = None,
+    seeds: list[int] | None = None,
 ) -> list[TrainResult]:
     """Train ``task`` once per configuration, all in one stack from the start; one TrainResult
     per configuration, in order. A row that diverges or that ``on_epoch`` stops has ``stopped``
-    set (``diverged: ...`` or the returned reason). ``on_result`` sees each result as it comes."""
+    set (``diverged: ...`` or the returned reason). ``on_result`` sees each result as it comes.
+    ``seeds``, when given, is each configuration's own seed (its initial weights and batch
+    order, as ``train(task, config, seed=seeds[i])``); else every row has ``seed``."""
     _check_uniform(configs)
+    if seeds is not None and len(seeds) != len(configs):
+        raise ValueError(f"seeds: one per configuration, got {len(seeds)} for {len(configs)}")
     results: dict[int, TrainResult] = {}
 
     def collect(i: int, result: TrainResult) -> None:
@@ -77,7 +83,7 @@ def train_stacked(
         if on_result is not None:
             on_result(i, result)
 
-    queue = iter(configs)
+    queue = iter(zip(configs, seeds or [seed] * len(configs), strict=True))
     train_stack(
         task,
         lambda: next(queue, None),
@@ -99,6 +105,7 @@ class _Row:
 
     id: int
     config: AdamConfig
+    seed: int  # its initial weights and its batch orders
     lrs: list[float]
     log: TrainingLog
     started: float
@@ -128,14 +135,16 @@ def train_stack(
     batch at the same position of its own epoch's order (gathered per row while rows are at
     different epochs) and trains exactly as it would alone. ``on_result(id, result)`` receives
     each row's result the moment it finishes, ids numbering configurations in arrival order.
-    ``patience`` (default: the task's) is early stopping, row by row, as train() does it."""
+    ``patience`` (default: the task's) is early stopping, row by row, as train() does it.
+    ``source`` may give a configuration with a seed of its own (``(config, seed)``); rows of
+    other seeds then gather their batches from their own orders, as rows at other epochs do."""
     device = torch.device(device) if isinstance(device, str) else device
     epochs = epochs or task.epochs
     total_steps = planned_steps(task, epochs)
     x_train, y_train = (t.to(device) for t in task.train)
     validation = (task.validation[0].to(device), task.validation[1].to(device))
     size, batch_size = len(x_train), task.batch_size
-    orders = _EpochOrders(size, seed, device)
+    orders: dict[int, _EpochOrders] = {}  # by seed
     row_losses = RowLosses(task.loss)
     patience = patience if patience is not None else task.patience
     live: list[_Row] = []
@@ -158,31 +167,37 @@ def train_stack(
     while True:
         joining: list[_Row] = []
         while not exhausted and len(live) + len(joining) < rows:
-            config = source()
-            if config is None:
+            item = source()
+            if item is None:
                 exhausted = True
                 break
+            config, row_seed = item if isinstance(item, tuple) else (item, seed)
+            if row_seed not in orders:
+                orders[row_seed] = _EpochOrders(size, row_seed, device)
             if live or joining:
                 _check_uniform([(live or joining)[0].config, config])
             log = TrainingLog(total_steps=total_steps)
             lrs = learning_rates(config.lr, config.schedule, total_steps)
             early = EarlyStopping(task.metric_name, task.direction, patience) if patience else None
-            joining.append(_Row(arrived, config, lrs, log, time.perf_counter(), early))
+            joining.append(_Row(arrived, config, row_seed, lrs, log, time.perf_counter(), early))
             arrived += 1
         if joining:
-            stack, optimizer = _join(task, seed, device, stack, optimizer, live, joining)
+            stack, optimizer = _join(task, device, stack, optimizer, live, joining)
             live = live + joining
         if not live:
             return
         assert stack is not None and optimizer is not None
-        in_use = orders.keep({row.epoch for row in live})
-        shared = len(in_use) == 1
+        for row_seed in [k for k in orders if all(row.seed != k for row in live)]:
+            del orders[row_seed]  # no row trains with that seed any more
+        for row_seed, order in orders.items():
+            order.keep({row.epoch for row in live if row.seed == row_seed})
+        shared = len({(row.seed, row.epoch) for row in live}) == 1
         for start in range(0, size, batch_size):
             if shared:
-                index = orders.get(live[0].epoch)[start : start + batch_size]
-            else:  # [rows, batch]: each row's batch from its own epoch's order
+                index = orders[live[0].seed].get(live[0].epoch)[start : start + batch_size]
+            else:  # [rows, batch]: each row's batch from its own seed's and epoch's order
                 index = torch.stack(
-                    [orders.get(row.epoch)[start : start + batch_size] for row in live]
+                    [orders[row.seed].get(row.epoch)[start : start + batch_size] for row in live]
                 )
             step_lrs = [row.lrs[row.step] for row in live]  # one contiguous row per step
             optimizer.param_groups[0]["lr"] = torch.tensor(step_lrs, dtype=torch.float64)
@@ -320,19 +335,18 @@ def _clip_rows(stack: StackedModel, live: list[_Row]) -> None:
 
 def _join(
     task: Task,
-    seed: int,
     device: torch.device,
     stack: StackedModel | None,
     optimizer: torch.optim.Optimizer | None,
     live: list[_Row],
     joining: list[_Row],
 ) -> tuple[StackedModel, torch.optim.Optimizer]:
-    """Add ``joining``'s rows, each built from ``seed`` as train() builds its model, with fresh
+    """Add ``joining``'s rows, each built from its seed as train() builds its model, with fresh
     optimizer state (per-row step counts at 0)."""
     models = []
     with _BUILD_LOCK:
-        for _ in joining:  # each copy starts from the same seed: the weights a trial gets alone
-            torch.manual_seed(seed)
+        for row in joining:  # each copy starts from its row's seed: the weights it gets alone
+            torch.manual_seed(row.seed)
             models.append(task.build_model().to(device))
     old_state: list[dict[str, torch.Tensor]] = []
     if stack is None:

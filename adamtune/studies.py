@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 from adamtune.config import AdamConfig
 from adamtune.errors import StorageError, StudyError, describe, shown
 from adamtune.export import ExportedTrial
+from adamtune.gain import study_confirmation
 from adamtune.storage import open_storage
 from adamtune.urls import journal_path, redact, sqlite_path
 
@@ -91,9 +92,13 @@ def trial_config(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
-    """The best completed trial, or trial ``number`` when it is completed."""
+    """The confirmed winner (see adamtune.confirm) where the study has one, else the best
+    completed trial; or trial ``number`` when it is completed."""
     trials = study.get_trials(deepcopy=False)
     if number is None:
+        winner = confirmed_winner(study, trials)
+        if winner is not None:
+            return winner
         ranked = best_first(trials, maximizes(study))
         if not ranked:
             raise StudyError(f"study {shown(study.study_name)} has no completed trial yet")
@@ -108,6 +113,31 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
             "COMPLETE; only completed trials can be exported"
         )
     return matches[0]
+
+
+def confirmed_winner(study: optuna.Study, trials: list[FrozenTrial]) -> FrozenTrial | None:
+    """The completed trial that confirmation ranked first, if any."""
+    confirmation = study_confirmation(study.user_attrs)
+    if confirmation is None or confirmation.winner is None:
+        return None
+    for trial in trials:
+        if trial.number == confirmation.winner and trial.state == TrialState.COMPLETE:
+            return trial
+    return None
+
+
+def chosen_because(study: optuna.Study, trial: FrozenTrial) -> str:
+    """Why ``trial`` is the one exported: ``the confirmed winner: ...`` or ``the best trial``."""
+    confirmation = study_confirmation(study.user_attrs)
+    if confirmation is not None and confirmation.winner == trial.number:
+        winner = next(c for c in confirmation.candidates if c.trial == trial.number)
+        k = len(confirmation.seeds)
+        return (
+            f"the confirmed winner: mean {confirmation.metric} {winner.mean:.6g} "
+            f"(sd {winner.sd or 0.0:.2g}) over {k} further seed{'s' if k != 1 else ''}"
+        )
+    best = best_first(study.get_trials(deepcopy=False), maximizes(study))
+    return "the best trial" if best and best[0].number == trial.number else "as asked"
 
 
 def load_trial(study_name: str, storage: str, trial: int | None = None) -> ExportedTrial:
@@ -140,6 +170,7 @@ def exported_trial(study: optuna.Study, trial: int | None = None) -> ExportedTri
         seed=_int_or_none(chosen.user_attrs.get("seed")),
         task=study.user_attrs.get("task"),
         best_step=_int_or_none(chosen.user_attrs.get("best_step")),
+        chosen=chosen_because(study, chosen),
     )
 
 

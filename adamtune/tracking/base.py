@@ -2,7 +2,9 @@
 
 Order of calls: start_study once; then, per trial, start_trial and end_trial (from whichever
 thread runs the trial); then end_study and close, also when the study is interrupted or fails.
-stale_trial(number) may come at any time: another worker's trial was found dead.
+stale_trial(number) may come at any time: another worker's trial was found dead. log_run(name,
+record) logs a finished run that is no Optuna trial (a baseline evaluated apart from the search,
+a confirmation seed) under the study's parent run, between start_study and end_study.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Tracker(Protocol):
     def start_trial(self, number: int) -> None: ...
     def end_trial(self, record: TrialRecord) -> None: ...
     def stale_trial(self, number: int) -> None: ...
+    def log_run(self, name: str, record: TrialRecord) -> None: ...
     def end_study(self, study_name: str, *, interrupted: bool = False) -> None: ...
     def close(self) -> None: ...
 
@@ -56,6 +59,9 @@ class NullTracker:
         pass
 
     def stale_trial(self, number: int) -> None:
+        pass
+
+    def log_run(self, name: str, record: TrialRecord) -> None:
         pass
 
     def end_study(self, study_name: str, *, interrupted: bool = False) -> None:

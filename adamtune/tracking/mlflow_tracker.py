@@ -109,18 +109,10 @@ class MlflowTracker:
         self._send("start_trial", number=number, started_ms=_now_ms())
 
     def end_trial(self, record: TrialRecord) -> None:
-        self._send(
-            "end_trial",
-            number=record.number,
-            state=record.state,
-            reason=record.reason,
-            params={k: str(v) for k, v in record.params.items()},
-            value=record.value,
-            learning_rates=record.learning_rates,
-            train_losses=record.train_losses,
-            evaluations=[list(e) for e in record.evaluations],
-            ended_ms=_now_ms(),
-        )
+        self._send("end_trial", **_record_payload(record))
+
+    def log_run(self, name: str, record: TrialRecord) -> None:
+        self._send("log_run", name=name, started_ms=_now_ms(), **_record_payload(record))
 
     def stale_trial(self, number: int) -> None:
         self._send("stale_trial", number=number, ended_ms=_now_ms())
@@ -216,6 +208,20 @@ class MlflowTracker:
         finally:
             with contextlib.suppress(OSError):
                 stdin.close()
+
+
+def _record_payload(record: TrialRecord) -> dict[str, Any]:
+    return {
+        "number": record.number,
+        "state": record.state,
+        "reason": record.reason,
+        "params": {k: str(v) for k, v in record.params.items()},
+        "value": record.value,
+        "learning_rates": record.learning_rates,
+        "train_losses": record.train_losses,
+        "evaluations": [list(e) for e in record.evaluations],
+        "ended_ms": _now_ms(),
+    }
 
 
 def _start_worker(tracking_uri: str) -> subprocess.Popen[str]:

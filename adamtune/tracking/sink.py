@@ -116,9 +116,66 @@ class MlflowSink:
         evaluations: list[list[Any]],
         ended_ms: int,
     ) -> None:
+        run_id = self.runs[number]
+        self._log_record(
+            run_id, state, reason, params, value, learning_rates, train_losses, evaluations, ended_ms
+        )
+
+    def log_run(
+        self,
+        name: str,
+        started_ms: int,
+        number: int,
+        state: str,
+        reason: str,
+        params: dict[str, str],
+        value: float | None,
+        learning_rates: list[float],
+        train_losses: list[float],
+        evaluations: list[list[Any]],
+        ended_ms: int,
+    ) -> None:
+        """A finished run that is no trial (a separate baseline, a confirmation seed), as a
+        child of the parent run, tagged ``adamtune.role`` = its params' ``role``."""
+        tags = {
+            "adamtune.study": self.study_name,
+            "adamtune.role": params.get("role", "evaluation"),
+            "adamtune.session": self.session,
+            "mlflow.parentRunId": self.parent_run_id,
+        }
+        if number >= 0:
+            tags["adamtune.trial_number"] = str(number)
+        run = self.client.create_run(
+            self.experiment_id, start_time=started_ms, run_name=name, tags=tags
+        )
+        self.open.add(run.info.run_id)
+        self._log_record(
+            run.info.run_id,
+            state,
+            reason,
+            params,
+            value,
+            learning_rates,
+            train_losses,
+            evaluations,
+            ended_ms,
+        )
+
+    def _log_record(
+        self,
+        run_id: str,
+        state: str,
+        reason: str,
+        params: dict[str, str],
+        value: float | None,
+        learning_rates: list[float],
+        train_losses: list[float],
+        evaluations: list[list[Any]],
+        ended_ms: int,
+    ) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
-        run_id, now = self.runs[number], ended_ms
+        now = ended_ms
         metrics = [Metric("lr", lr, now, step) for step, lr in enumerate(learning_rates)]
         metrics += [Metric("train_loss", loss, now, step) for step, loss in enumerate(train_losses)]
         for epoch, step, values in evaluations:
@@ -204,8 +261,9 @@ class MlflowSink:
         from optuna.trial import TrialState
 
         from adamtune.export import render
+        from adamtune.gain import summary_metrics
         from adamtune.report import config_rows
-        from adamtune.studies import exported_trial, trial_config
+        from adamtune.studies import exported_trial, maximizes, trial_config
         from adamtune.tracking.plots import study_figures
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -223,14 +281,19 @@ class MlflowSink:
             return
         best = study.best_trial
         metrics.append(Metric("best_value", float(best.value or 0.0), now, 0))
+        gains = summary_metrics(study.user_attrs, best.value, maximizes(study))
+        metrics += [Metric(name, value, now, 0) for name, value in gains.items()]
         params = [Param(f"best.{k}", str(v)) for k, v in config_rows(trial_config(best))]
+        best_trial = exported_trial(study)  # the confirmed winner where there is one
         self.client.log_batch(
             run_id,
             metrics=metrics,
             params=params,
-            tags=[RunTag("adamtune.best_trial", str(best.number))],
+            tags=[
+                RunTag("adamtune.best_trial", str(best.number)),
+                RunTag("adamtune.exported_trial", str(best_trial.trial_number)),
+            ],
         )
-        best_trial = exported_trial(study)
         for fmt, name in (("torch", "best_config_torch.py"), ("yaml", "best_config.yaml")):
             self.client.log_text(run_id, render(best_trial, fmt), f"export/{name}")
         for path, figure in study_figures(study, study.user_attrs.get("metric", "value")).items():

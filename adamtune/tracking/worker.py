@@ -21,7 +21,15 @@ from typing import Any
 
 from adamtune.tracking.sink import MlflowSink
 
-OPS = ("start_study", "start_trial", "end_trial", "stale_trial", "end_study", "close_session")
+OPS = (
+    "start_study",
+    "start_trial",
+    "end_trial",
+    "log_run",
+    "stale_trial",
+    "end_study",
+    "close_session",
+)
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy store
 
 

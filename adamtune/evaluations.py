@@ -1,0 +1,122 @@
+"""Training configurations outside Optuna's trials: a baseline that lies outside the space, and
+the confirmation runs of a study's top trials under further seeds.
+
+Each (configuration, seed) pair trains exactly as a trial with that seed would (same epochs,
+device, optimizer, early stopping). Where the task stacks, every (configuration, seed) pair is a
+row of one stacked model, each row with its own seed (rows sharing ``decoupled``/``amsgrad``
+share a stack), so K seeds of the top five cost about one stacked run, not 5K runs. A run that diverges or whose user code raises is an
+outcome with its reason, never an exception: one bad seed must not lose the others.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+import torch
+
+from adamtune.builders import build_optimizer
+from adamtune.config import AdamConfig
+from adamtune.errors import DivergedError, describe
+from adamtune.tasks import Task
+from adamtune.train import TrainingLog, TrainResult, train
+
+
+@dataclass
+class Evaluated:
+    """One configuration trained under one seed."""
+
+    seed: int
+    value: float | None  # the task's metric; None when the run did not finish
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str = ""  # why there is no value
+    log: TrainingLog = field(default_factory=TrainingLog, repr=False)
+
+
+@dataclass(frozen=True)
+class Runner:
+    """How a study trains: what every evaluation shares with the study's trials."""
+
+    task: Task
+    epochs: int | None = None
+    device: torch.device = torch.device("cpu")
+    optimizer: str = "fused"
+    patience: int | None = None
+    rows: int = 1  # > 1: train configurations and seeds this many at a time as one stack
+
+    def evaluate(
+        self, configs: Sequence[AdamConfig], seeds: Sequence[int]
+    ) -> list[list[Evaluated]]:
+        """``result[i][j]``: configuration ``i`` trained under ``seeds[j]``."""
+        pairs = [(i, seed) for seed in seeds for i in range(len(configs))]
+        if self.rows > 1 and len(pairs) > 1:
+            done = self._stacked(configs, pairs)
+        else:
+            done = {(i, seed): self._alone(configs[i], seed) for i, seed in pairs}
+        return [[done[(i, seed)] for seed in seeds] for i in range(len(configs))]
+
+    def _alone(self, config: AdamConfig, seed: int) -> Evaluated:
+        log = TrainingLog()
+        try:
+            result = train(
+                self.task,
+                config,
+                seed=seed,
+                epochs=self.epochs,
+                device=self.device,
+                optimizer_factory=partial(build_optimizer, optimizer=self.optimizer),
+                log=log,
+                patience=self.patience,
+            )
+        except KeyboardInterrupt:
+            raise
+        except DivergedError as exc:
+            return Evaluated(seed, None, reason=f"diverged: {exc}", log=log)
+        except BaseException as exc:  # noqa: BLE001  (user code: this run fails, not the others)
+            return Evaluated(seed, None, reason=describe(exc), log=log)
+        return self._outcome(result, seed)
+
+    def _stacked(
+        self, configs: Sequence[AdamConfig], pairs: list[tuple[int, int]]
+    ) -> dict[tuple[int, int], Evaluated]:
+        """Every (configuration, seed) pair as a row of one refilling stack per kernel setting
+        (rows sharing ``decoupled``/``amsgrad``), ``rows`` at a time."""
+        from adamtune.stacked import train_stack
+
+        out: dict[tuple[int, int], Evaluated] = {}
+        groups: dict[tuple[bool, bool], list[tuple[int, int]]] = {}
+        for i, seed in pairs:
+            groups.setdefault((configs[i].decoupled, configs[i].amsgrad), []).append((i, seed))
+        for members in groups.values():
+            queue = iter((configs[i], seed) for i, seed in members)
+
+            def collect(row: int, result: TrainResult, members: list = members) -> None:
+                out[members[row]] = self._outcome(result, members[row][1])
+
+            try:
+                train_stack(
+                    self.task,
+                    lambda queue=queue: next(queue, None),
+                    rows=min(self.rows, len(members)),
+                    epochs=self.epochs,
+                    device=self.device,
+                    on_result=collect,
+                    patience=self.patience,
+                )
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001  (the shared forward failed)
+                for pair in members:
+                    out.setdefault(pair, Evaluated(pair[1], None, reason=describe(exc)))
+        return out
+
+    def _outcome(self, result: TrainResult, seed: int) -> Evaluated:
+        reason = result.failed or result.stopped
+        if reason:
+            return Evaluated(seed, None, result.metrics, reason, result.log)
+        if not math.isfinite(result.value):
+            why = f"{self.task.metric_name} is {result.value} (not a finite number)"
+            return Evaluated(seed, None, result.metrics, why, result.log)
+        return Evaluated(seed, float(result.value), dict(result.metrics), "", result.log)
