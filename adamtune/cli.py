@@ -534,14 +534,14 @@ def export(
     from adamtune.tracking.base import default_tracking_uri
 
     chosen = load_trial(study_name, storage, trial)
-    if chosen.chosen.startswith("the confirmed winner"):
-        click.echo(f"Exporting trial {chosen.trial_number}, {chosen.chosen}.", err=True)
     text = render(chosen, fmt)
     if output is None:
         click.echo(text, nl=False)
-        return
-    write_export(text, output, force=force, protected=[storage, default_tracking_uri()])
-    click.echo(f"Wrote {output}", err=True)
+    else:
+        write_export(text, output, force=force, protected=[storage, default_tracking_uri()])
+        click.echo(f"Wrote {output}", err=True)
+    if chosen.chosen.startswith("the confirmed winner"):
+        click.echo(f"Exported trial {chosen.trial_number}, {chosen.chosen}.", err=True)
 
 
 def resolve_tracking_uri(given: str | None) -> str:

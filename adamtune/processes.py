@@ -23,7 +23,18 @@ from optuna.trial import FrozenTrial, TrialState
 
 from adamtune.errors import StudyError
 from adamtune.space import SearchSpace, load_space
-from adamtune.study import SearchSettings, default_study_name, open_study, run_search
+from adamtune.evaluations import Runner
+from adamtune.study import (
+    SearchSettings,
+    confirm,
+    default_study_name,
+    open_study,
+    run_search,
+    start_baseline,
+    trials_to_run,
+)
+from adamtune.tracking import make_tracker
+from adamtune.train import resolve_device
 from adamtune.tasks import Task, resolve_task
 
 POLL_SECONDS = 1.0
@@ -84,15 +95,48 @@ def run_workers(
     on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
     task: Task | None = None,
     space: SearchSpace | None = None,
+    warn: Callable[[str], None] = lambda message: None,
 ) -> optuna.Study:
     """Run ``settings.n_trials`` trials over ``workers`` processes; return the study. Each
-    process resolves the task and the space again: objects do not cross a spawn."""
-    if settings.n_trials is None and settings.timeout is None:
+    process resolves the task and the space again: objects do not cross a spawn. This process
+    evaluates a new study's baseline first and confirms the top trials at the end (with a
+    tracker of its own: one more parent run in MLflow)."""
+    if settings.n_trials is None and settings.timeout is None and settings.sampler != "grid":
         raise StudyError("--workers needs --n-trials or --timeout")
     task = task or resolve_task(settings.task)
     space = space or load_space(settings.space)
+    if settings.sampler == "grid":
+        space = space.for_grid()
     settings = replace(settings, study_name=settings.study_name or default_study_name(task, space))
     study = open_study(settings, task, space)
+    n_trials = trials_to_run(settings, study, space, warn)
+    # The baseline and the confirmation run here, once, around the workers' trials.
+    device = resolve_device(settings.device)
+    runner = Runner(task, settings.epochs, device, settings.optimizer, settings.patience)
+    tracker = make_tracker(settings.tracking_uri, settings.experiment, settings.storage)
+    tracker.start_study(study.study_name, settings.redacted(), space.text)
+    finished = False
+    try:
+        if settings.baseline:
+            start_baseline(study, space, settings, runner, tracker, warn)
+        _run_processes(study, replace(settings, n_trials=n_trials), workers, on_trial)
+        if settings.confirm:
+            confirm(study, runner, settings, tracker, warn)
+        finished = True
+    finally:
+        tracker.end_study(study.study_name, interrupted=not finished)
+        tracker.close()
+    return study
+
+
+def _run_processes(
+    study: optuna.Study,
+    settings: SearchSettings,
+    workers: int,
+    on_trial: Callable[[optuna.Study, FrozenTrial], None] | None,
+) -> None:
+    if settings.n_trials == 0:  # a grid with no point left
+        return
     seen = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
     context = multiprocessing.get_context("spawn")  # no forked copies of torch's threads
     errors = context.SimpleQueue()
@@ -103,7 +147,7 @@ def run_workers(
             target=_worker_main,
             name=f"adamtune-worker-{i}",
             args=(
-                replace(settings, n_trials=count, worker=i),
+                replace(settings, n_trials=count, worker=i, baseline=False, confirm=0),
                 gpu_for(i, settings.device),
                 errors,
                 threads,
@@ -138,7 +182,6 @@ def run_workers(
             f"{len(failed)} of {len(processes)} workers failed; first: {first}. "
             "Completed trials are in the study"
         )
-    return study
 
 
 def _report_new(

@@ -118,8 +118,9 @@ def check_settings(s: Any) -> None:
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """Everything ``adamtune search`` takes; the defaults are the CLI's defaults. Validated on
-    construction, so a bad value is refused before any storage or study is touched."""
+    """Everything ``adamtune search`` takes; the defaults are the CLI's defaults, except
+    ``confirm`` (off here, 3 on the command line). Validated on construction, so a bad value is
+    refused before any storage or study is touched."""
 
     task: str = "mnist1d-mlp"
     space: str = "default"
@@ -143,7 +144,9 @@ class SearchSettings:
     stack: int | str = "auto"  # trials trained at once as one stacked model; "auto" picks
     patience: int | None = None  # early stopping within a trial; None: the task's (off)
     baseline: bool = True  # a new study first evaluates the baseline (adamtune.baseline)
-    confirm: int = 3  # after the search, retrain the top trials under this many seeds; 0: off
+    # After the search, retrain the top trials under this many seeds; 0: off. The CLI's
+    # --confirm defaults to 3; a library caller asks for it.
+    confirm: int = 0
     confirm_top: int = 5  # how many of the top trials confirmation retrains
 
     def __post_init__(self) -> None:

@@ -54,10 +54,14 @@ def run_stacked(
     deadline = time.monotonic() + timeout if timeout is not None else None
 
     def may_start() -> bool:
-        if stop() or (deadline is not None and time.monotonic() >= deadline):
+        if stop() or study._stop_flag or (deadline is not None and time.monotonic() >= deadline):
             return False
         return n_trials is None or search.asked < n_trials
 
+    # This loop is the study's optimize loop: a sampler or callback may call study.stop() (the
+    # grid sampler does when its grid is done), which then ends it as it ends study.optimize.
+    study._stop_flag = False
+    study._thread_local.in_optimize_loop = True
     try:
         while search.pending or may_start():
             search.run_stack(may_start)
@@ -66,6 +70,7 @@ def run_stacked(
             search.finish(trial, INTERRUPTED, None, TrainingLog())
         raise
     finally:
+        study._thread_local.in_optimize_loop = False
         for heartbeat in search.heartbeats.values():
             heartbeat.join()
 

@@ -157,9 +157,10 @@ def open_study(
         raise StorageError(f"{where}: {describe(exc)}") from None
     # Seeding with seed + trials-so-far makes a resumed study draw new points, not replay old;
     # the worker offset keeps processes started together from drawing the same points.
-    study.sampler = make_sampler(
-        settings.sampler, (settings.seed + n_trials + 7919 * settings.worker) % SEED_LIMIT, space
-    )
+    seed = (settings.seed + n_trials + 7919 * settings.worker) % SEED_LIMIT
+    if settings.sampler == "grid":  # grid ids index one shuffled order: every worker and every
+        seed = settings.seed  # resume must shuffle alike, or ids name other points (repeats)
+    study.sampler = make_sampler(settings.sampler, seed, space)
     return study
 
 

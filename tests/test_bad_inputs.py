@@ -189,6 +189,9 @@ def workdir(tmp_path, monkeypatch):
             "--no-tracking",
             "--space",
             "adamw",
+            "--no-baseline",  # trial 0 stays the sampler's first draw, which hf cannot export
+            "--confirm",
+            "0",
         ],
     )
     assert made.exit_code == 0, made.output

@@ -75,7 +75,7 @@ def test_tasks_lists_builtins(run):
     [
         (
             ["search", "--space", "nope"],
-            "Error: space 'nope': not a shipped space (adam, adamw, algoperf, default, lr-only) nor a "
+            "Error: space 'nope': not a shipped space (adam, adamw, algoperf, default, grid, lr-only) nor a "
             ".yaml path",
         ),
         (
@@ -92,7 +92,7 @@ def test_tasks_lists_builtins(run):
         (
             ["search", "--sampler", "bayes"],
             "Error: Invalid value for '--sampler' (env var: 'ADAMTUNE_SAMPLER'): 'bayes' is not one of "
-            "'tpe', 'gp', 'cmaes', 'random', 'qmc'.",
+            "'tpe', 'gp', 'cmaes', 'random', 'qmc', 'grid'.",
         ),
         (
             ["search", "--storage", "nosuchdb://x"],

@@ -242,6 +242,7 @@ def study_storage(tmp_path_factory):
     storage = f"sqlite:///{tmp_path_factory.mktemp('export') / 'optuna.db'}"
     run_search(
         SearchSettings(
+            task="digits-mlp",
             storage=storage,
             study_name="exp",
             n_trials=4,
@@ -263,6 +264,7 @@ def clipped_storage(tmp_path_factory):
     storage = f"sqlite:///{folder / 'optuna.db'}"
     run_search(
         SearchSettings(
+            task="digits-mlp",
             storage=storage,
             study_name="exp",
             n_trials=2,

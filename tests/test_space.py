@@ -6,7 +6,7 @@ from adamtune.config import AdamConfig
 from adamtune.errors import SpaceError
 from adamtune.space import Categorical, FloatRange, IntRange, load_space, shipped_spaces
 
-SHIPPED = ["adam", "adamw", "algoperf", "default", "lr-only"]
+SHIPPED = ["adam", "adamw", "algoperf", "default", "grid", "lr-only"]
 
 
 def test_all_required_spaces_ship_with_a_description():

@@ -13,7 +13,9 @@ from adamtune.study import SearchSettings, run_search
 
 
 def settings(storage, **overrides):
-    base = dict(storage=storage, n_trials=3, epochs=2, space="lr-only", study_name="s")
+    base = dict(
+        task="digits-mlp", storage=storage, n_trials=3, epochs=2, space="lr-only", study_name="s"
+    )
     return SearchSettings(**{**base, **overrides})
 
 
@@ -249,7 +251,7 @@ def test_a_resumed_seed_near_the_limit_wraps_around(storage):
         (dict(device="meta"), "--device: must be auto, cpu, cuda, cuda:N or mps, got 'meta'"),
         (
             dict(sampler="bayes"),
-            "--sampler: must be one of tpe, gp, cmaes, random, qmc, got 'bayes'",
+            "--sampler: must be one of tpe, gp, cmaes, random, qmc, grid, got 'bayes'",
         ),
         (dict(study_name="x" * 513), "--study-name: must be at most 512 characters, got 513"),
     ],

@@ -143,8 +143,8 @@ class MlflowSink:
             "adamtune.session": self.session,
             "mlflow.parentRunId": self.parent_run_id,
         }
-        if number >= 0:
-            tags["adamtune.trial_number"] = str(number)
+        if number >= 0:  # not adamtune.trial_number: that tag marks the trial's own run
+            tags["adamtune.confirms_trial"] = str(number)
         run = self.client.create_run(
             self.experiment_id, start_time=started_ms, run_name=name, tags=tags
         )

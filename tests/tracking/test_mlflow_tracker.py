@@ -19,6 +19,8 @@ def tracked(tmp_path):
 
     def settings(**overrides):
         base = dict(
+            task="digits-mlp",
+            baseline=False,  # the layout of trials; the baseline's run is tested on its own
             storage=f"sqlite:///{tmp_path / 'optuna.db'}",
             study_name="s",
             epochs=2,
@@ -81,6 +83,21 @@ def test_one_parent_and_one_child_per_trial_with_state_and_tags(tracked):
         ):
             assert key in child.data.params
     assert {t.state.name for t in study.trials} == {"COMPLETE", "PRUNED"}
+
+
+def test_a_baseline_outside_the_space_has_a_run_of_its_own(tracked):
+    settings = tracked(baseline=True)  # lr 1e-3 is not among the space's choices
+    study = run_search(settings)
+    client, exp, parents, children = runs_of(settings)
+    (baseline,) = [r for r in children if r.info.run_name == "baseline"]
+    assert baseline.data.tags["adamtune.role"] == "baseline"
+    assert "adamtune.trial_number" not in baseline.data.tags  # it is no trial
+    assert baseline.info.status == "FINISHED"
+    assert baseline.data.params["lr"] == "0.001" and baseline.data.params["weight_decay"] == "0.01"
+    assert len(client.get_metric_history(baseline.info.run_id, "lr")) == 2 * 23  # every step
+    value = study.user_attrs["baseline"]["value"]
+    assert baseline.data.metrics["objective"] == value == parents[0].data.metrics["baseline_value"]
+    assert len(children) == len(study.trials) + 1
 
 
 def test_lr_is_logged_at_every_step_and_equals_the_schedule(tracked):
