@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import optuna
 from optuna.trial import TrialState
@@ -133,9 +133,15 @@ def _same(a: Any, b: Any) -> bool:
 class Outcome(Protocol):
     """What training one configuration gave (adamtune.evaluations.Evaluated fits)."""
 
-    value: float | None
-    metrics: dict[str, float]
-    reason: str
+    @property
+    def value(self) -> float | None: ...
+    @property
+    def metrics(self) -> dict[str, float]: ...
+    @property
+    def reason(self) -> str: ...
+
+
+OutcomeT = TypeVar("OutcomeT", bound=Outcome)
 
 
 def prepare_baseline(
@@ -143,8 +149,8 @@ def prepare_baseline(
     space: SearchSpace,
     *,
     grid: bool,
-    evaluate: Callable[[AdamConfig], Outcome],
-    log: Callable[[str, AdamConfig, Outcome], None],
+    evaluate: Callable[[AdamConfig], OutcomeT],
+    log: Callable[[str, AdamConfig, OutcomeT], None],
     say: Callable[[str], None],
 ) -> None:
     """A new study's baseline: enqueued as its first trial where it lies inside ``space`` (and

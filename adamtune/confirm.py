@@ -105,7 +105,10 @@ def _candidate(
     test_metric: str | None,
 ) -> dict[str, Any]:
     values = [run.value for run in runs]
-    tests = [run.metrics.get(test_metric) if test_metric and run.value is not None else None for run in runs]
+    tests = [
+        run.metrics.get(test_metric) if test_metric and run.value is not None else None
+        for run in runs
+    ]
     mean, sd = mean_sd(values)
     test_mean, test_sd = mean_sd(tests)
     return {
@@ -151,5 +154,6 @@ def run_record(
         metric_name=metric,
         learning_rates=run.log.learning_rates,
         train_losses=run.log.train_losses,
+        grad_norms=run.log.grad_norms,
         evaluations=[(e.epoch, e.step, e.metrics) for e in run.log.evaluations],
     )

@@ -11,7 +11,7 @@ outcome with its reason, never an exception: one bad seed must not lose the othe
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -90,15 +90,22 @@ class Runner:
         for i, seed in pairs:
             groups.setdefault((configs[i].decoupled, configs[i].amsgrad), []).append((i, seed))
         for members in groups.values():
-            queue = iter((configs[i], seed) for i, seed in members)
+            queue = iter([(configs[i], seed) for i, seed in members])
 
-            def collect(row: int, result: TrainResult, members: list = members) -> None:
+            def source(
+                queue: Iterator[tuple[AdamConfig, int]] = queue,
+            ) -> tuple[AdamConfig, int] | None:
+                return next(queue, None)
+
+            def collect(
+                row: int, result: TrainResult, members: list[tuple[int, int]] = members
+            ) -> None:
                 out[members[row]] = self._outcome(result, members[row][1])
 
             try:
                 train_stack(
                     self.task,
-                    lambda queue=queue: next(queue, None),
+                    source,
                     rows=min(self.rows, len(members)),
                     epochs=self.epochs,
                     device=self.device,

@@ -111,7 +111,7 @@ def study_baseline(user_attrs: Mapping[str, Any]) -> Baseline | None:
         config=attr["config"] if isinstance(attr.get("config"), dict) else {},
         how=str(attr.get("how", "separate")),
         trial=trial if _is_int(trial) else None,
-        value=float(value) if _is_number(value) else None,
+        value=_number(value),
         reason=str(attr.get("reason") or ""),
     )
 
@@ -141,9 +141,9 @@ def _candidate(data: Any) -> Candidate | None:
     return Candidate(
         label=str(data.get("label", "")),
         trial=trial if _is_int(trial) else None,
-        search_value=float(search) if _is_number(search) else None,
-        values=[float(v) if _is_number(v) else None for v in data["values"]],
-        test_values=[float(v) if _is_number(v) else None for v in data.get("test_values", [])],
+        search_value=_number(search),
+        values=[_number(v) for v in data["values"]],
+        test_values=[_number(v) for v in data.get("test_values", [])],
     )
 
 
@@ -201,7 +201,9 @@ def confirmation_rows(confirmation: Confirmation) -> tuple[list[str], list[list[
     if confirmation.baseline is not None:
         everyone.append(confirmation.baseline)
     for c in everyone:
-        label = c.label + (" (winner)" if c.trial == confirmation.winner and c.trial is not None else "")
+        label = c.label + (
+            " (winner)" if c.trial == confirmation.winner and c.trial is not None else ""
+        )
         if c.failed:
             label += f" ({c.failed} of {len(c.values)} runs failed)"
         row: list[Any] = [label, c.search_value, _pm(c.values)]
@@ -249,9 +251,8 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
+def _number(value: Any) -> float | None:
+    """A finite number as a float; None for anything else (a hand-edited attribute)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(float(value)) else None

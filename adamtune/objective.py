@@ -183,12 +183,17 @@ class Objective:
                     params={
                         **self._run_params(trial, config, log),
                         **outcome.early_stopping,
-                        **({"baseline": self.baseline.label} if is_baseline and self.baseline else {}),
+                        **(
+                            {"baseline": self.baseline.label}
+                            if is_baseline and self.baseline
+                            else {}
+                        ),
                     },
                     value=outcome.value,
                     metric_name=self.task.metric_name,
                     learning_rates=log.learning_rates,
                     train_losses=log.train_losses,
+                    grad_norms=log.grad_norms,
                     evaluations=[(e.epoch, e.step, e.metrics) for e in log.evaluations],
                 )
             )

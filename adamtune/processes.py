@@ -22,8 +22,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from adamtune.errors import StudyError
-from adamtune.space import SearchSpace, load_space
 from adamtune.evaluations import Runner
+from adamtune.space import SearchSpace, load_space
 from adamtune.study import (
     SearchSettings,
     confirm,
@@ -33,9 +33,9 @@ from adamtune.study import (
     start_baseline,
     trials_to_run,
 )
+from adamtune.tasks import Task, resolve_task
 from adamtune.tracking import make_tracker
 from adamtune.train import resolve_device
-from adamtune.tasks import Task, resolve_task
 
 POLL_SECONDS = 1.0
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)

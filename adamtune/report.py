@@ -112,7 +112,9 @@ def gain_report(user_attrs: Any, best: FrozenTrial, metric: str, maximize: bool)
     """The gain over the baseline, and the confirmation table where the study has one; "" for
     a study with neither (one made with --no-baseline and --confirm 0)."""
     lines = []
-    line = best_line(metric, float(best.value or 0.0), best.number, study_baseline(user_attrs), maximize)
+    line = best_line(
+        metric, float(best.value or 0.0), best.number, study_baseline(user_attrs), maximize
+    )
     if line:
         lines.append(line[0].upper() + line[1:])
     confirmation = study_confirmation(user_attrs)

@@ -35,9 +35,7 @@ def search(
                 "queue on one file lock. For more than a few workers use PostgreSQL or "
                 "journal:FILE (README, 'Scale out')."
             )
-        return run_workers(
-            settings, workers, on_trial=on_trial, task=task, space=space, warn=warn
-        )
+        return run_workers(settings, workers, on_trial=on_trial, task=task, space=space, warn=warn)
     callbacks = [on_trial] if on_trial is not None else []
     return run_search(
         settings, callbacks=callbacks, tracker=tracker, task=task, space=space, warn=warn

@@ -32,8 +32,8 @@ from adamtune.config import (
     DOMAINS,
     OPTIONAL_FIELDS,
     SCHEDULE_FIELDS,
-    SCHEMA_VERSION,
     SCHEDULE_KINDS,
+    SCHEMA_VERSION,
     AdamConfig,
     ScheduleConfig,
 )
@@ -289,13 +289,13 @@ def load_space(name_or_path: str) -> SearchSpace:
     try:
         data = _mapping(text)
         if _is_export(data):  # an exported config: every field fixed at the trial's value
-            config = _export_config(data, "")
-            params = parse_params(fixed_fields(config))
+            exported = _export_config(data, "")
+            params = parse_params(fixed_fields(exported))
             return SearchSpace(name=name, source=source, text=text, params=params)
-        baseline = data.pop("baseline", None)
+        spec = data.pop("baseline", None)
         params = parse_params(data)
-        config = None if baseline is None else _baseline(baseline, Path(source).parent)
-        return SearchSpace(name, source, text, params, config)
+        own = None if spec is None else _baseline(spec, Path(source).parent)
+        return SearchSpace(name, source, text, params, own)
     except (SpaceError, ConfigError) as exc:
         raise SpaceError(f"{source}: {exc}") from None
 
@@ -411,7 +411,9 @@ def _parse_param(name: str, spec: Any) -> Param:
     include_none = spec.get("include_none", False)
     points = spec.get("points")
     if points is not None and (
-        isinstance(points, bool) or not isinstance(points, int) or not 2 <= points <= MAX_GRID_POINTS
+        isinstance(points, bool)
+        or not isinstance(points, int)
+        or not 2 <= points <= MAX_GRID_POINTS
     ):
         raise SpaceError(
             f"{name}.points: must be an integer in [2, {MAX_GRID_POINTS}], got {shown(points)}"

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -113,6 +113,7 @@ class _Row:
     epoch: int = 0  # epochs completed
     step: int = 0  # steps taken
     best_params: list[torch.Tensor] | None = None  # its weights at its best evaluation (test)
+    update_ratio: float = math.nan  # its epoch's last update norm over its weight norm
 
 
 def train_stack(
@@ -218,8 +219,16 @@ def train_stack(
                 seen.append(value)
                 row.log.learning_rates.append(lr)
             losses.sum().backward()
-            _clip_rows(stack, live)
+            norms = _row_norms([p.grad for p in stack.params if p.grad is not None])
+            for r, (row, norm) in enumerate(zip(live, norms.tolist(), strict=True)):
+                if r not in diverged:
+                    row.log.grad_norms.append(norm)
+            _clip_rows(stack, live, norms)
+            last = start + batch_size >= size
+            before = [p.detach().clone() for p in stack.params] if last else None
             optimizer.step()
+            if before is not None:
+                _update_ratios(stack, before, live)
             for row in live:
                 row.step += 1
             if diverged:
@@ -254,12 +263,16 @@ def _end_epoch(
     leaving: dict[int, str | None] = {}  # position in the stack -> why (None: completed)
     failed: dict[int, str] = {}  # position -> why its own evaluation raised
     judged: dict[int, Evaluation] = {}
+    weights = _row_norms(stack.params).tolist()  # every row's weight norm (param_norm)
     for r, (row, metrics) in enumerate(zip(live, _evaluate(task, stack, validation), strict=True)):
         if isinstance(metrics, BaseException):  # this row's loss or metric raised: only it fails
             leaving[r] = failed[r] = describe(metrics)
             continue
         epoch_losses = row.log.train_losses[-per_epoch:]
         metrics.setdefault("train_loss", sum(epoch_losses) / len(epoch_losses))
+        metrics.setdefault("param_norm", weights[r])
+        metrics.setdefault("update_ratio", row.update_ratio)
+        metrics.setdefault("val_train_gap", metrics["val_loss"] - metrics["train_loss"])
         evaluation = Evaluation(row.epoch, row.step, metrics)
         row.log.evaluations.append(evaluation)
         if not math.isfinite(metrics["val_loss"]):
@@ -312,8 +325,24 @@ def _check_uniform(configs: list[AdamConfig]) -> None:
         )
 
 
-def _clip_rows(stack: StackedModel, live: list[_Row]) -> None:
-    """Each row's gradients clipped by the row's own global norm, as
+def _row_norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """[rows]: each row's global L2 norm over ``tensors`` (stacked, row first)."""
+    if not tensors:
+        return torch.zeros(0)
+    return torch.stack([t.detach().pow(2).flatten(1).sum(1) for t in tensors]).sum(0).sqrt()
+
+
+def _update_ratios(stack: StackedModel, before: list[torch.Tensor], live: list[_Row]) -> None:
+    """Each row's last update norm over its weight norm before it (train.weight_diagnostics)."""
+    with torch.no_grad():
+        update = _row_norms([p - b for p, b in zip(stack.params, before, strict=True)])
+        ratios = (update / _row_norms(before).clamp_min(1e-30)).tolist()
+    for row, ratio in zip(live, ratios, strict=True):
+        row.update_ratio = ratio
+
+
+def _clip_rows(stack: StackedModel, live: list[_Row], norms: torch.Tensor) -> None:
+    """Each row's gradients clipped by the row's own global norm (``norms``, [rows]), as
     torch.nn.utils.clip_grad_norm_ clips one model's (the same coefficient and epsilon)."""
     limits = [row.config.max_grad_norm for row in live]
     if all(limit is None for limit in limits):
@@ -321,8 +350,6 @@ def _clip_rows(stack: StackedModel, live: list[_Row]) -> None:
     grads = [p.grad for p in stack.params if p.grad is not None]
     if not grads:
         return
-    squares = torch.stack([g.detach().pow(2).flatten(1).sum(1) for g in grads]).sum(0)
-    norms = squares.sqrt()  # [rows]
     limit = torch.tensor(
         [math.inf if value is None else value for value in limits],
         dtype=norms.dtype,

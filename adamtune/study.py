@@ -339,7 +339,9 @@ def start_baseline(
         return runner.evaluate([config], [settings.seed])[0][0]
 
     def log(name: str, config: AdamConfig, outcome: Evaluated) -> None:
-        tracker.log_run(name, run_record(outcome, None, config, runner.task.metric_name, "baseline"))
+        tracker.log_run(
+            name, run_record(outcome, None, config, runner.task.metric_name, "baseline")
+        )
 
     prepare_baseline(
         study, space, grid=settings.sampler == "grid", evaluate=evaluate, log=log, say=say

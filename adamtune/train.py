@@ -50,6 +50,7 @@ class TrainingLog:
 
     learning_rates: list[float] = field(default_factory=list)  # the LR each step used
     train_losses: list[float] = field(default_factory=list)  # the loss each step saw
+    grad_norms: list[float] = field(default_factory=list)  # global gradient norm, before clipping
     evaluations: list[Evaluation] = field(default_factory=list)
     total_steps: int = 0  # steps planned
 
@@ -178,46 +179,58 @@ def train(
     early = EarlyStopping(task.metric_name, task.direction, patience) if patience else None
     best_weights: dict[str, torch.Tensor] | None = None
     step, stopped = 0, None
-    for epoch in range(1, epochs + 1):
-        model.train()
-        permutation = torch.randperm(n, generator=order).to(device)
-        for start in range(0, n, batch_size):
-            index = permutation[start : start + batch_size]
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rates[step]
-            optimizer.zero_grad(set_to_none=True)
-            loss = task.loss(model(x_train[index]), y_train[index])
-            loss_value = loss.item()
-            check_divergence(
-                step,
-                loss_value,
-                losses[0] if losses else loss_value,
-                divergence_factor,
-                learning_rates[step],
-            )
-            loss.backward()
-            if config.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            losses.append(loss_value)
-            log.learning_rates.append(learning_rates[step])
-            step += 1
-        metrics = evaluate(task, model, validation)
-        epoch_losses = losses[-task.steps_per_epoch() :]
-        # A task may name its own metric train_loss; the task's metric wins.
-        metrics.setdefault("train_loss", sum(epoch_losses) / len(epoch_losses))
-        evaluation = Evaluation(epoch, step, metrics)
-        evaluations.append(evaluation)
-        if not math.isfinite(metrics["val_loss"]):
-            raise DivergedError(step - 1, metrics["val_loss"], learning_rates[step - 1])
-        stopped = on_eval(evaluation) if on_eval is not None else None
-        if stopped:
-            break
-        if early is not None:
-            if early.improved(evaluation) and task.test is not None:
-                best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if early.exhausted(epoch):
+    norms: list[torch.Tensor] = []  # this epoch's gradient norms, kept on the device
+    before: list[torch.Tensor] | None = None  # the weights before an epoch's last step
+    try:
+        for epoch in range(1, epochs + 1):
+            model.train()
+            permutation = torch.randperm(n, generator=order).to(device)
+            for start in range(0, n, batch_size):
+                index = permutation[start : start + batch_size]
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rates[step]
+                optimizer.zero_grad(set_to_none=True)
+                loss = task.loss(model(x_train[index]), y_train[index])
+                loss_value = loss.item()
+                check_divergence(
+                    step,
+                    loss_value,
+                    losses[0] if losses else loss_value,
+                    divergence_factor,
+                    learning_rates[step],
+                )
+                loss.backward()
+                norms.append(_grad_norm(model, config.max_grad_norm))
+                last = start + batch_size >= n
+                before = [p.detach().clone() for p in model.parameters()] if last else None
+                optimizer.step()
+                losses.append(loss_value)
+                log.learning_rates.append(learning_rates[step])
+                step += 1
+            _flush(norms, log)
+            metrics = evaluate(task, model, validation)
+            epoch_losses = losses[-task.steps_per_epoch() :]
+            # A task may name its own metric train_loss; the task's metric wins.
+            metrics.setdefault("train_loss", sum(epoch_losses) / len(epoch_losses))
+            assert before is not None
+            for name, value in weight_diagnostics(
+                list(model.parameters()), before, metrics
+            ).items():
+                metrics.setdefault(name, value)
+            evaluation = Evaluation(epoch, step, metrics)
+            evaluations.append(evaluation)
+            if not math.isfinite(metrics["val_loss"]):
+                raise DivergedError(step - 1, metrics["val_loss"], learning_rates[step - 1])
+            stopped = on_eval(evaluation) if on_eval is not None else None
+            if stopped:
                 break
+            if early is not None:
+                if early.improved(evaluation) and task.test is not None:
+                    best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                if early.exhausted(epoch):
+                    break
+    finally:  # a run that diverges mid-epoch keeps that epoch's norms
+        _flush(norms, log)
 
     best = early.best if early is not None and not stopped else None
     final = dict((best or evaluations[-1]).metrics)
@@ -234,6 +247,47 @@ def train(
         seconds=time.perf_counter() - started,
         best=best,
     )
+
+
+def _flush(norms: list[torch.Tensor], log: TrainingLog) -> None:
+    """The gradient norms kept on the device, into the log: one sync an epoch, not one a step."""
+    if norms:
+        log.grad_norms += torch.stack(norms).tolist()
+        norms.clear()
+
+
+def _grad_norm(model: torch.nn.Module, max_grad_norm: float | None) -> torch.Tensor:
+    """The global gradient norm before clipping, and the gradients clipped to
+    ``max_grad_norm`` (torch.nn.utils.clip_grad_norm_, which computes that norm anyway)."""
+    if max_grad_norm is not None:
+        return torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm).detach()
+    grads = [p.grad.detach() for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+def weight_diagnostics(
+    params: list[torch.Tensor], before: list[torch.Tensor], metrics: dict[str, float]
+) -> dict[str, float]:
+    """What an evaluation adds for monitoring: ``param_norm`` (global L2 norm of the weights),
+    ``update_ratio`` (the epoch's last optimizer step's update norm over the weight norm
+    before it; ~1e-3 is the classic healthy scale) and ``val_train_gap`` (validation loss minus
+    the epoch's mean training loss: growing, it is overfitting)."""
+    with torch.no_grad():
+        weight = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(p) for p in params])
+        )
+        old = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(b) for b in before]))
+        update = torch.linalg.vector_norm(
+            torch.stack(
+                [torch.linalg.vector_norm(p - b) for p, b in zip(params, before, strict=True)]
+            )
+        )
+    out = {"param_norm": weight.item(), "update_ratio": (update / old.clamp_min(1e-30)).item()}
+    if "val_loss" in metrics and "train_loss" in metrics:
+        out["val_train_gap"] = metrics["val_loss"] - metrics["train_loss"]
+    return out
 
 
 def planned_steps(task: Task, epochs: int) -> int:

@@ -11,6 +11,14 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+@pytest.fixture(autouse=True)
+def _no_confirmation_unless_asked(monkeypatch):
+    """`adamtune search` confirms its top trials by default (--confirm 3), which would retrain
+    18 runs after every search a test makes, subprocesses included; the tests of confirmation
+    pass --confirm themselves."""
+    monkeypatch.setenv("ADAMTUNE_CONFIRM", "0")
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     """Run in an empty directory, so sqlite:///adamtune.db and friends land there."""

@@ -66,10 +66,15 @@ def test_a_space_baseline_in_its_three_forms(tmp_path):
     )
     write(tmp_path, export, "winner.yaml")
     mapping = load_space(
-        write(tmp_path, "lr: {low: 1.0e-4, high: 1.0e-1}\nbaseline: {lr: 3.0e-3, one_minus_beta1: 0.2}\n")
+        write(
+            tmp_path,
+            "lr: {low: 1.0e-4, high: 1.0e-1}\nbaseline: {lr: 3.0e-3, one_minus_beta1: 0.2}\n",
+        )
     )
     assert mapping.baseline.lr == 3e-3 and mapping.baseline.beta1 == pytest.approx(0.8)
-    by_path = load_space(write(tmp_path, "lr: {low: 1.0e-4, high: 1.0e-1}\nbaseline: winner.yaml\n"))
+    by_path = load_space(
+        write(tmp_path, "lr: {low: 1.0e-4, high: 1.0e-1}\nbaseline: winner.yaml\n")
+    )
     assert by_path.baseline.schedule.kind == "cosine" and by_path.baseline.weight_decay == 0.1
     assert baseline_config(by_path) == (by_path.baseline, "the space's baseline")
 

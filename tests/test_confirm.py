@@ -35,7 +35,12 @@ class ScriptedRunner:
         self.asked = (list(configs), list(seeds))
         return [
             [
-                Evaluated(seed, v, {"test_accuracy": v - 0.01} if v is not None else {}, "" if v is not None else "diverged: boom")
+                Evaluated(
+                    seed,
+                    v,
+                    {"test_accuracy": v - 0.01} if v is not None else {},
+                    "" if v is not None else "diverged: boom",
+                )
                 for seed in seeds
                 for v in [self.script[c.lr][seed]]
             ]
@@ -109,7 +114,12 @@ def test_a_candidate_with_failed_seeds_ranks_after_those_without():
     study = study_with({0.1: 0.95, 0.01: 0.7})
     script = {0.1: {1: 0.99, 2: None}, 0.01: {1: 0.7, 2: 0.71}}
     confirmation = confirm_study(
-        study, ScriptedRunner(resolve_task("wine-mlp"), script), k=2, top=2, seed=0, tracker=Recorder()
+        study,
+        ScriptedRunner(resolve_task("wine-mlp"), script),
+        k=2,
+        top=2,
+        seed=0,
+        tracker=Recorder(),
     )
     assert confirmation.winner == 1
     assert confirmation.candidates[1].failed == 1
@@ -120,7 +130,12 @@ def test_top_limits_the_candidates_and_the_baseline_trial_is_the_baseline_not_a_
     study = study_with({0.1: 0.9, 0.01: 0.8, 0.001: 0.7})
     study.set_user_attr(
         "baseline",
-        {"label": "AdamW defaults", "config": AdamConfig(lr=0.5).to_dict(), "how": "trial", "trial": 9},
+        {
+            "label": "AdamW defaults",
+            "config": AdamConfig(lr=0.5).to_dict(),
+            "how": "trial",
+            "trial": 9,
+        },
     )
     script = {lr: {1: 0.5} for lr in (0.1, 0.01, 0.001, 0.5)}
     runner = ScriptedRunner(resolve_task("wine-mlp"), script)
@@ -132,7 +147,10 @@ def test_top_limits_the_candidates_and_the_baseline_trial_is_the_baseline_not_a_
 
 def test_nothing_to_confirm_without_a_completed_trial():
     study = optuna.create_study()
-    assert confirm_study(study, ScriptedRunner(None, {}), k=3, top=5, seed=0, tracker=Recorder()) is None
+    assert (
+        confirm_study(study, ScriptedRunner(None, {}), k=3, top=5, seed=0, tracker=Recorder())
+        is None
+    )
     assert "confirmation" not in study.user_attrs
 
 
@@ -170,7 +188,14 @@ def test_the_best_line_says_how_much_better_than_the_baseline():
 
 
 def test_a_baseline_without_a_value_says_why():
-    attrs = {"baseline": {"label": "AdamW defaults", "config": {}, "value": None, "reason": "diverged: x"}}
+    attrs = {
+        "baseline": {
+            "label": "AdamW defaults",
+            "config": {},
+            "value": None,
+            "reason": "diverged: x",
+        }
+    }
     line = best_line("val_accuracy", 0.7, 3, study_baseline(attrs), True)
     assert line == "best val_accuracy 0.7 (trial 3); AdamW defaults: no value (diverged: x)"
     assert gain_cell(attrs, 0.7, "val_accuracy", True) == ""

@@ -293,7 +293,13 @@ def test_threads_build_the_same_models_as_one_thread():
 def test_parallel_jobs_give_the_values_of_sequential_retraining(storage):
     study = run_search(
         SearchSettings(
-            task="digits-mlp", storage=storage, n_trials=4, n_jobs=2, epochs=2, space="lr-only", sampler="random"
+            task="digits-mlp",
+            storage=storage,
+            n_trials=4,
+            n_jobs=2,
+            epochs=2,
+            space="lr-only",
+            sampler="random",
         )
     )
     from adamtune.tasks import resolve_task

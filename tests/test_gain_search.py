@@ -57,7 +57,9 @@ def test_a_baseline_outside_the_space_is_evaluated_apart_and_never_told_to_the_s
     space = write(tmp_path, "lr: {low: 1.0e-2, high: 1.0e-1}\n")
     said = []
     study = run_search(settings(storage, space=space), warn=said.append)
-    assert "Baseline: AdamW defaults, outside the space; evaluating it apart from the search." in said
+    assert (
+        "Baseline: AdamW defaults, outside the space; evaluating it apart from the search." in said
+    )
     recorded = study.user_attrs["baseline"]
     assert recorded["how"] == "separate" and recorded["state"] == "COMPLETE"
     assert 0 < recorded["value"] <= 1 and "val_loss" in recorded["metrics"]

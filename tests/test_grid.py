@@ -120,7 +120,9 @@ def test_the_grid_runs_once_and_a_resume_finishes_it_without_repeats(grid_file, 
 def test_the_baseline_under_a_grid_is_evaluated_apart(grid_file, storage):
     said = []
     study = run_search(grid_settings(grid_file, storage, n_trials=2), warn=said.append)
-    assert "Baseline: AdamW defaults, outside the grid; evaluating it apart from the search." in said
+    assert (
+        "Baseline: AdamW defaults, outside the grid; evaluating it apart from the search." in said
+    )
     baseline = study.user_attrs["baseline"]
     assert baseline["how"] == "separate" and baseline["state"] == "COMPLETE"
     assert 0 < baseline["value"] <= 1

@@ -214,7 +214,12 @@ def test_a_stacked_search_gives_each_trial_its_own_outcome(storage):
     from adamtune.study import SearchSettings, run_search
 
     settings = SearchSettings(
-        task="digits-mlp", storage=storage, study_name="s", n_trials=6, stack=3, epochs=2,
+        task="digits-mlp",
+        storage=storage,
+        study_name="s",
+        n_trials=6,
+        stack=3,
+        epochs=2,
         space="default",
     )
     study = run_search(settings)

@@ -10,7 +10,7 @@ a confirmation seed) under the study's parent run, between start_study and end_s
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -34,6 +34,7 @@ class TrialRecord:
     learning_rates: list[float]  # the LR of every optimizer step taken
     train_losses: list[float]  # the loss of every step taken
     evaluations: list[tuple[int, int, dict[str, float]]]  # (epoch, step, metrics) per evaluation
+    grad_norms: list[float] = field(default_factory=list)  # global gradient norm, every step
 
 
 class Tracker(Protocol):

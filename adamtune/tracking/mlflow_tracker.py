@@ -219,6 +219,7 @@ def _record_payload(record: TrialRecord) -> dict[str, Any]:
         "value": record.value,
         "learning_rates": record.learning_rates,
         "train_losses": record.train_losses,
+        "grad_norms": record.grad_norms,
         "evaluations": [list(e) for e in record.evaluations],
         "ended_ms": _now_ms(),
     }

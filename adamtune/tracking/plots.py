@@ -17,8 +17,12 @@ TOP = 5
 MIN_TRIALS_FOR_IMPORTANCES = 5  # below this, any ranking of parameters is noise
 
 
-def study_figures(study: optuna.Study, metric_name: str) -> dict[str, Any]:
-    """Artifact path -> matplotlib Figure, for the figures the study has data for."""
+def study_figures(
+    study: optuna.Study, metric_name: str, grad_norms: dict[int, list[float]] | None = None
+) -> dict[str, Any]:
+    """Artifact path -> matplotlib Figure, for the figures the study has data for.
+    ``grad_norms`` (trial number -> per-step global gradient norm) are the trials this process
+    logged; the top trials among them get a plot of their norms."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
         return {}
@@ -29,6 +33,9 @@ def study_figures(study: optuna.Study, metric_name: str) -> dict[str, Any]:
         "plots/lr_schedules_top.png": _schedules(top),
         "plots/validation_curves_top.png": _curves(top, metric_name),
     }
+    norms = {t.number: grad_norms[t.number] for t in top if grad_norms and grad_norms.get(t.number)}
+    if norms:
+        figures["plots/grad_norms_top.png"] = _grad_norms(top, norms)
     importances = _importances(study, len(done))
     if importances:
         figures["plots/param_importances.png"] = importances
@@ -61,6 +68,18 @@ def _figure(title: str, xlabel: str, ylabel: str, left: float = 0.12) -> tuple[A
     return fig, ax
 
 
+def _lr_axis(ax: Any, values: list[float]) -> None:
+    """A log axis where the values span a decade or more; inside one (a constant LR, a short
+    decay), a linear one, since a log axis there may hold no labelled tick at all."""
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) >= 10 * min(positive):
+        _log_y(ax)
+        return
+    from matplotlib import ticker
+
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:.3g}"))
+
+
 def _log_y(ax: Any) -> None:
     """A log y axis labelled at 1, 2 and 5 times each power of ten, in plain text ("2e-03"),
     without minor ticks: those and mathtext labels cost more to draw than the rest of the
@@ -90,13 +109,29 @@ def _history(done: list[FrozenTrial], metric_name: str, maximize: bool) -> Any:
 
 def _schedules(top: list[FrozenTrial]) -> Any:
     fig, ax = _figure("Learning-rate schedules of the top trials", "optimizer step", "lr")
+    drawn: list[float] = []
     for trial in top:
         config, steps = trial_config(trial), trial.user_attrs.get("total_steps")
         if config and steps:
             adam = AdamConfig.from_dict(config)
             lrs = learning_rates(adam.lr, adam.schedule, steps)
             ax.plot(range(steps), lrs, label=f"trial {trial.number} ({trial.value:.4g})")
-    _log_y(ax)
+            drawn += lrs
+    _lr_axis(ax, drawn)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _grad_norms(top: list[FrozenTrial], norms: dict[int, list[float]]) -> Any:
+    """The top trials' global gradient norm at every step: spikes are oscillation, a steady
+    climb a learning rate too high (the norm before clipping, where a trial clips)."""
+    fig, ax = _figure("Gradient norms of the top trials", "optimizer step", "gradient norm")
+    drawn: list[float] = []
+    for trial in top:
+        if trial.number in norms:
+            ax.plot(norms[trial.number], linewidth=0.8, label=f"trial {trial.number}")
+            drawn += norms[trial.number]
+    _lr_axis(ax, drawn)
     ax.legend(fontsize=8)
     return fig
 

@@ -25,6 +25,7 @@ class MlflowSink:
         self.parent_run_id: str | None = None
         self.study_name = ""
         self.runs: dict[int, str] = {}  # trial number -> run id
+        self.grad_norms: dict[int, list[float]] = {}  # trial number -> its per-step norms
         self.open: set[str] = set()
         self.session = ""  # tags every run of this invocation
         self.ended = False  # end_study arrived: the search closed down cleanly
@@ -115,10 +116,21 @@ class MlflowSink:
         train_losses: list[float],
         evaluations: list[list[Any]],
         ended_ms: int,
+        grad_norms: list[float] | None = None,
     ) -> None:
         run_id = self.runs[number]
+        self.grad_norms[number] = grad_norms or []  # for the parent run's plot of the top trials
         self._log_record(
-            run_id, state, reason, params, value, learning_rates, train_losses, evaluations, ended_ms
+            run_id,
+            state,
+            reason,
+            params,
+            value,
+            learning_rates,
+            train_losses,
+            evaluations,
+            ended_ms,
+            grad_norms or [],
         )
 
     def log_run(
@@ -134,6 +146,7 @@ class MlflowSink:
         train_losses: list[float],
         evaluations: list[list[Any]],
         ended_ms: int,
+        grad_norms: list[float] | None = None,
     ) -> None:
         """A finished run that is no trial (a separate baseline, a confirmation seed), as a
         child of the parent run, tagged ``adamtune.role`` = its params' ``role``."""
@@ -159,6 +172,7 @@ class MlflowSink:
             train_losses,
             evaluations,
             ended_ms,
+            grad_norms or [],
         )
 
     def _log_record(
@@ -172,6 +186,7 @@ class MlflowSink:
         train_losses: list[float],
         evaluations: list[list[Any]],
         ended_ms: int,
+        grad_norms: list[float] | None = None,
     ) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
@@ -296,7 +311,8 @@ class MlflowSink:
         )
         for fmt, name in (("torch", "best_config_torch.py"), ("yaml", "best_config.yaml")):
             self.client.log_text(run_id, render(best_trial, fmt), f"export/{name}")
-        for path, figure in study_figures(study, study.user_attrs.get("metric", "value")).items():
+        metric = study.user_attrs.get("metric", "value")
+        for path, figure in study_figures(study, metric, self.grad_norms).items():
             self.client.log_figure(run_id, figure, path)
 
     def kill_open_runs(self) -> None:
