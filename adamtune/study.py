@@ -295,6 +295,14 @@ def run_search(
                 stop=lambda: failures.tripped,
             )
         else:
+            waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            if settings.n_jobs > 1 and waiting and n_trials != 0:
+                # Threads can pop one enqueued trial twice (and fail to tell it): the baseline
+                # (or a re-queued trial) runs alone first, then the rest in parallel.
+                study.optimize(
+                    objective, n_trials=1, catch=(Exception,), callbacks=[failures, *callbacks]
+                )
+                n_trials = None if n_trials is None else n_trials - 1
             study.optimize(
                 objective,
                 n_trials=n_trials,

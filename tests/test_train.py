@@ -80,10 +80,15 @@ def test_on_eval_is_called_after_every_epoch_and_can_stop_training():
 
     with pytest.raises(Stop):
         train(toy_task(epochs=5), AdamConfig(), on_eval=on_eval)
-    assert calls == [
-        (1, 4, ["train_loss", "val_accuracy", "val_loss"]),
-        (2, 8, ["train_loss", "val_accuracy", "val_loss"]),
+    every = [
+        "param_norm",
+        "train_loss",
+        "update_ratio",
+        "val_accuracy",
+        "val_loss",
+        "val_train_gap",
     ]
+    assert calls == [(1, 4, every), (2, 8, every)]
 
 
 def test_a_non_finite_loss_stops_training_at_once():

@@ -100,6 +100,23 @@ def test_a_baseline_outside_the_space_has_a_run_of_its_own(tracked):
     assert len(children) == len(study.trials) + 1
 
 
+def test_each_trial_run_monitors_gradients_weights_and_the_gap(tracked):
+    settings = tracked()
+    study = run_search(settings)
+    client, _, _, children = runs_of(settings)
+    trial = next(t for t in study.trials if t.state.name == "COMPLETE")
+    run = next(r for r in children if r.info.run_name == f"trial-{trial.number}")
+    norms = client.get_metric_history(run.info.run_id, "grad_norm")
+    assert [m.step for m in norms] == list(range(trial.user_attrs["total_steps"]))
+    assert all(m.value > 0 for m in norms)
+    for name in ("param_norm", "update_ratio", "val_train_gap"):
+        history = client.get_metric_history(run.info.run_id, name)
+        assert [m.step for m in history] == [23, 46], name  # after each epoch's last step
+    gap = client.get_metric_history(run.info.run_id, "val_train_gap")[-1].value
+    metrics = trial.user_attrs["metrics"]
+    assert gap == pytest.approx(metrics["val_loss"] - metrics["train_loss"])
+
+
 def test_lr_is_logged_at_every_step_and_equals_the_schedule(tracked):
     settings = tracked()
     study = run_search(settings)
@@ -144,6 +161,7 @@ def test_parent_holds_settings_space_best_and_plots(tracked):
         "plots/optimization_history.png",
         "plots/lr_schedules_top.png",
         "plots/validation_curves_top.png",
+        "plots/grad_norms_top.png",
     } <= plots
 
 
