@@ -10,8 +10,8 @@ from adamtune.config import AdamConfig
 from adamtune.errors import DivergedError
 from adamtune.stacked import train_stacked
 from adamtune.tasks import resolve_task
-from adamtune.train import TrainingLog, train
 from adamtune.tracking.plots import _lr_axis, _schedules
+from adamtune.train import TrainingLog, train
 
 
 def plain_loop_norms(task, config, epochs):
