@@ -347,9 +347,8 @@ def start_baseline(
         return runner.evaluate([config], [settings.seed])[0][0]
 
     def log(name: str, config: AdamConfig, outcome: Evaluated) -> None:
-        tracker.log_run(
-            name, run_record(outcome, None, config, runner.task.metric_name, "baseline")
-        )
+        metric = runner.task.metric_name
+        tracker.log_run(name, run_record(outcome, None, config, metric, "baseline", curves=True))
 
     prepare_baseline(
         study, space, grid=settings.sampler == "grid", evaluate=evaluate, log=log, say=say

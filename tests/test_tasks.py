@@ -80,11 +80,17 @@ def test_the_shipped_mnist1d_arrays_are_what_the_generator_makes():
 
     from adamtune.tasks.builtin import generate_mnist1d, mnist1d_arrays
 
+    from adamtune.tasks.builtin import _sklearn_split
+
     shipped, generated = mnist1d_arrays(), generate_mnist1d()
-    assert shipped.keys() == generated.keys()
-    for key in shipped:
+    for key in generated:
         assert shipped[key].dtype == generated[key].dtype, key
         assert np.array_equal(shipped[key], generated[key]), key
+    # the shipped split is the one scikit-learn's stratified split gives
+    x_tr, x_va, y_tr, y_va = _sklearn_split(generated["x"], generated["y"], stratify=True)
+    assert np.array_equal(generated["x"][shipped["train_index"]], x_tr)
+    assert np.array_equal(generated["x"][shipped["val_index"]], x_va)
+    assert np.array_equal(generated["y"][shipped["val_index"]], y_va)
 
 
 def test_user_task_from_file(user_task_file):

@@ -197,7 +197,8 @@ class MlflowSink:
             metrics += [Metric(k, v, now, step) for k, v in values.items() if k != "train_loss"]
             metrics.append(Metric("epoch", epoch, now, step))
         if value is not None:
-            metrics.append(Metric("objective", value, now, len(learning_rates)))
+            last = evaluations[-1][1] if evaluations else 0  # a run logged without its curves
+            metrics.append(Metric("objective", value, now, len(learning_rates) or last))
         tags = [RunTag("adamtune.trial_state", state)]
         if reason:
             tags.append(RunTag("adamtune.reason", reason[:5000]))
