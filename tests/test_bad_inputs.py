@@ -42,6 +42,15 @@ BAD_SPACES = {
     "bool-lr.yaml": "lr: true\n",
     "decays-fraction.yaml": "schedule:\n  kind: step\n  decays: 1.5\n",
     "multiline-error.yaml": "lr: {low: 1.0e-4,\n  high: [\n",
+    "grid-one-point.yaml": "lr: {low: 1.0e-4, high: 1.0e-1, points: 1}\n",
+    "grid-empty.yaml": "lr: {grid: []}\n",
+    "grid-bad-value.yaml": "lr: {grid: [0.001, -1]}\n",
+    "grid-and-choices.yaml": "lr: {grid: [0.001], choices: [0.01]}\n",
+    "baseline-not-mapping.yaml": "lr: {low: 1.0e-4, high: 1.0e-1}\nbaseline: 7\n",
+    "baseline-bad-beta.yaml": "lr: {low: 1.0e-4, high: 1.0e-1}\nbaseline: {beta2: 1.5}\n",
+    "baseline-missing-file.yaml": "lr: {low: 1.0e-4, high: 1.0e-1}\nbaseline: nowhere.yaml\n",
+    "export-wrong-version.yaml": "schema_version: 9\nconfig: {lr: 0.01}\n",
+    "export-bad-config.yaml": "schema_version: 1\nconfig: {lr: 0}\n",
 }
 FITS_NO_STUDY = {"lr-choices.yaml": "lr: {choices: [0.001, 0.01]}\n"}  # 'existing' searched a range
 BINARY_SPACES = {
@@ -82,6 +91,10 @@ CASES = [
     ["search", "--task", "no_such_module:make_task"],
     ["search", "--task", "not_a_task.py:other"],
     ["search", "--task", "digits"],
+    ["search", "--confirm", "-1"],
+    ["search", "--confirm", "101"],
+    ["search", "--confirm-top", "0"],
+    ["search", "--sampler", "grid"],  # the default space has plain ranges
     ["search", "--task", "digits-mlp", "--study-name", "existing"],  # created for wine-mlp
     ["search", "--storage", "nosuchdb://host/db"],
     ["search", "--storage", "not a url"],
