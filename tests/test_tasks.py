@@ -78,9 +78,7 @@ def test_the_shipped_mnist1d_arrays_are_what_the_generator_makes():
     """The copy in the package is mnist1d.make_dataset's output for the pinned seed, exactly."""
     import numpy as np
 
-    from adamtune.tasks.builtin import generate_mnist1d, mnist1d_arrays
-
-    from adamtune.tasks.builtin import _sklearn_split
+    from adamtune.tasks.builtin import _sklearn_split, generate_mnist1d, mnist1d_arrays
 
     shipped, generated = mnist1d_arrays(), generate_mnist1d()
     for key in generated:

@@ -105,54 +105,17 @@ class MlflowSink:
         self.runs[number] = run.info.run_id
         self.open.add(run.info.run_id)
 
-    def end_trial(
-        self,
-        number: int,
-        state: str,
-        reason: str,
-        params: dict[str, str],
-        value: float | None,
-        learning_rates: list[float],
-        train_losses: list[float],
-        evaluations: list[list[Any]],
-        ended_ms: int,
-        grad_norms: list[float] | None = None,
-    ) -> None:
-        run_id = self.runs[number]
-        self.grad_norms[number] = grad_norms or []  # for the parent run's plot of the top trials
-        self._log_record(
-            run_id,
-            state,
-            reason,
-            params,
-            value,
-            learning_rates,
-            train_losses,
-            evaluations,
-            ended_ms,
-            grad_norms or [],
-        )
+    def end_trial(self, number: int, **record: Any) -> None:
+        """Trial ``number`` ended: its record (see ``_log_record``) into its run."""
+        self.grad_norms[number] = record.get("grad_norms") or []  # for the top trials' plot
+        self._log_record(self.runs[number], **record)
 
-    def log_run(
-        self,
-        name: str,
-        started_ms: int,
-        number: int,
-        state: str,
-        reason: str,
-        params: dict[str, str],
-        value: float | None,
-        learning_rates: list[float],
-        train_losses: list[float],
-        evaluations: list[list[Any]],
-        ended_ms: int,
-        grad_norms: list[float] | None = None,
-    ) -> None:
+    def log_run(self, name: str, started_ms: int, number: int, **record: Any) -> None:
         """A finished run that is no trial (a separate baseline, a confirmation seed), as a
         child of the parent run, tagged ``adamtune.role`` = its params' ``role``."""
         tags = {
             "adamtune.study": self.study_name,
-            "adamtune.role": params.get("role", "evaluation"),
+            "adamtune.role": record["params"].get("role", "evaluation"),
             "adamtune.session": self.session,
             "mlflow.parentRunId": self.parent_run_id,
         }
@@ -162,18 +125,7 @@ class MlflowSink:
             self.experiment_id, start_time=started_ms, run_name=name, tags=tags
         )
         self.open.add(run.info.run_id)
-        self._log_record(
-            run.info.run_id,
-            state,
-            reason,
-            params,
-            value,
-            learning_rates,
-            train_losses,
-            evaluations,
-            ended_ms,
-            grad_norms or [],
-        )
+        self._log_record(run.info.run_id, **record)
 
     def _log_record(
         self,
@@ -193,6 +145,7 @@ class MlflowSink:
         now = ended_ms
         metrics = [Metric("lr", lr, now, step) for step, lr in enumerate(learning_rates)]
         metrics += [Metric("train_loss", loss, now, step) for step, loss in enumerate(train_losses)]
+        metrics += [Metric("grad_norm", norm, now, step) for step, norm in enumerate(grad_norms)]
         for epoch, step, values in evaluations:
             metrics += [Metric(k, v, now, step) for k, v in values.items() if k != "train_loss"]
             metrics.append(Metric("epoch", epoch, now, step))
