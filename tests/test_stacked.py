@@ -304,6 +304,8 @@ def test_a_stacked_search_logs_every_row_to_mlflow(tmp_path, storage):
         history = client.get_metric_history(run.info.run_id, "lr")
         assert [m.step for m in history] == list(range(23))
         limit = trial.user_attrs["config"]["max_grad_norm"]
+        norms = client.get_metric_history(run.info.run_id, "grad_norm")  # per step where it clips
+        assert [m.step for m in norms] == ([] if limit is None else list(range(23)))
         assert run.data.params.get("max_grad_norm") == (None if limit is None else str(limit))
         clipped.add(limit is None)
     assert clipped == {True, False}  # both kinds of row in the one stack

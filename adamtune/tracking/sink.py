@@ -142,13 +142,23 @@ class MlflowSink:
     ) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
+        grad_norms = grad_norms or []
         now = ended_ms
         metrics = [Metric("lr", lr, now, step) for step, lr in enumerate(learning_rates)]
         metrics += [Metric("train_loss", loss, now, step) for step, loss in enumerate(train_losses)]
-        metrics += [Metric("grad_norm", norm, now, step) for step, norm in enumerate(grad_norms)]
+        if "max_grad_norm" in params:  # the trial clips: the norm clipping acted on, every step
+            metrics += [Metric("grad_norm", g, now, step) for step, g in enumerate(grad_norms)]
+        previous = 0
         for epoch, step, values in evaluations:
             metrics += [Metric(k, v, now, step) for k, v in values.items() if k != "train_loss"]
             metrics.append(Metric("epoch", epoch, now, step))
+            # Every trial: the epoch's mean and largest gradient norm. A third per-step series
+            # for every trial made tracking cost 1.30x (benchmarks/results/tracking_overhead_cpu.md).
+            norms = grad_norms[previous:step]
+            if norms:
+                metrics.append(Metric("grad_norm_mean", sum(norms) / len(norms), now, step))
+                metrics.append(Metric("grad_norm_max", max(norms), now, step))
+            previous = step
         if value is not None:
             last = evaluations[-1][1] if evaluations else 0  # a run logged without its curves
             metrics.append(Metric("objective", value, now, len(learning_rates) or last))
