@@ -16,6 +16,25 @@ def to_storage(x, DTYPE: tl.constexpr):
 
 
 @triton.jit
+def hash32(x):
+    """adam_cpu.c's hash32 ("lowbias32") on uint32 lanes."""
+    x = x ^ (x >> 16)
+    x = x * 0x7FEB352D
+    x = x ^ (x >> 15)
+    x = x * 0x846CA68B
+    return x ^ (x >> 16)
+
+
+@triton.jit
+def to_bf16_stochastic(x, index, salt):
+    """float32 to bf16, rounded stochastically as adam_cpu.c's bf16_store_sr (NaN stays NaN)."""
+    random = hash32(index.to(tl.uint32) + salt) & 0xFFFF
+    bits = x.to(tl.uint32, bitcast=True)
+    rounded = ((bits + random) & 0xFFFF0000).to(tl.float32, bitcast=True)
+    return tl.where(x != x, x, rounded).to(tl.bfloat16)
+
+
+@triton.jit
 def adam_kernel(
     p_tab,
     g_tab,
@@ -25,6 +44,7 @@ def adam_kernel(
     numel_tab,
     row_size_tab,
     coef_index_tab,
+    salt_tab,
     block_tensor,
     block_start,
     coef,
@@ -32,6 +52,8 @@ def adam_kernel(
     MAXIMIZE: tl.constexpr,
     PER_ROW: tl.constexpr,
     DTYPE: tl.constexpr,
+    STATE_DTYPE: tl.constexpr,
+    STOCHASTIC: tl.constexpr,
     COMPUTE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -55,8 +77,8 @@ def adam_kernel(
 
     p_ptr = tl.load(p_tab + t).to(tl.pointer_type(DTYPE))
     g_ptr = tl.load(g_tab + t).to(tl.pointer_type(DTYPE))
-    m_ptr = tl.load(m_tab + t).to(tl.pointer_type(DTYPE))
-    v_ptr = tl.load(v_tab + t).to(tl.pointer_type(DTYPE))
+    m_ptr = tl.load(m_tab + t).to(tl.pointer_type(STATE_DTYPE))
+    v_ptr = tl.load(v_tab + t).to(tl.pointer_type(STATE_DTYPE))
     p = tl.load(p_ptr + offs, mask=mask, other=0.0).to(COMPUTE)
     g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(COMPUTE)
     m = tl.load(m_ptr + offs, mask=mask, other=0.0).to(COMPUTE)
@@ -69,11 +91,15 @@ def adam_kernel(
     v = beta2 * v + w2 * (g * g)
     second = v
     if AMSGRAD:
-        vmax_ptr = tl.load(vmax_tab + t).to(tl.pointer_type(DTYPE))
+        vmax_ptr = tl.load(vmax_tab + t).to(tl.pointer_type(STATE_DTYPE))
         second = tl.maximum(tl.load(vmax_ptr + offs, mask=mask, other=0.0).to(COMPUTE), v)
-        tl.store(vmax_ptr + offs, to_storage(second, DTYPE), mask=mask)
+        tl.store(vmax_ptr + offs, to_storage(second, STATE_DTYPE), mask=mask)
     denom = tl.sqrt(second) / bc2_sqrt + eps
     p = p - step_size * (m / denom)
-    tl.store(p_ptr + offs, to_storage(p, DTYPE), mask=mask)
-    tl.store(m_ptr + offs, to_storage(m, DTYPE), mask=mask)
-    tl.store(v_ptr + offs, to_storage(v, DTYPE), mask=mask)
+    if STOCHASTIC:
+        salt = tl.load(salt_tab + t).to(tl.uint32)
+        tl.store(p_ptr + offs, to_bf16_stochastic(p, offs, salt), mask=mask)
+    else:
+        tl.store(p_ptr + offs, to_storage(p, DTYPE), mask=mask)
+    tl.store(m_ptr + offs, to_storage(m, STATE_DTYPE), mask=mask)
+    tl.store(v_ptr + offs, to_storage(v, STATE_DTYPE), mask=mask)

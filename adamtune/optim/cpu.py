@@ -85,6 +85,7 @@ def library() -> ctypes.CDLL:
     ptr, i64p = ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int64)
     fn.argtypes = [
         ctypes.c_int,
+        ctypes.c_int,
         ctypes.c_int64,
         ptr,
         ptr,
@@ -97,6 +98,7 @@ def library() -> ctypes.CDLL:
         ctypes.POINTER(ctypes.c_double),
         ctypes.c_int,
         ctypes.c_int,
+        ctypes.POINTER(ctypes.c_uint32),
         ctypes.c_int,
     ]
     fn.restype = ctypes.c_int
@@ -174,6 +176,7 @@ def _int64s(values: list[int]) -> ctypes.Array:
 
 
 _NO_POINTERS = ctypes.POINTER(ctypes.c_void_p)()  # NULL: the kernel reads vmax only for AMSGrad
+_NO_SALTS = ctypes.POINTER(ctypes.c_uint32)()  # NULL: round parameters to nearest
 
 
 def advance_steps(steps: list[torch.Tensor]) -> list[float]:
@@ -238,14 +241,18 @@ def step(
     *,
     amsgrad: bool,
     maximize: bool,
+    salts: list[int] | None = None,
 ) -> None:
-    """Update contiguous CPU tensors of one dtype in place, in one native call."""
+    """Update contiguous CPU tensors of one dtype (their state of one dtype, maybe another) in
+    place, in one native call; ``salts`` (one per tensor) rounds bf16 parameters stochastically."""
     fn = library().adam_step
     coef = coef.to(dtype=torch.float64).contiguous()
     numels = list(map(torch.Tensor.numel, params))
     threads = torch.get_num_threads() if sum(numels) >= PARALLEL_MIN_ELEMENTS else 1
+    dtype, state_dtype = params[0].dtype, exp_avgs[0].dtype
     status = fn(
-        DTYPE_CODES[params[0].dtype],
+        DTYPE_CODES[dtype],
+        DTYPE_CODES[state_dtype],
         len(params),
         _pointers(params),
         _pointers(grads),
@@ -258,7 +265,12 @@ def step(
         ctypes.cast(coef.data_ptr(), ctypes.POINTER(ctypes.c_double)),
         int(amsgrad),
         int(maximize),
+        (ctypes.c_uint32 * len(salts))(*salts) if salts is not None else _NO_SALTS,
         threads,
     )
     if status != 0:
-        raise RuntimeError(f"adam_step returned {status} for dtype {params[0].dtype}")
+        rounding = "stochastic" if salts is not None else "nearest"
+        raise RuntimeError(
+            f"adam_step has no kernel for {dtype} parameters with {state_dtype} state "
+            f"rounded to {rounding}"
+        )

@@ -12,6 +12,12 @@ dicts move between FusedAdam and torch.optim.Adam/AdamW in both directions. One 
 per-row hyperparameters, ``state["step"]`` may be a 1-D float32 tensor of length N, one step
 count per row, so rows that joined at different times (a stacked search refilling a slot) each
 get their own bias correction, as an optimizer started with them would.
+
+Mixed precision: ``state_dtype=torch.float32`` keeps the moments of bf16 and fp16 parameters in
+float32 (float32 and float64 parameters keep their own dtype), and ``stochastic_rounding=True``
+rounds each new bf16 parameter stochastically instead of to nearest, so updates smaller than
+half a bf16 ulp still move the weights on average (seeded by ``rounding_seed``: the same seed
+gives the same bits; see reference.round_stochastic).
 """
 
 from __future__ import annotations
@@ -82,6 +88,9 @@ class FusedAdam(torch.optim.Optimizer):
         amsgrad: bool = False,
         maximize: bool = False,
         backend: str = "auto",
+        state_dtype: torch.dtype | None = None,
+        stochastic_rounding: bool = False,
+        rounding_seed: int = 0,
     ) -> None:
         _check_range("learning rate", lr, lambda v: v >= 0.0)
         _check_range("epsilon value", eps, lambda v: v >= 0.0)
@@ -90,6 +99,13 @@ class FusedAdam(torch.optim.Optimizer):
         _check_range("weight_decay value", weight_decay, lambda v: v >= 0.0)
         if backend not in BACKENDS:
             raise ValueError(f"Invalid backend: {backend!r} (expected one of {BACKENDS})")
+        if state_dtype not in STATE_DTYPES:
+            raise ValueError(
+                f"Invalid state_dtype: {state_dtype} (expected None, the parameters' own "
+                "dtype, or torch.float32)"
+            )
+        if isinstance(rounding_seed, bool) or not isinstance(rounding_seed, int):
+            raise ValueError(f"Invalid rounding_seed: {rounding_seed!r} (expected an int)")
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -99,6 +115,9 @@ class FusedAdam(torch.optim.Optimizer):
             amsgrad=amsgrad,
             maximize=maximize,
             backend=backend,
+            state_dtype=state_dtype,
+            stochastic_rounding=bool(stochastic_rounding),
+            rounding_seed=rounding_seed,
         )
         super().__init__(params, defaults)
         for group in self.param_groups:
@@ -110,7 +129,25 @@ class FusedAdam(torch.optim.Optimizer):
     add_param_group = _without_dynamo_import("add_param_group")
     zero_grad = _without_dynamo_import("zero_grad")
     state_dict = _without_dynamo_import("state_dict")
-    load_state_dict = _without_dynamo_import("load_state_dict")
+    _load_state_dict = _without_dynamo_import("load_state_dict")
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's load, which casts every state tensor to its parameter's dtype, then float32
+        moments of half-precision parameters put back uncast (rounding them to bf16 would lose
+        what float32 state is for)."""
+        self._load_state_dict(state_dict)
+        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        ours = [p for group in self.param_groups for p in group["params"]]
+        for param_id, p in zip(saved_ids, ours, strict=True):
+            saved = state_dict["state"].get(param_id, {})
+            for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+                value = saved.get(key)
+                if (
+                    isinstance(value, torch.Tensor)
+                    and value.dtype == torch.float32
+                    and p.dtype in HALF_DTYPES
+                ):
+                    self.state[p][key] = value.to(device=p.device, copy=True)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -119,6 +156,9 @@ class FusedAdam(torch.optim.Optimizer):
             group.setdefault("decoupled_weight_decay", False)
             group.setdefault("amsgrad", False)
             group.setdefault("maximize", False)
+            group.setdefault("state_dtype", None)
+            group.setdefault("stochastic_rounding", False)
+            group.setdefault("rounding_seed", 0)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -126,14 +166,15 @@ class FusedAdam(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            self._step_group(group)
+        for index, group in enumerate(self.param_groups):
+            self._step_group(index, group)
         return loss
 
-    def _step_group(self, group: dict[str, Any]) -> None:
-        params = [p for p in group["params"] if p.grad is not None]
-        if not params:
+    def _step_group(self, group_index: int, group: dict[str, Any]) -> None:
+        positions = [k for k, p in enumerate(group["params"]) if p.grad is not None]
+        if not positions:
             return
+        params = [group["params"][k] for k in positions]
         n_rows = _rows(group)
         amsgrad = group["amsgrad"]
         states = []
@@ -142,14 +183,21 @@ class FusedAdam(torch.optim.Optimizer):
                 raise RuntimeError("FusedAdam does not support sparse gradients")
             state = self.state[p]
             if not state or (amsgrad and "max_exp_avg_sq" not in state):
-                self._init_state(p, amsgrad)
+                self._init_state(p, amsgrad, group["state_dtype"])
             states.append(state)
-        buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-        for i, p in enumerate(params):
-            buckets.setdefault((p.device, p.dtype), []).append(i)
-        kernels = [self._kernel(group["backend"], device) for device, _ in buckets]
+        buckets: dict[tuple[torch.device, torch.dtype, torch.dtype], list[int]] = {}
+        for i, (p, state) in enumerate(zip(params, states, strict=True)):
+            buckets.setdefault((p.device, p.dtype, state["exp_avg"].dtype), []).append(i)
+        kernels = [self._kernel(group["backend"], device) for device, _, _ in buckets]
 
         step_values = _advance_steps([state["step"] for state in states], n_rows)
+        salts = None
+        if group["stochastic_rounding"]:
+            seed = group["rounding_seed"]
+            salts = [
+                reference.salt(seed, group_index, k, int(max(_as_tuple(t))))
+                for k, t in zip(positions, step_values, strict=True)
+            ]
         distinct = list(dict.fromkeys(step_values))
         coef = _coefficients(group, distinct, n_rows)
         block_of = {s: k * n_rows for k, s in enumerate(distinct)}
@@ -159,8 +207,9 @@ class FusedAdam(torch.optim.Optimizer):
             if len(buckets) > 1:
                 picked = [params[i] for i in members], [states[i] for i in members]
                 index = [coef_index[i] for i in members]
+                picked_salts = [salts[i] for i in members] if salts is not None else None
             else:
-                picked, index = (params, states), coef_index
+                picked, index, picked_salts = (params, states), coef_index, salts
             _run(
                 kernel,
                 *picked,
@@ -169,6 +218,7 @@ class FusedAdam(torch.optim.Optimizer):
                 n_rows,
                 amsgrad=amsgrad,
                 maximize=group["maximize"],
+                salts=picked_salts if picked[0][0].dtype == torch.bfloat16 else None,
             )
 
     def _kernel(self, backend: str, device: torch.device) -> Kernel:
@@ -180,20 +230,27 @@ class FusedAdam(torch.optim.Optimizer):
             name = resolved[backend, device] = resolve_backend(backend, device)
         return KERNELS[name].step
 
-    def _init_state(self, p: torch.Tensor, amsgrad: bool) -> None:
+    def _init_state(self, p: torch.Tensor, amsgrad: bool, state_dtype: torch.dtype | None) -> None:
         state = self.state[p]
+        dtype = state_dtype if state_dtype is not None and p.dtype in HALF_DTYPES else p.dtype
         if state:
             if amsgrad and "max_exp_avg_sq" not in state:
-                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["max_exp_avg_sq"] = torch.zeros_like(state["exp_avg_sq"])
             return
         state["step"] = torch.tensor(0.0, dtype=torch.float32)
-        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        if amsgrad:
-            state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        for key in (
+            ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if amsgrad else ("exp_avg", "exp_avg_sq")
+        ):
+            state[key] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
 
 
 HYPER_NAMES = ("lr", "betas[0]", "betas[1]", "eps", "weight_decay")
+HALF_DTYPES = (torch.bfloat16, torch.float16)
+STATE_DTYPES = (None, torch.float32)  # None: the parameter's dtype
+
+
+def _as_tuple(steps: Steps) -> tuple[float, ...]:
+    return steps if isinstance(steps, tuple) else (steps,)
 
 
 def _hypers(group: dict[str, Any]) -> list[Hyper]:
@@ -323,6 +380,7 @@ def _run(
     *,
     amsgrad: bool,
     maximize: bool,
+    salts: list[int] | None,
 ) -> None:
     """Call ``kernel`` on contiguous buffers; non-contiguous tensors go through copies."""
     columns: list[list[Any]] = [
@@ -337,7 +395,12 @@ def _run(
     if not all(map(torch.Tensor.is_contiguous, checked)):
         columns, write_back = _contiguous(columns)
     row_sizes = [max(1, p.numel() // n_rows) for p in params]
-    kernel(*columns, row_sizes, coef_index, coef, amsgrad=amsgrad, maximize=maximize)
+    if salts is None:  # kernels written to the plain signature (tests patch some) still fit
+        kernel(*columns, row_sizes, coef_index, coef, amsgrad=amsgrad, maximize=maximize)
+    else:
+        kernel(
+            *columns, row_sizes, coef_index, coef, amsgrad=amsgrad, maximize=maximize, salts=salts
+        )
     for original, copy in write_back:
         original.copy_(copy)
 

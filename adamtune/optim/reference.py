@@ -3,6 +3,12 @@
 Same signature as every kernel (see adamtune.optim.fused_adam for the coefficient table): each
 tensor is viewed as ``[rows, row_size]`` and row ``r`` uses coefficient row
 ``coef_index[i] + r``, columns COLUMNS. Math runs in float32 (float64 for float64 tensors).
+The state may have another dtype than the parameters (float32 moments under bf16 weights).
+
+Stochastic rounding (``salts``, one 32-bit salt per tensor; bf16 parameters only): the new
+parameter, an fp32 value, gets random bits ``hash32(element index + salt) & 0xFFFF`` added
+below the bf16 mantissa and is then truncated, so it rounds up with probability equal to its
+distance from the bf16 value below it: unbiased, and seeded by the salt.
 """
 
 from __future__ import annotations
@@ -10,6 +16,45 @@ from __future__ import annotations
 import torch
 
 COLUMNS = ("step_size", "bc2_sqrt", "beta1", "beta2", "eps", "l2", "decay")
+MASK32 = 0xFFFFFFFF
+
+
+def hash32(x: int) -> int:
+    """ "lowbias32" (Chris Wellons' integer hash search) on a Python int; hash32_tensor's twin."""
+    x &= MASK32
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & MASK32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & MASK32
+    return x ^ (x >> 16)
+
+
+def hash32_tensor(x: torch.Tensor) -> torch.Tensor:
+    """hash32 elementwise on an int64 tensor of values below 2**32 (products wrap in int64;
+    the low 32 bits, all that is kept, are exact)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & MASK32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & MASK32
+    return x ^ (x >> 16)
+
+
+def salt(seed: int, group: int, param: int, step: int) -> int:
+    """The stochastic-rounding salt of one parameter tensor at one step: every (seed, group,
+    parameter, step) draws its own bits."""
+    return hash32(hash32(hash32(hash32(seed) ^ group) ^ param) ^ step)
+
+
+def round_stochastic(value: torch.Tensor, salt: int) -> torch.Tensor:
+    """float32 ``value`` to bfloat16, rounded stochastically with the bits of ``salt``."""
+    flat = value.reshape(-1)
+    index = torch.arange(flat.numel(), dtype=torch.int64, device=flat.device)
+    random = hash32_tensor((index + salt) & MASK32) & 0xFFFF
+    bits = (flat.view(torch.int32).to(torch.int64) & MASK32) + random
+    rounded = ((bits & 0xFFFF0000) - ((bits & 0x80000000) << 1)).to(torch.int32)
+    out = rounded.view(torch.float32).to(torch.bfloat16)  # exact: the low bits are zero
+    out = torch.where(flat.isnan(), flat.to(torch.bfloat16), out)
+    return out.reshape(value.shape)
 
 
 def step(
@@ -24,6 +69,7 @@ def step(
     *,
     amsgrad: bool,
     maximize: bool,
+    salts: list[int] | None = None,
 ) -> None:
     for i, param in enumerate(params):
         if param.numel() == 0:
@@ -54,6 +100,8 @@ def step(
             kept.copy_(second.reshape(param.shape))
         denom = second.sqrt() / bc2_sqrt + eps
         p = p - step_size * (m / denom)
+        if salts is not None and param.dtype == torch.bfloat16:
+            p = round_stochastic(p, salts[i])
         param.copy_(p.reshape(param.shape))
         exp_avgs[i].copy_(m.reshape(param.shape))
         exp_avg_sqs[i].copy_(v.reshape(param.shape))

@@ -68,8 +68,10 @@ def step(
     *,
     amsgrad: bool,
     maximize: bool,
+    salts: list[int] | None = None,
 ) -> None:
-    """Update contiguous tensors of one dtype on one device in place, in one launch."""
+    """Update contiguous tensors of one dtype (state of one dtype) on one device in place, in
+    one launch; ``salts`` (one per tensor) rounds bf16 parameters stochastically."""
     device = params[0].device
     numels = [p.numel() for p in params]
     block_tensor: list[int] = []
@@ -81,6 +83,10 @@ def step(
     if not block_tensor:
         return
     dtype, compute = _triton_dtypes()[params[0].dtype]
+    state_dtype = _triton_dtypes()[exp_avgs[0].dtype][0]
+    stochastic = salts is not None
+    if stochastic and params[0].dtype != torch.bfloat16:
+        raise RuntimeError(f"stochastic rounding needs bfloat16 parameters, got {params[0].dtype}")
     per_row = any(r != n for r, n in zip(row_sizes, numels, strict=True))
 
     def table(values: list[int]) -> torch.Tensor:
@@ -95,6 +101,7 @@ def step(
         table(numels),
         table(row_sizes),
         table(coef_index),
+        table(salts if salts is not None else [0]),
         table(block_tensor),
         table(block_start),
         coef.to(device=device, dtype=torch.float64).contiguous(),
@@ -102,6 +109,8 @@ def step(
         MAXIMIZE=maximize,
         PER_ROW=per_row,
         DTYPE=dtype,
+        STATE_DTYPE=state_dtype,
+        STOCHASTIC=stochastic,
         COMPUTE=compute,
         BLOCK=BLOCK,
     )
