@@ -26,6 +26,7 @@ from adamtune.settings import (
     MAX_PARALLEL,
     MAX_STACK,
     OPTIMIZERS,
+    PRECISIONS,
     PRUNERS,
     SAMPLERS,
     SEED_LIMIT,
@@ -231,6 +232,14 @@ def cli() -> None:
     help="fused: adamtune.optim.FusedAdam; torch: torch.optim.Adam/AdamW.",
 )
 @env_option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="fp32",
+    show_default=True,
+    help="bf16/fp16: autocast forward and loss (fp16 with a loss scaler), fp32 weights and "
+    "Adam state; bf16-pure: bf16 weights, fp32 Adam state, stochastic rounding.",
+)
+@env_option(
     "--tracking-uri",
     default=None,
     help="MLflow tracking URI (a local store or http://server).  "
@@ -339,6 +348,7 @@ def search(**options: Any) -> None:
         optimizer=options["optimizer"],
         max_consecutive_failures=options["max_failures"],
         patience=options["patience"],
+        precision=options["precision"],
         tracking_uri=tracking_uri,
         experiment=options["experiment"],
         heartbeat=options["heartbeat"],

@@ -45,6 +45,7 @@ class Runner:
     optimizer: str = "fused"
     patience: int | None = None
     rows: int = 1  # > 1: train configurations and seeds this many at a time as one stack
+    precision: str = "fp32"
 
     def evaluate(
         self, configs: Sequence[AdamConfig], seeds: Sequence[int]
@@ -69,6 +70,7 @@ class Runner:
                 optimizer_factory=partial(build_optimizer, optimizer=self.optimizer),
                 log=log,
                 patience=self.patience,
+                precision=self.precision,
             )
         except KeyboardInterrupt:
             raise
@@ -111,6 +113,7 @@ class Runner:
                     device=self.device,
                     on_result=collect,
                     patience=self.patience,
+                    precision=self.precision,
                 )
             except KeyboardInterrupt:
                 raise

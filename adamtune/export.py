@@ -47,6 +47,29 @@ class ExportedTrial:
     task: str | None
     best_step: int | None = None  # early stopping: the step its best weights were taken at
     chosen: str = ""  # why this trial: "the best trial", "the confirmed winner: ..."
+    precision: str = "fp32"  # the study's --precision
+
+
+# How a trial of each --precision trained, for the exports' headers (fp32 says nothing).
+PRECISION_USE = {
+    "bf16": [
+        "# The trial trained with --precision bf16: forward pass and loss under",
+        "#   with torch.autocast(device_type, dtype=torch.bfloat16): loss = ...",
+        "# (weights, gradients and Adam's moments in fp32).",
+    ],
+    "fp16": [
+        "# The trial trained with --precision fp16: forward pass and loss under",
+        "#   with torch.autocast(device_type, dtype=torch.float16): loss = ...",
+        "# and scaler = torch.amp.GradScaler(device_type): scaler.scale(loss).backward();",
+        "# scaler.unscale_(optimizer) before clipping; scaler.step(optimizer); scaler.update().",
+    ],
+    "bf16-pure": [
+        "# The trial trained with --precision bf16-pure: model.to(torch.bfloat16), inputs in",
+        "# bf16, loss on outputs.float(), and FusedAdam with state_dtype=torch.float32 and",
+        "# stochastic_rounding=True (the adamtune export builds it so; torch's AdamW keeps bf16",
+        "# moments and rounds to nearest, which loses updates below half a bf16 step).",
+    ],
+}
 
 
 def render(trial: ExportedTrial, fmt: str = "torch") -> str:
@@ -86,7 +109,7 @@ def _header(trial: ExportedTrial, what: str) -> list[str]:
         )
     if trial.chosen.startswith("the confirmed winner"):
         lines.append(f"# {trial.chosen}")
-    return lines
+    return lines + PRECISION_USE.get(trial.precision, [])
 
 
 def _torch_optimizer_call(config: AdamConfig, params: str) -> str:
@@ -199,6 +222,7 @@ def _torch(trial: ExportedTrial) -> str:
 
 def _adamtune(trial: ExportedTrial) -> str:
     c, s = trial.config, trial.config.schedule
+    pure = trial.precision == "bf16-pure"
     schedule = (
         f"ScheduleConfig(\n        kind={s.kind!r},\n"
         f"        warmup_fraction={s.warmup_fraction!r},\n"
@@ -212,7 +236,7 @@ def _adamtune(trial: ExportedTrial) -> str:
         *_clip_use(c),
         "#      ... optimizer.step(); scheduler.step()  # every step",
         "",
-        *(["import torch", ""] if c.max_grad_norm is not None else []),
+        *(["import torch", ""] if c.max_grad_norm is not None or pure else []),
         "from adamtune.builders import build_optimizer as _build_optimizer",
         "from adamtune.builders import build_scheduler as _build_scheduler",
         "from adamtune.config import AdamConfig, ScheduleConfig",
@@ -232,7 +256,20 @@ def _adamtune(trial: ExportedTrial) -> str:
         "",
         "",
         "def build_optimizer(params) -> FusedAdam:",
-        "    return _build_optimizer(params, CONFIG)",
+        *(
+            [
+                "    optimizer = _build_optimizer(params, CONFIG)",
+                "    for group in optimizer.param_groups:  # as the trial's --precision bf16-pure",
+                "        group.update(",
+                "            state_dtype=torch.float32,",
+                "            stochastic_rounding=True,",
+                f"            rounding_seed={trial.seed or 0!r},",
+                "        )",
+                "    return optimizer",
+            ]
+            if pure
+            else ["    return _build_optimizer(params, CONFIG)"]
+        ),
         "",
         "",
         "def build_scheduler(optimizer, total_steps: int):",
@@ -335,6 +372,7 @@ def _document(trial: ExportedTrial) -> dict[str, Any]:
         "seed": trial.seed,
         "total_steps": trial.total_steps,
         **({"best_step": trial.best_step} if trial.best_step is not None else {}),
+        **({"precision": trial.precision} if trial.precision != "fp32" else {}),
         "config": trial.config.to_dict(),
     }
 

@@ -64,6 +64,7 @@ class Objective:
     optimizer: str = "fused"
     tracker: Tracker = field(default_factory=NullTracker)
     patience: int | None = None  # early stopping; None: the task's
+    precision: str = "fp32"  # adamtune.precision.PRECISIONS
     baseline: Baseline | None = None  # the study's baseline; its trial's outcome is recorded
 
     @property
@@ -110,6 +111,7 @@ class Objective:
                 on_eval=partial(self.report, trial),
                 log=log,
                 patience=self.effective_patience,
+                precision=self.precision,
             )
         except DivergedError as exc:
             return TrialOutcome("PRUNED", reason=f"diverged: {exc}", total_steps=log.total_steps)

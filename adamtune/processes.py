@@ -35,7 +35,7 @@ from adamtune.study import (
 )
 from adamtune.tasks import Task, resolve_task
 from adamtune.tracking import make_tracker
-from adamtune.train import resolve_device
+from adamtune.train import resolve_device, run_precision
 
 POLL_SECONDS = 1.0
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -107,12 +107,23 @@ def run_workers(
     space = space or load_space(settings.space)
     if settings.sampler == "grid":
         space = space.for_grid()
-    settings = replace(settings, study_name=settings.study_name or default_study_name(task, space))
+    settings = replace(
+        settings,
+        study_name=settings.study_name or default_study_name(task, space, settings.precision),
+    )
     study = open_study(settings, task, space)
     n_trials = trials_to_run(settings, study, space, warn)
     # The baseline and the confirmation run here, once, around the workers' trials.
     device = resolve_device(settings.device)
-    runner = Runner(task, settings.epochs, device, settings.optimizer, settings.patience)
+    run_precision(settings.precision, device)
+    runner = Runner(
+        task,
+        settings.epochs,
+        device,
+        settings.optimizer,
+        settings.patience,
+        precision=settings.precision,
+    )
     tracker = make_tracker(settings.tracking_uri, settings.experiment, settings.storage)
     tracker.start_study(study.study_name, settings.redacted(), space.text)
     finished = False

@@ -17,6 +17,7 @@ from adamtune.urls import redact
 SAMPLERS = ("tpe", "gp", "cmaes", "random", "qmc", "grid")
 PRUNERS = ("median", "hyperband", "sha", "none")
 OPTIMIZERS = ("fused", "torch")
+PRECISIONS = ("fp32", "bf16", "fp16", "bf16-pure")  # adamtune.precision says what each does
 FORMATS = (
     "torch",
     "adamtune",
@@ -96,6 +97,12 @@ def check_settings(s: Any) -> None:
     _choice("--sampler", s.sampler, SAMPLERS)
     _choice("--pruner", s.pruner, PRUNERS)
     _choice("--optimizer", s.optimizer, OPTIMIZERS)
+    _choice("--precision", s.precision, PRECISIONS)
+    if s.precision == "bf16-pure" and s.optimizer != "fused":
+        raise ConfigError(
+            "--precision: 'bf16-pure' needs --optimizer fused (float32 moments and stochastic "
+            f"rounding are FusedAdam's), got --optimizer {s.optimizer}"
+        )
     check_device(s.device)
     if s.stack != "auto":  # auto trains one at a time where a stack cannot be
         _check_int("--stack", s.stack, 1, MAX_STACK)
@@ -103,6 +110,11 @@ def check_settings(s: Any) -> None:
             raise ConfigError(
                 f"--stack {s.stack}: stacked trials train with --optimizer fused, got "
                 f"--optimizer {s.optimizer}"
+            )
+        if s.stack != 1 and s.precision == "fp16":
+            raise ConfigError(
+                f"--stack {s.stack}: fp16 trials cannot be stacked (the loss scaler is one "
+                "model's); use --stack 1, or --precision bf16"
             )
         if s.stack != 1 and s.n_jobs != 1:
             raise ConfigError(
@@ -143,6 +155,7 @@ class SearchSettings:
     worker: int = 0  # this process's index among --workers; keeps their samplers apart
     stack: int | str = "auto"  # trials trained at once as one stacked model; "auto" picks
     patience: int | None = None  # early stopping within a trial; None: the task's (off)
+    precision: str = "fp32"  # one of PRECISIONS (adamtune.precision)
     baseline: bool = True  # a new study first evaluates the baseline (adamtune.baseline)
     # After the search, retrain the top trials under this many seeds; 0: off. The CLI's
     # --confirm defaults to 3; a library caller asks for it.

@@ -132,6 +132,7 @@ class _Search:
                 on_epoch=partial(_judge, self.study, self.objective, members),
                 on_result=on_result,
                 patience=self.objective.effective_patience,
+                precision=self.objective.precision,
             )
         except KeyboardInterrupt:
             raise

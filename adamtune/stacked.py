@@ -31,6 +31,7 @@ import torch
 
 from adamtune.config import AdamConfig
 from adamtune.errors import DivergedError, describe
+from adamtune.precision import Precision, as_float
 from adamtune.schedules import learning_rates
 from adamtune.stack_model import RowLosses, StackedModel
 from adamtune.tasks.base import Task
@@ -44,6 +45,7 @@ from adamtune.train import (
     check_divergence,
     metric_value,
     planned_steps,
+    run_precision,
 )
 
 # Once per epoch, every running configuration's evaluation -> the ones to stop, with why.
@@ -67,6 +69,7 @@ def train_stacked(
     divergence_factor: float = 100.0,
     patience: int | None = None,
     seeds: list[int] | None = None,
+    precision: str = "fp32",
 ) -> list[TrainResult]:
     """Train ``task`` once per configuration, all in one stack from the start; one TrainResult
     per configuration, in order. A row that diverges or that ``on_epoch`` stops has ``stopped``
@@ -95,6 +98,7 @@ def train_stacked(
         on_result=collect,
         divergence_factor=divergence_factor,
         patience=patience,
+        precision=precision,
     )
     return [results[i] for i in range(len(configs))]
 
@@ -128,6 +132,7 @@ def train_stack(
     on_result: OnResult | None = None,
     divergence_factor: float = 100.0,
     patience: int | None = None,
+    precision: str = "fp32",
 ) -> None:
     """Train configurations from ``source`` up to ``rows`` at a time in one stack, until
     ``source()`` returns None and every row has finished. A slot freed by a finished, pruned or
@@ -138,12 +143,18 @@ def train_stack(
     each row's result the moment it finishes, ids numbering configurations in arrival order.
     ``patience`` (default: the task's) is early stopping, row by row, as train() does it.
     ``source`` may give a configuration with a seed of its own (``(config, seed)``); rows of
-    other seeds then gather their batches from their own orders, as rows at other epochs do."""
+    other seeds then gather their batches from their own orders, as rows at other epochs do.
+    ``precision``: bf16 autocasts as train() does; bf16-pure rounds stochastically with bits
+    drawn for the stack (seeded by ``seed``), not the ones a row would draw alone; fp16's loss
+    scaler is one model's and cannot be shared by rows (stack_rows trains fp16 one at a time)."""
     device = torch.device(device) if isinstance(device, str) else device
+    prec = run_precision(precision, device)
+    if prec.scaler is not None:
+        raise ValueError("fp16 trials cannot be stacked: their loss scaler is one model's")
     epochs = epochs or task.epochs
     total_steps = planned_steps(task, epochs)
-    x_train, y_train = (t.to(device) for t in task.train)
-    validation = (task.validation[0].to(device), task.validation[1].to(device))
+    x_train, y_train = prec.inputs(task.train[0].to(device)), task.train[1].to(device)
+    validation = (prec.inputs(task.validation[0].to(device)), task.validation[1].to(device))
     size, batch_size = len(x_train), task.batch_size
     orders: dict[int, _EpochOrders] = {}  # by seed
     row_losses = RowLosses(task.loss)
@@ -183,7 +194,7 @@ def train_stack(
             joining.append(_Row(arrived, config, row_seed, lrs, log, time.perf_counter(), early))
             arrived += 1
         if joining:
-            stack, optimizer = _join(task, device, stack, optimizer, live, joining)
+            stack, optimizer = _join(task, prec, seed, stack, optimizer, live, joining)
             live = live + joining
         if not live:
             return
@@ -203,8 +214,9 @@ def train_stack(
             step_lrs = [row.lrs[row.step] for row in live]  # one contiguous row per step
             optimizer.param_groups[0]["lr"] = torch.tensor(step_lrs, dtype=torch.float64)
             optimizer.zero_grad(set_to_none=True)
-            outputs = stack.forward(x_train[index], per_row=not shared)
-            losses = row_losses(outputs, y_train[index], per_row=not shared)
+            with prec.forward():
+                outputs = as_float(stack.forward(x_train[index], per_row=not shared))
+                losses = row_losses(outputs, y_train[index], per_row=not shared)
             diverged = []
             for r, (row, value) in enumerate(zip(live, losses.tolist(), strict=True)):
                 seen, lr = row.log.train_losses, step_lrs[r]
@@ -232,7 +244,7 @@ def train_stack(
             for row in live:
                 row.step += 1
             if diverged:
-                live, optimizer = _leave(stack, optimizer, live, diverged)
+                live, optimizer = _leave(stack, optimizer, live, diverged, prec, seed)
                 if not live:
                     break
         if not live:
@@ -241,7 +253,7 @@ def train_stack(
         for row in live:
             row.epoch += 1
         live, optimizer = _end_epoch(
-            task, epochs, stack, optimizer, live, validation, on_epoch, finish
+            task, epochs, stack, optimizer, live, validation, on_epoch, finish, prec, seed
         )
         if not live:  # every row left: the next configurations start a new stack
             stack = optimizer = None
@@ -256,6 +268,8 @@ def _end_epoch(
     validation: tuple[torch.Tensor, torch.Tensor],
     on_epoch: OnEpoch | None,
     finish: Callable[..., None],
+    prec: Precision,
+    seed: int,
 ) -> tuple[list[_Row], torch.optim.Optimizer]:
     """Evaluate every row, ask ``on_epoch`` which to stop, finish the stopped, diverged and
     completed rows and take them out of the stack."""
@@ -264,7 +278,8 @@ def _end_epoch(
     failed: dict[int, str] = {}  # position -> why its own evaluation raised
     judged: dict[int, Evaluation] = {}
     weights = _row_norms(stack.params).tolist()  # every row's weight norm (param_norm)
-    for r, (row, metrics) in enumerate(zip(live, _evaluate(task, stack, validation), strict=True)):
+    rows_metrics = _evaluate(task, stack, validation, prec)
+    for r, (row, metrics) in enumerate(zip(live, rows_metrics, strict=True)):
         if isinstance(metrics, BaseException):  # this row's loss or metric raised: only it fails
             leaving[r] = failed[r] = describe(metrics)
             continue
@@ -296,13 +311,13 @@ def _end_epoch(
     tests: dict[int, dict[str, float]] = {}
     if completed and task.test is not None:
         device = stack.params[0].device
-        test = (task.test[0].to(device), task.test[1].to(device))
-        every = _evaluate(task, stack, test)
+        test = (prec.inputs(task.test[0].to(device)), task.test[1].to(device))
+        every = _evaluate(task, stack, test, prec)
         for r in completed:  # rows with early stopping: their best weights, not their last
             best_params = live[r].best_params
             if best_params is not None:
                 with stack.holding(r, best_params):
-                    every[r] = _evaluate(task, stack, test)[r]
+                    every[r] = _evaluate(task, stack, test, prec)[r]
         for r in completed:
             metrics = every[r]
             if isinstance(metrics, BaseException):
@@ -313,7 +328,7 @@ def _end_epoch(
         finish(live[r], leaving[r], tests.get(r), failed.get(r))
     if not leaving:
         return live, optimizer
-    return _leave(stack, optimizer, live, sorted(leaving))
+    return _leave(stack, optimizer, live, sorted(leaving), prec, seed)
 
 
 def _check_uniform(configs: list[AdamConfig]) -> None:
@@ -329,7 +344,7 @@ def _row_norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """[rows]: each row's global L2 norm over ``tensors`` (stacked, row first)."""
     if not tensors:
         return torch.zeros(0)
-    return torch.stack([t.detach().pow(2).flatten(1).sum(1) for t in tensors]).sum(0).sqrt()
+    return torch.stack([t.detach().float().pow(2).flatten(1).sum(1) for t in tensors]).sum(0).sqrt()
 
 
 def _update_ratios(stack: StackedModel, before: list[torch.Tensor], live: list[_Row]) -> None:
@@ -362,7 +377,8 @@ def _clip_rows(stack: StackedModel, live: list[_Row], norms: torch.Tensor) -> No
 
 def _join(
     task: Task,
-    device: torch.device,
+    prec: Precision,
+    seed: int,
     stack: StackedModel | None,
     optimizer: torch.optim.Optimizer | None,
     live: list[_Row],
@@ -374,7 +390,7 @@ def _join(
     with _BUILD_LOCK:
         for row in joining:  # each copy starts from its row's seed: the weights it gets alone
             torch.manual_seed(row.seed)
-            models.append(task.build_model().to(device))
+            models.append(prec.model(task.build_model()))
     old_state: list[dict[str, torch.Tensor]] = []
     if stack is None:
         stack = StackedModel(models[0], models)
@@ -382,7 +398,7 @@ def _join(
         assert optimizer is not None
         old_state = [optimizer.state[p] for p in stack.params]
         stack.append(models)
-    fresh = _optimizer(stack, [row.config for row in live + joining])
+    fresh = _optimizer(stack, [row.config for row in live + joining], prec, seed)
     added = len(joining)
     for k, p in enumerate(stack.params):
         state = fresh.state[p]
@@ -396,7 +412,12 @@ def _join(
 
 
 def _leave(
-    stack: StackedModel, optimizer: torch.optim.Optimizer, live: list[_Row], rows: list[int]
+    stack: StackedModel,
+    optimizer: torch.optim.Optimizer,
+    live: list[_Row],
+    rows: list[int],
+    prec: Precision,
+    seed: int,
 ) -> tuple[list[_Row], torch.optim.Optimizer]:
     """Take stack positions ``rows`` out: parameters, optimizer state and hyperparameters."""
     keep = [r for r in range(len(live)) if r not in rows]
@@ -405,7 +426,7 @@ def _leave(
         return live, optimizer
     old_state = [optimizer.state[p] for p in stack.params]
     stack.keep(keep)
-    fresh = _optimizer(stack, [row.config for row in live])
+    fresh = _optimizer(stack, [row.config for row in live], prec, seed)
     for k, p in enumerate(stack.params):
         index = torch.tensor(keep, device=p.device)
         fresh.state[p] = {
@@ -415,9 +436,11 @@ def _leave(
     return live, fresh
 
 
-def _optimizer(stack: StackedModel, configs: list[AdamConfig]) -> torch.optim.Optimizer:
+def _optimizer(
+    stack: StackedModel, configs: list[AdamConfig], prec: Precision, seed: int
+) -> torch.optim.Optimizer:
     """One FusedAdam over the stack, one row of hyperparameters per configuration, and state
-    with a step count per row (rows join at different times)."""
+    with a step count per row (rows join at different times); float32 moments for bf16-pure."""
     from adamtune.optim import FusedAdam
 
     def column(values: list[float]) -> torch.Tensor:
@@ -433,26 +456,34 @@ def _optimizer(stack: StackedModel, configs: list[AdamConfig]) -> torch.optim.Op
         decoupled_weight_decay=first.decoupled,
         amsgrad=first.amsgrad,
     )
+    prec.optimizer(optimizer, seed)
+    moments = torch.float32 if prec.name == "bf16-pure" else None
     for p in stack.params:
+        keys = (
+            ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+            if first.amsgrad
+            else ("exp_avg", "exp_avg_sq")
+        )
         optimizer.state[p] = {
             "step": torch.zeros(len(configs), dtype=torch.float32),
-            "exp_avg": torch.zeros_like(p),
-            "exp_avg_sq": torch.zeros_like(p),
-            **({"max_exp_avg_sq": torch.zeros_like(p)} if first.amsgrad else {}),
+            **{key: torch.zeros_like(p, dtype=moments) for key in keys},
         }
     return optimizer
 
 
 @torch.no_grad()
 def _evaluate(
-    task: Task, stack: StackedModel, data: tuple[torch.Tensor, torch.Tensor]
+    task: Task,
+    stack: StackedModel,
+    data: tuple[torch.Tensor, torch.Tensor],
+    prec: Precision,
 ) -> list[dict[str, float] | BaseException]:
     """Every row's loss and metric on ``data``; for a row whose loss or metric raised (user
     code, SystemExit included), the exception, so that only that row fails."""
     x, y = data
-    outputs = torch.cat(
-        [stack.forward(x[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)], dim=1
-    )
+    with prec.forward():
+        chunks = [stack.forward(x[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)]
+    outputs = as_float(torch.cat(chunks, dim=1))
     rows: list[dict[str, float] | BaseException] = []
     for out in outputs:
         try:

@@ -171,6 +171,7 @@ def exported_trial(study: optuna.Study, trial: int | None = None) -> ExportedTri
         task=study.user_attrs.get("task"),
         best_step=_int_or_none(chosen.user_attrs.get("best_step")),
         chosen=chosen_because(study, chosen),
+        precision=str(study.user_attrs.get("precision", "fp32")),
     )
 
 

@@ -28,7 +28,7 @@ from adamtune.space import SearchSpace, load_space
 from adamtune.storage import open_storage
 from adamtune.tasks import Task, resolve_task
 from adamtune.tracking import NullTracker, Tracker, make_tracker
-from adamtune.train import planned_steps, resolve_device
+from adamtune.train import planned_steps, resolve_device, run_precision
 from adamtune.urls import redact
 
 __all__ = ["SearchSettings", "open_study", "run_search"]
@@ -36,8 +36,11 @@ __all__ = ["SearchSettings", "open_study", "run_search"]
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 
 
-def default_study_name(task: Task, space: SearchSpace) -> str:
-    return f"{task.name}-{space.name}"
+def default_study_name(task: Task, space: SearchSpace, precision: str = "fp32") -> str:
+    """``task-space``, and the precision when it is not fp32: trials of another precision
+    reach other values, so by default they go to a study of their own."""
+    name = f"{task.name}-{space.name}"
+    return name if precision == "fp32" else f"{name}-{precision}"
 
 
 def make_sampler(
@@ -130,7 +133,7 @@ def open_study(
     with warnings.catch_warnings():  # heartbeats: stable in practice, flagged experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = open_storage(settings.storage, heartbeat=settings.heartbeat, on_stale=on_stale)
-    name = settings.study_name or default_study_name(task, space)
+    name = settings.study_name or default_study_name(task, space, settings.precision)
     epochs = settings.epochs or task.epochs
     where = f"study {shown(name)} in {redact(settings.storage)}"
     try:
@@ -148,8 +151,16 @@ def open_study(
                 ("metric", task.metric_name),
                 ("space", space.name),
                 ("seed", settings.seed),
+                ("precision", settings.precision),
             ):
                 study.set_user_attr(key, value)
+        stored = study.user_attrs.get("precision", "fp32")  # studies from before --precision
+        if stored != settings.precision:
+            raise StudyError(
+                f"{where}: its trials trained with --precision {stored}, got --precision "
+                f"{settings.precision}; resume it with --precision {stored}, or give a new "
+                "--study-name"
+            )
         n_trials = len(study.get_trials(deepcopy=False))
     except StudyError:
         raise
@@ -248,6 +259,7 @@ def run_search(
     if settings.sampler == "grid":
         space = space.for_grid()
     device = resolve_device(settings.device)
+    run_precision(settings.precision, device)  # refuses bf16 on a device without it, up front
     planned_steps(task, settings.epochs or task.epochs)  # refuses an endless run up front
     rows = stack_rows(settings, task, device, warn)  # refuses a stack that cannot be, up front
     on_stale = StaleTrialHandler(settings.max_retries)
@@ -266,9 +278,16 @@ def run_search(
         optimizer=settings.optimizer,
         tracker=tracker,
         patience=settings.patience,
+        precision=settings.precision,
     )
     runner = Runner(
-        task, settings.epochs, device, settings.optimizer, objective.effective_patience, rows
+        task,
+        settings.epochs,
+        device,
+        settings.optimizer,
+        objective.effective_patience,
+        rows,
+        settings.precision,
     )
     failures = FailureLimit(settings.max_consecutive_failures)
     tracker.start_study(study.study_name, settings.redacted(), space.text)
@@ -396,6 +415,11 @@ def stack_rows(
     auto = settings.stack == "auto"
     if auto and (settings.optimizer != "fused" or settings.n_jobs != 1 or settings.n_trials == 1):
         return 1  # what the user chose (or one trial) cannot stack: one at a time, as asked
+    if auto and settings.precision == "fp16":
+        warn(
+            "--stack auto: fp16 trials cannot be stacked (the loss scaler is one model's); one at a time"
+        )
+        return 1
     from adamtune.stack_model import why_not_stackable
 
     reason = why_not_stackable(task)

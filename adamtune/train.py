@@ -24,6 +24,7 @@ import torch
 from adamtune.builders import build_optimizer
 from adamtune.config import AdamConfig
 from adamtune.errors import ConfigError, DivergedError, TaskError, shown
+from adamtune.precision import Precision, PrecisionUnavailable, as_float
 from adamtune.schedules import learning_rates as planned_learning_rates
 from adamtune.tasks.base import Batch, Task
 
@@ -142,6 +143,7 @@ def train(
     divergence_factor: float = 100.0,
     log: TrainingLog | None = None,
     patience: int | None = None,
+    precision: str = "fp32",
 ) -> TrainResult:
     """Train ``task``'s model with ``config`` and return the final validation metrics.
 
@@ -151,9 +153,11 @@ def train(
     when training ends in an exception. ``patience`` (default: the task's) stops training after
     that many evaluations without a better metric; the result is then the best evaluation's,
     its ``best`` says which, and test metrics come from that evaluation's weights.
+    ``precision`` is one of adamtune.precision.PRECISIONS (weights, autocast, loss scaling).
     """
     started = time.perf_counter()
     device = torch.device(device) if isinstance(device, str) else device
+    prec = run_precision(precision, device)
     epochs = epochs or task.epochs
     total_steps = planned_steps(task, epochs)
     with _BUILD_LOCK:
@@ -164,10 +168,10 @@ def train(
             f"task {task.name!r}: build_model() must return a torch.nn.Module, "
             f"got {type(model).__name__}"
         )
-    model = model.to(device)
-    optimizer = optimizer_factory(list(model.parameters()), config)
-    x_train, y_train = (t.to(device) for t in task.train)
-    validation = (task.validation[0].to(device), task.validation[1].to(device))
+    model = prec.model(model)
+    optimizer = prec.optimizer(optimizer_factory(list(model.parameters()), config), seed)
+    x_train, y_train = prec.inputs(task.train[0].to(device)), task.train[1].to(device)
+    validation = (prec.inputs(task.validation[0].to(device)), task.validation[1].to(device))
     n, batch_size = len(x_train), task.batch_size
     learning_rates = planned_learning_rates(config.lr, config.schedule, total_steps)
     order = torch.Generator().manual_seed(seed)
@@ -190,7 +194,8 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rates[step]
                 optimizer.zero_grad(set_to_none=True)
-                loss = task.loss(model(x_train[index]), y_train[index])
+                with prec.forward():
+                    loss = task.loss(as_float(model(x_train[index])), y_train[index])
                 loss_value = loss.item()
                 check_divergence(
                     step,
@@ -199,16 +204,17 @@ def train(
                     divergence_factor,
                     learning_rates[step],
                 )
-                loss.backward()
+                prec.backward(loss)
+                prec.unscale(optimizer)
                 norms.append(_grad_norm(model, config.max_grad_norm))
                 last = start + batch_size >= n
                 before = [p.detach().clone() for p in model.parameters()] if last else None
-                optimizer.step()
+                prec.step(optimizer)
                 losses.append(loss_value)
                 log.learning_rates.append(learning_rates[step])
                 step += 1
             _flush(norms, log)
-            metrics = evaluate(task, model, validation)
+            metrics = evaluate(task, model, validation, prec)
             epoch_losses = losses[-task.steps_per_epoch() :]
             # A task may name its own metric train_loss; the task's metric wins.
             metrics.setdefault("train_loss", sum(epoch_losses) / len(epoch_losses))
@@ -237,7 +243,8 @@ def train(
     if task.test is not None:
         if best is not None and best_weights is not None:
             model.load_state_dict(best_weights)
-        test = evaluate(task, model, (task.test[0].to(device), task.test[1].to(device)))
+        test_inputs = prec.inputs(task.test[0].to(device))
+        test = evaluate(task, model, (test_inputs, task.test[1].to(device)), prec)
         final.update({f"test_{k.removeprefix('val_')}": v for k, v in test.items()})
     return TrainResult(
         value=final[task.metric_name],
@@ -247,6 +254,14 @@ def train(
         seconds=time.perf_counter() - started,
         best=best,
     )
+
+
+def run_precision(name: str, device: torch.device) -> Precision:
+    """The run's Precision; a precision the device cannot run is the user's ConfigError."""
+    try:
+        return Precision.for_run(name, device)
+    except PrecisionUnavailable as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _flush(norms: list[torch.Tensor], log: TrainingLog) -> None:
@@ -261,7 +276,7 @@ def _grad_norm(model: torch.nn.Module, max_grad_norm: float | None) -> torch.Ten
     ``max_grad_norm`` (torch.nn.utils.clip_grad_norm_, which computes that norm anyway)."""
     if max_grad_norm is not None:
         return torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm).detach()
-    grads = [p.grad.detach() for p in model.parameters() if p.grad is not None]
+    grads = [p.grad.detach().float() for p in model.parameters() if p.grad is not None]
     if not grads:
         return torch.zeros(())
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
@@ -275,6 +290,7 @@ def weight_diagnostics(
     before it; ~1e-3 is the classic healthy scale) and ``val_train_gap`` (validation loss minus
     the epoch's mean training loss: growing, it is overfitting)."""
     with torch.no_grad():
+        params, before = [p.float() for p in params], [b.float() for b in before]
         weight = torch.linalg.vector_norm(
             torch.stack([torch.linalg.vector_norm(p) for p in params])
         )
@@ -309,11 +325,17 @@ def check_divergence(step: int, loss: float, first: float, factor: float, lr: fl
 
 
 @torch.no_grad()
-def evaluate(task: Task, model: torch.nn.Module, data: Batch) -> dict[str, float]:
-    """The task's loss and metric on ``data``, computed in chunks, model left in eval mode."""
+def evaluate(
+    task: Task, model: torch.nn.Module, data: Batch, precision: Precision | None = None
+) -> dict[str, float]:
+    """The task's loss and metric on ``data``, computed in chunks, model left in eval mode;
+    the forward pass in ``precision`` (default fp32), the loss and metric on float32 outputs."""
     model.eval()
     x, y = data
-    outputs = torch.cat([model(x[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)])
+    prec = precision or Precision()
+    with prec.forward():
+        chunks = [model(x[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)]
+    outputs = as_float(torch.cat(chunks))
     return {
         "val_loss": task.loss(outputs, y).item(),
         task.metric_name: metric_value(task, outputs, y),

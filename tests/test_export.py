@@ -371,3 +371,36 @@ def test_cli_writes_a_file(tmp_path, study_storage):
     result = CliRunner().invoke(cli, ["export", "exp", "--storage", study_storage, "-o", str(out)])
     assert result.exit_code == 0 and result.stderr == f"Wrote {out}\n"
     assert "def build_optimizer(params):" in out.read_text()
+
+
+@pytest.mark.parametrize("fmt", ["torch", "adamtune", "lightning", "hf"])
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "bf16-pure"])
+def test_exports_say_how_the_trial_trained_under_its_precision(tmp_path, fmt, precision):
+    path = tmp_path / "exported.py"
+    path.write_text(render(exported(AdamConfig(), precision=precision, seed=4), fmt))
+    text = path.read_text()
+    assert f"--precision {precision}" in text
+    subprocess.run([sys.executable, "-m", "py_compile", str(path)], check=True)
+    assert "--precision" not in render(exported(AdamConfig()), fmt)  # fp32 says nothing
+
+
+def test_the_adamtune_export_of_a_bf16_pure_trial_builds_its_optimizer(tmp_path):
+    path = tmp_path / "exported.py"
+    path.write_text(render(exported(AdamConfig(), precision="bf16-pure", seed=4), "adamtune"))
+    code = (
+        "import torch\n"
+        "p = torch.nn.Parameter(torch.zeros(3, dtype=torch.bfloat16))\n"
+        "opt = exported.build_optimizer([p])\n"
+        "p.grad = torch.ones(3, dtype=torch.bfloat16)\n"
+        "opt.step()\n"
+        "g = opt.param_groups[0]\n"
+        "print(g['stochastic_rounding'], g['rounding_seed'], opt.state[p]['exp_avg'].dtype)\n"
+    )
+    assert run_fresh(path, code).split() == ["True", "4", "torch.float32"]
+
+
+def test_yaml_export_records_the_precision_and_still_loads(tmp_path):
+    path = tmp_path / "best.yaml"
+    path.write_text(render(exported(AdamConfig(lr=0.02), precision="bf16"), "yaml"))
+    assert yaml.safe_load(path.read_text())["precision"] == "bf16"
+    assert AdamConfig.from_file(path).lr == 0.02
