@@ -75,7 +75,9 @@ def user_task_file(tmp_path):
 
 @pytest.mark.slow
 def test_the_shipped_mnist1d_arrays_are_what_the_generator_makes():
-    """The copy in the package is mnist1d.make_dataset's output for the pinned seed, exactly."""
+    """The copy in the package is mnist1d.make_dataset's output for the pinned seed: labels
+    exactly, signals to the last few bits (numpy and scipy builds differ there, by 9e-16 on the
+    CI host; that is why a copy ships: every machine then trains on the same bits)."""
     import numpy as np
 
     from adamtune.tasks.builtin import _sklearn_split, generate_mnist1d, mnist1d_arrays
@@ -83,7 +85,10 @@ def test_the_shipped_mnist1d_arrays_are_what_the_generator_makes():
     shipped, generated = mnist1d_arrays(), generate_mnist1d()
     for key in generated:
         assert shipped[key].dtype == generated[key].dtype, key
-        assert np.array_equal(shipped[key], generated[key]), key
+        if key.startswith("y"):
+            assert np.array_equal(shipped[key], generated[key]), key
+        else:
+            assert np.allclose(shipped[key], generated[key], rtol=0, atol=1e-12), key
     # the shipped split is the one scikit-learn's stratified split gives
     x_tr, x_va, y_tr, y_va = _sklearn_split(generated["x"], generated["y"], stratify=True)
     assert np.array_equal(generated["x"][shipped["train_index"]], x_tr)
