@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-MAX_PER_REQUEST = 1000  # MLflow's limit of entities (metrics + params + tags) per log_batch
+from adamtune.tracking.sql_metrics import log_metrics
+
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
@@ -166,11 +167,8 @@ class MlflowSink:
         if reason:
             tags.append(RunTag("adamtune.reason", reason[:5000]))
         logged_params = [Param(k, v) for k, v in params.items()]
-        # Params and tags ride with the first metrics: a default trial is one request.
-        first = MAX_PER_REQUEST - len(logged_params) - len(tags)
-        self.client.log_batch(run_id, metrics=metrics[:first], params=logged_params, tags=tags)
-        for i in range(first, len(metrics), MAX_PER_REQUEST):
-            self.client.log_batch(run_id, metrics=metrics[i : i + MAX_PER_REQUEST])
+        self.client.log_batch(run_id, params=logged_params, tags=tags)
+        log_metrics(self.client, run_id, metrics)  # one bulk insert into a SQL store
         self.client.set_terminated(run_id, STATUS[state], end_time=ended_ms)
         self.open.discard(run_id)
 

@@ -2,7 +2,8 @@
 
 from types import SimpleNamespace
 
-from adamtune.tracking.sink import MAX_PER_REQUEST, MlflowSink
+from adamtune.tracking.sink import MlflowSink
+from adamtune.tracking.sql_metrics import MAX_PER_REQUEST
 
 
 class RecordingClient:
@@ -38,12 +39,12 @@ def end_trial(steps: int, params: int = 12, reason: str = "") -> RecordingClient
     return sink.client
 
 
-def test_a_default_sized_trial_is_one_request():
+def test_a_default_sized_trial_is_two_requests_to_a_store_that_is_not_sql():
     client = end_trial(steps=460)
-    assert len(client.batches) == 1
-    (batch,) = client.batches
-    assert len(batch["params"]) == 12 and len(batch["tags"]) == 1
-    assert len(batch["metrics"]) == 2 * 460 + 2 + 1  # lr, train_loss; val_loss, epoch; objective
+    assert len(client.batches) == 2
+    meta, values = client.batches
+    assert len(meta["params"]) == 12 and len(meta["tags"]) == 1 and not meta["metrics"]
+    assert len(values["metrics"]) == 2 * 460 + 2 + 1  # lr, train_loss; val_loss, epoch; objective
     assert client.terminated == [("trial-3", "FINISHED")]
 
 
@@ -51,7 +52,6 @@ def test_long_trials_are_split_within_mlflows_limit_and_lose_nothing():
     client = end_trial(steps=1700, params=40, reason="diverged")
     sizes = [sum(len(b[k]) for k in ("metrics", "params", "tags")) for b in client.batches]
     assert all(size <= MAX_PER_REQUEST for size in sizes)
-    assert sizes[0] == MAX_PER_REQUEST  # params and tags ride with the first metrics
     metrics = [m for b in client.batches for m in b["metrics"]]
     assert len(metrics) == 2 * 1700 + 2
     lr_steps = [m.step for m in metrics if m.key == "lr"]
