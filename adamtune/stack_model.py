@@ -40,6 +40,11 @@ def why_not_stackable(task: Task) -> str | None:
 
 
 def _why_not_stackable(task: Task) -> str | None:
+    if task.uses_loader:
+        return (
+            "its batches come from a Dataset or its own compute_loss/evaluate hooks, and a "
+            "stack shares one forward pass over in-memory tensors"
+        )
     model = task.build_model()
     if not isinstance(model, nn.Module):
         return f"build_model() returned {type(model).__name__}, not a torch.nn.Module"

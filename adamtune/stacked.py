@@ -29,11 +29,12 @@ from dataclasses import dataclass
 
 import torch
 
+from adamtune.batches import metric_value
 from adamtune.config import AdamConfig
 from adamtune.errors import DivergedError, describe
 from adamtune.precision import Precision, as_float
 from adamtune.schedules import learning_rates
-from adamtune.stack_model import RowLosses, StackedModel
+from adamtune.stack_model import RowLosses, StackedModel, why_not_stackable
 from adamtune.tasks.base import Task
 from adamtune.train import (
     _BUILD_LOCK,
@@ -43,7 +44,6 @@ from adamtune.train import (
     TrainingLog,
     TrainResult,
     check_divergence,
-    metric_value,
     planned_steps,
     run_precision,
 )
@@ -149,6 +149,9 @@ def train_stack(
     scaler is one model's and cannot be shared by rows (stack_rows trains fp16 one at a time)."""
     device = torch.device(device) if isinstance(device, str) else device
     prec = run_precision(precision, device)
+    reason = why_not_stackable(task) if task.uses_loader else None
+    if reason:
+        raise ValueError(f"task {task.name!r} cannot be stacked: {reason}")
     if prec.scaler is not None:
         raise ValueError("fp16 trials cannot be stacked: their loss scaler is one model's")
     epochs = epochs or task.epochs

@@ -16,17 +16,19 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+from adamtune.batches import batches, evaluate_split, metric_value, step_loss
 from adamtune.builders import build_optimizer
 from adamtune.config import AdamConfig
-from adamtune.errors import ConfigError, DivergedError, TaskError, shown
+from adamtune.errors import ConfigError, DivergedError, TaskError
 from adamtune.precision import Precision, PrecisionUnavailable, as_float
 from adamtune.schedules import learning_rates as planned_learning_rates
-from adamtune.tasks.base import Batch, Task
+from adamtune.tasks.base import Batch, Task, split_size
 
 OptimizerFactory = Callable[[list[torch.nn.Parameter], AdamConfig], torch.optim.Optimizer]
 OnEval = Callable[["Evaluation"], "str | None"]  # a reason to stop, or None to go on
@@ -170,9 +172,11 @@ def train(
         )
     model = prec.model(model)
     optimizer = prec.optimizer(optimizer_factory(list(model.parameters()), config), seed)
-    x_train, y_train = prec.inputs(task.train[0].to(device)), task.train[1].to(device)
-    validation = (prec.inputs(task.validation[0].to(device)), task.validation[1].to(device))
-    n, batch_size = len(x_train), task.batch_size
+    loader = task.uses_loader  # else the fast path: whole tensors on the device, sliced
+    if not loader:
+        x_train, y_train = prec.inputs(task.train[0].to(device)), task.train[1].to(device)
+        validation = (prec.inputs(task.validation[0].to(device)), task.validation[1].to(device))
+    n, batch_size = split_size(task.train), task.batch_size
     learning_rates = planned_learning_rates(config.lr, config.schedule, total_steps)
     order = torch.Generator().manual_seed(seed)
     log = log if log is not None else TrainingLog()
@@ -188,14 +192,19 @@ def train(
     try:
         for epoch in range(1, epochs + 1):
             model.train()
-            permutation = torch.randperm(n, generator=order).to(device)
-            for start in range(0, n, batch_size):
-                index = permutation[start : start + batch_size]
+            if loader:
+                epoch_batches: Iterator[Any] = batches(task, task.train, device, prec, order)
+            else:
+                permutation = torch.randperm(n, generator=order).to(device)
+                epoch_batches = (
+                    (x_train[index], y_train[index]) for index in permutation.split(batch_size)
+                )
+            for position, batch in enumerate(epoch_batches):
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rates[step]
                 optimizer.zero_grad(set_to_none=True)
                 with prec.forward():
-                    loss = task.loss(as_float(model(x_train[index])), y_train[index])
+                    loss = step_loss(task, model, batch)
                 loss_value = loss.item()
                 check_divergence(
                     step,
@@ -207,14 +216,18 @@ def train(
                 prec.backward(loss)
                 prec.unscale(optimizer)
                 norms.append(_grad_norm(model, config.max_grad_norm))
-                last = start + batch_size >= n
+                last = position == task.steps_per_epoch() - 1
                 before = [p.detach().clone() for p in model.parameters()] if last else None
                 prec.step(optimizer)
                 losses.append(loss_value)
                 log.learning_rates.append(learning_rates[step])
                 step += 1
             _flush(norms, log)
-            metrics = evaluate(task, model, validation, prec)
+            metrics = (
+                evaluate_split(task, model, task.validation, device, prec)
+                if loader
+                else evaluate(task, model, validation, prec)
+            )
             epoch_losses = losses[-task.steps_per_epoch() :]
             # A task may name its own metric train_loss; the task's metric wins.
             metrics.setdefault("train_loss", sum(epoch_losses) / len(epoch_losses))
@@ -225,8 +238,9 @@ def train(
                 metrics.setdefault(name, value)
             evaluation = Evaluation(epoch, step, metrics)
             evaluations.append(evaluation)
-            if not math.isfinite(metrics["val_loss"]):
-                raise DivergedError(step - 1, metrics["val_loss"], learning_rates[step - 1])
+            watched = metrics.get("val_loss", metrics[task.metric_name])
+            if not math.isfinite(watched):
+                raise DivergedError(step - 1, watched, learning_rates[step - 1])
             stopped = on_eval(evaluation) if on_eval is not None else None
             if stopped:
                 break
@@ -243,8 +257,11 @@ def train(
     if task.test is not None:
         if best is not None and best_weights is not None:
             model.load_state_dict(best_weights)
-        test_inputs = prec.inputs(task.test[0].to(device))
-        test = evaluate(task, model, (test_inputs, task.test[1].to(device)), prec)
+        if loader:
+            test = evaluate_split(task, model, task.test, device, prec)
+        else:
+            test_inputs = prec.inputs(task.test[0].to(device))
+            test = evaluate(task, model, (test_inputs, task.test[1].to(device)), prec)
         final.update({f"test_{k.removeprefix('val_')}": v for k, v in test.items()})
     return TrainResult(
         value=final[task.metric_name],
@@ -340,16 +357,3 @@ def evaluate(
         "val_loss": task.loss(outputs, y).item(),
         task.metric_name: metric_value(task, outputs, y),
     }
-
-
-def metric_value(task: Task, outputs: torch.Tensor, targets: torch.Tensor) -> float:
-    """The task's metric as a float; anything else is the task's error, said in one line."""
-    value = task.metric(outputs, targets)
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TaskError(
-            f"task {task.name!r}: metric must return a number, got {shown(value)} "
-            f"({type(value).__name__})"
-        )
-    return float(value)

@@ -58,3 +58,16 @@ def test_the_per_row_example_runs():
     weights.grad = torch.randn_like(weights)
     opt.step()
     assert opt.state[weights]["step"].item() == 1
+
+
+def test_the_dataset_task_example_runs_a_study(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my_dataset_task.py").write_text(block("python", "# my_dataset_task.py"))
+    said = []
+    study = run_search(
+        SearchSettings(task="my_dataset_task.py:make_task", space="lr-only", n_trials=3),
+        warn=said.append,
+    )
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    assert study.best_value < 16  # better than guessing among 16 tokens
+    assert any("cannot be stacked" in line for line in said)

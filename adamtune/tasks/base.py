@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -12,6 +13,10 @@ from adamtune.errors import TaskError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
+# A split: whole tensors (inputs, targets), or a map-style torch.utils.data.Dataset
+Split = Any
+ComputeLoss = Callable[[nn.Module, Any], torch.Tensor]  # (model, batch) -> scalar loss
+Evaluate = Callable[[nn.Module, Iterable[Any]], dict[str, float]]  # (model, batches) -> metrics
 
 
 def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
@@ -25,7 +30,19 @@ def mean_squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> float:
 
 @dataclass(frozen=True)
 class Task:
-    """A training workload. Data are whole tensors: the training loop batches them itself.
+    """A training workload.
+
+    Data: each split is whole tensors ``(inputs, targets)``, which the loop batches itself
+    (and stacked trials can share), or a map-style ``torch.utils.data.Dataset``, batched by a
+    DataLoader (``collate_fn``, ``num_workers``) whose order comes from the trial's seed.
+    Batches may be tensors, tuples, lists or dicts of tensors; they reach the device as they are.
+
+    Hooks: ``compute_loss(model, batch)`` returns the scalar training loss (default:
+    ``loss(model(x), y)`` for a batch ``(x, y)``; e.g. ``model(**batch).loss``).
+    ``evaluate(model, batches)`` returns a dict of metrics over a whole split (perplexity, F1),
+    which must hold ``metric_name``; default: ``val_loss`` (mean of the loss over rows) and
+    ``metric`` on the split's outputs. With ``compute_loss`` and ``evaluate`` given, ``loss``
+    and ``metric`` may be None.
 
     ``build_model`` is called after the trial's seed is set, so initial weights are
     reproducible. ``metric(outputs, targets)`` scores validation outputs; ``direction`` says
@@ -50,6 +67,19 @@ class Task:
     description: str = ""
     threads: int | None = None
     patience: int | None = None  # early stopping: evaluations without improvement; None: off
+    compute_loss: ComputeLoss | None = None
+    evaluate: Evaluate | None = None
+    collate_fn: Callable[[list[Any]], Any] | None = None  # for Dataset splits
+    num_workers: int = 0  # DataLoader processes for Dataset splits
+
+    @property
+    def uses_loader(self) -> bool:
+        """True when batches come from a DataLoader (a Dataset split, or a hook that takes
+        batches), False for the tensor-only fast path."""
+        splits = (self.train, self.validation, self.test)
+        return any(s is not None and not is_tensor_pair(s) for s in splits) or bool(
+            self.compute_loss or self.evaluate
+        )
 
     def __post_init__(self) -> None:
         where = f"task {self.name!r}"
@@ -75,24 +105,66 @@ class Task:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise TaskError(f"{where}: {name} must be an integer >= 1, got {value!r}")
+        if (
+            isinstance(self.num_workers, bool)
+            or not isinstance(self.num_workers, int)
+            or (self.num_workers < 0)
+        ):
+            raise TaskError(
+                f"{where}: num_workers must be an integer >= 0, got {self.num_workers!r}"
+            )
         for split in ("train", "validation", "test"):
             data = getattr(self, split)
             if data is None and split == "test":
                 continue
-            if (
-                not isinstance(data, tuple)
-                or len(data) != 2
-                or not all(isinstance(t, torch.Tensor) for t in data)
-            ):
-                raise TaskError(f"{where}: {split} must be a tuple (inputs, targets) of tensors")
-            if len(data[0]) != len(data[1]) or len(data[0]) == 0:
-                raise TaskError(
-                    f"{where}: {split} inputs and targets must have the same "
-                    f"non-zero length, got {len(data[0])} and {len(data[1])}"
-                )
-        for name in ("build_model", "loss", "metric"):
-            if not callable(getattr(self, name)):
+            _check_split(where, split, data)
+        needed = {
+            "build_model": True,
+            "loss": self.compute_loss is None or self.evaluate is None,
+            "metric": self.evaluate is None,
+            "compute_loss": self.compute_loss is not None,
+            "evaluate": self.evaluate is not None,
+            "collate_fn": self.collate_fn is not None,
+        }
+        for name, required in needed.items():
+            if required and not callable(getattr(self, name)):
                 raise TaskError(f"{where}: {name} must be callable, got {getattr(self, name)!r}")
 
     def steps_per_epoch(self) -> int:
-        return -(-len(self.train[0]) // self.batch_size)
+        return -(-split_size(self.train) // self.batch_size)
+
+
+def is_tensor_pair(data: Any) -> bool:
+    return (
+        isinstance(data, tuple)
+        and len(data) == 2
+        and all(isinstance(t, torch.Tensor) for t in data)
+    )
+
+
+def split_size(data: Split) -> int:
+    """Rows in a split: a tensor pair's length, or a Dataset's."""
+    return len(data[0]) if is_tensor_pair(data) else len(data)
+
+
+def _check_split(where: str, split: str, data: Split) -> None:
+    if is_tensor_pair(data):
+        if len(data[0]) != len(data[1]) or len(data[0]) == 0:
+            raise TaskError(
+                f"{where}: {split} inputs and targets must have the same "
+                f"non-zero length, got {len(data[0])} and {len(data[1])}"
+            )
+        return
+    if isinstance(data, (tuple, list)) or not (
+        hasattr(data, "__getitem__") and hasattr(data, "__len__")
+    ):
+        raise TaskError(
+            f"{where}: {split} must be a tuple (inputs, targets) of tensors or a map-style "
+            f"torch.utils.data.Dataset, got {type(data).__name__}"
+        )
+    try:
+        size = len(data)
+    except Exception as exc:  # noqa: BLE001  (user code)
+        raise TaskError(f"{where}: {split}: len() raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(size, int) or size == 0:
+        raise TaskError(f"{where}: {split} is empty (a Dataset of length {size!r})")
