@@ -81,7 +81,8 @@ def test_tasks_lists_builtins(run):
         (
             ["search", "--task", "digits"],
             "Error: --task 'digits': not a built-in task (digits-mlp, wine-mlp, breast-cancer-mlp, "
-            "diabetes-mlp, mnist1d-mlp, mnist1d-cnn) and not 'module:function' or 'file.py:function'; "
+            "diabetes-mlp, mnist1d-mlp, mnist1d-cnn, charlm-transformer) and not 'module:function' "
+            "or 'file.py:function'; "
             "did you mean 'digits-mlp'?",
         ),
         (

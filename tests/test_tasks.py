@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -174,3 +176,29 @@ def test_a_task_file_imports_its_neighbours(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.path", list(__import__("sys").path))
     task = resolve_task(f"{folder / 'neighbour_task.py'}:make_task")
     assert task.build_model().out_features == 7
+
+
+def test_charlm_corpus_is_generated_the_same_everywhere():
+    from adamtune.tasks.charlm import corpus
+
+    text = corpus(2000)
+    assert text == corpus(2000) and len(text) == 2000
+    assert text.startswith(corpus(200))  # a prefix of the same sample, not another draw
+    # the grammar's agreement: a singular subject takes the verb's -s form
+    assert "the cat sees" in corpus(40_000) and "the cat see " not in corpus(40_000)
+
+
+def test_charlm_transformer_uses_datasets_and_hooks_and_learns():
+    from adamtune.config import AdamConfig
+    from adamtune.train import train
+
+    task = resolve_task("charlm-transformer")
+    assert task.uses_loader and task.direction == "minimize" and task.metric_name == "val_loss"
+    batch = next(iter(torch.utils.data.DataLoader(task.train, batch_size=2)))
+    assert set(batch) == {"input_ids", "labels"} and batch["input_ids"].shape == (2, 32)
+    assert torch.equal(batch["input_ids"][:, 1:], batch["labels"][:, :-1])  # next characters
+    result = train(task, AdamConfig(lr=3e-3, decoupled=True), epochs=1)
+    vocab = task.build_model().embed.num_embeddings
+    assert result.value < math.log(vocab)  # better than uniform guessing after one epoch
+    assert result.metrics["val_perplexity"] == pytest.approx(math.exp(result.value))
+    assert "test_perplexity" in result.metrics

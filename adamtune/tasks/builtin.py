@@ -221,6 +221,12 @@ def mnist1d_cnn() -> Task:
     return _mnist1d("mnist1d-cnn", "cnn")
 
 
+def charlm_transformer() -> Task:
+    from adamtune.tasks.charlm import charlm_transformer as build
+
+    return build()
+
+
 BUILTIN = {
     "digits-mlp": digits_mlp,
     "wine-mlp": wine_mlp,
@@ -228,4 +234,5 @@ BUILTIN = {
     "diabetes-mlp": diabetes_mlp,
     "mnist1d-mlp": mnist1d_mlp,
     "mnist1d-cnn": mnist1d_cnn,
+    "charlm-transformer": charlm_transformer,
 }

@@ -9,4 +9,6 @@ DESCRIPTIONS = {
     "diabetes-mlp": "diabetes progression regression (scikit-learn), MLP; val_mse (minimize)",
     "mnist1d-mlp": "MNIST-1D generated offline, MLP; val_accuracy (default)",
     "mnist1d-cnn": "MNIST-1D generated offline, 1-D CNN; val_accuracy",
+    "charlm-transformer": "generated English-like text, 2-layer causal char transformer; "
+    "val_loss (minimize), perplexity reported",
 }
