@@ -111,7 +111,7 @@ def step_loss(task: Task, model: torch.nn.Module, batch: Any) -> torch.Tensor:
             )
         return loss.reshape(())
     x, y = pair(task, batch)
-    return task.loss(as_float(model(x)), y)
+    return task.loss_of(as_float(model(x)), y)
 
 
 def pair(task: Task, batch: Any) -> tuple[Any, Any]:
@@ -148,7 +148,7 @@ def evaluate_split(
             count += n
     out, y = torch.cat(outputs), torch.cat(targets)
     # without compute_loss, the loss of the whole split at once, as the tensor path takes it
-    val_loss = total / count if task.compute_loss is not None else task.loss(out, y).item()
+    val_loss = total / count if task.compute_loss is not None else task.loss_of(out, y).item()
     return {"val_loss": val_loss, task.metric_name: metric_value(task, out, y)}
 
 
@@ -177,7 +177,7 @@ def _first(exc: BaseException) -> str:
 
 def metric_value(task: Task, outputs: torch.Tensor, targets: torch.Tensor) -> float:
     """The task's metric as a float; anything else is the task's error, said in one line."""
-    value = task.metric(outputs, targets)
+    value = task.metric_of(outputs, targets)
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -59,7 +59,7 @@ def _why_not_stackable(task: Task) -> str | None:
         return f"its model returns {type(alone).__name__}, not one tensor"
     try:
         stack = StackedModel(model, [model, copy.deepcopy(model)])
-        losses = RowLosses(task.loss)
+        losses = RowLosses(task.loss_of)
         shared = stack.forward(x)
         row_losses = losses(shared, y)
         if row_losses.shape != (2,):  # one number per row, as train() takes loss.item()

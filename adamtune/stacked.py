@@ -160,7 +160,7 @@ def train_stack(
     validation = (prec.inputs(task.validation[0].to(device)), task.validation[1].to(device))
     size, batch_size = len(x_train), task.batch_size
     orders: dict[int, _EpochOrders] = {}  # by seed
-    row_losses = RowLosses(task.loss)
+    row_losses = RowLosses(task.loss_of)
     patience = patience if patience is not None else task.patience
     live: list[_Row] = []
     stack: StackedModel | None = None
@@ -491,7 +491,10 @@ def _evaluate(
     for out in outputs:
         try:
             rows.append(
-                {"val_loss": task.loss(out, y).item(), task.metric_name: metric_value(task, out, y)}
+                {
+                    "val_loss": task.loss_of(out, y).item(),
+                    task.metric_name: metric_value(task, out, y),
+                }
             )
         except KeyboardInterrupt:
             raise

@@ -354,6 +354,6 @@ def evaluate(
         chunks = [model(x[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)]
     outputs = as_float(torch.cat(chunks))
     return {
-        "val_loss": task.loss(outputs, y).item(),
+        "val_loss": task.loss_of(outputs, y).item(),
         task.metric_name: metric_value(task, outputs, y),
     }

@@ -13,6 +13,7 @@ from adamtune.errors import TaskError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # A split: whole tensors (inputs, targets), or a map-style torch.utils.data.Dataset
 Split = Any
 ComputeLoss = Callable[[nn.Module, Any], torch.Tensor]  # (model, batch) -> scalar loss
@@ -55,15 +56,15 @@ class Task:
 
     name: str
     build_model: Callable[[], nn.Module]
-    train: Batch
-    validation: Batch
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    metric: Metric
+    train: Split
+    validation: Split
+    loss: Loss | None  # None only with compute_loss and evaluate
+    metric: Metric | None  # None only with evaluate
     metric_name: str
     direction: str
     epochs: int
     batch_size: int
-    test: Batch | None = None
+    test: Split | None = None
     description: str = ""
     threads: int | None = None
     patience: int | None = None  # early stopping: evaluations without improvement; None: off
@@ -129,6 +130,22 @@ class Task:
         for name, required in needed.items():
             if required and not callable(getattr(self, name)):
                 raise TaskError(f"{where}: {name} must be callable, got {getattr(self, name)!r}")
+
+    def loss_of(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``loss(outputs, targets)``; a task without one says what to give it."""
+        if self.loss is None:
+            raise TaskError(
+                f"task {self.name!r}: has no loss(outputs, targets); give it one, or give it "
+                "compute_loss and evaluate"
+            )
+        return self.loss(outputs, targets)
+
+    def metric_of(self, outputs: torch.Tensor, targets: torch.Tensor) -> Any:
+        if self.metric is None:
+            raise TaskError(
+                f"task {self.name!r}: has no metric(outputs, targets); give it one, or evaluate"
+            )
+        return self.metric(outputs, targets)
 
     def steps_per_epoch(self) -> int:
         return -(-split_size(self.train) // self.batch_size)
