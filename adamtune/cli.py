@@ -403,6 +403,7 @@ def _search(settings: SearchSettings, workers: int, tracker: Tracker) -> tuple[o
             space=space,
             tracker=tracker,
             on_trial=progress,
+            on_epoch=progress.epoch,
             warn=lambda message: click.echo(message, err=True),
         )
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ anything, SystemExit included: that fails the trial with its reason, never the s
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -66,6 +67,8 @@ class Objective:
     patience: int | None = None  # early stopping; None: the task's
     precision: str = "fp32"  # adamtune.precision.PRECISIONS
     baseline: Baseline | None = None  # the study's baseline; its trial's outcome is recorded
+    # Progress of running trials: (trial number, epoch, epochs, metrics) at every evaluation
+    on_epoch: Callable[[int, int, int, dict[str, float]], None] | None = None
 
     @property
     def effective_patience(self) -> int | None:
@@ -139,9 +142,15 @@ class Objective:
 
     def report(self, trial: optuna.Trial, evaluation: Evaluation) -> str | None:
         """Report to the pruner; a reason to stop when it prunes the trial."""
+        self.show_epoch(trial.number, evaluation)
         value = evaluation.metrics[self.task.metric_name]
         trial.report(value, evaluation.epoch)
         return self.prune_reason(evaluation) if trial.should_prune() else None
+
+    def show_epoch(self, number: int, evaluation: Evaluation) -> None:
+        if self.on_epoch is not None:
+            epochs = self.epochs or self.task.epochs
+            self.on_epoch(number, evaluation.epoch, epochs, evaluation.metrics)
 
     def prune_reason(self, evaluation: Evaluation) -> str:
         value = evaluation.metrics[self.task.metric_name]

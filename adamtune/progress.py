@@ -1,7 +1,10 @@
-"""Live progress of a study: an Optuna callback that draws one status line per finished trial.
+"""Live progress of a study: an Optuna callback that draws one status line per finished trial,
+and ``epoch`` for the evaluations of trials still running.
 
-On a terminal it redraws a single bar in place; elsewhere (CI logs, pipes) it prints one line
-per trial, so the record survives. The study's best trial and running count are read from
+On a terminal it redraws a single bar in place, which also shows where the running trials are
+(epoch of how many, and the time their remaining epochs will take at their pace so far).
+Elsewhere (CI logs, pipes) it prints one line per trial, so the record survives, and for long
+trials at most one line per evaluation, and none within EPOCH_LINE_EVERY seconds of the last. The study's best trial and running count are read from
 storage at most once a second (a stack finishes many trials within milliseconds) and for the
 last trial; in between, the trials this process finishes update the best and the count.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import TextIO
 
 import optuna
@@ -19,6 +23,29 @@ from optuna.trial import FrozenTrial, TrialState
 from adamtune.report import trial_value_text
 
 READ_EVERY = 1.0  # seconds between reads of the study (best trial, running count)
+EPOCH_LINE_EVERY = 5.0  # seconds between a log's lines about running trials
+REDRAW_EVERY = 0.1  # seconds between a terminal's redraws for running trials
+
+
+def _seconds(value: float) -> str:
+    return "<1s" if value < 1 else f"~{value:.0f}s"
+
+
+@dataclass
+class _Running:
+    """Where one running trial is: its latest epoch, and its pace since it was first seen."""
+
+    epoch: int
+    epochs: int
+    first_seen: float
+    first_epoch: int
+    at: float
+
+    def seconds_left(self) -> float | None:
+        done = self.epoch - self.first_epoch
+        if done <= 0:
+            return None
+        return (self.at - self.first_seen) / done * (self.epochs - self.epoch)
 
 
 class Progress:
@@ -45,16 +72,62 @@ class Progress:
         self._best: FrozenTrial | None = None
         self._running = 0
         self._read_at: float | None = None  # when the study was last read
+        self._trials: dict[int, _Running] = {}  # running trials this process trains
+        self._line_text = ""  # the last status line drawn
+        self._epoch_line_at = -float("inf")  # when running trials were last drawn or printed
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         with self._lock:
             self.done += 1
-            line = self._line(study, trial)
+            self._trials.pop(trial.number, None)
+            self._line_text = self._line(study, trial)
             if self.live:
-                self.stream.write("\r\033[K" + line)
+                self.stream.write("\r\033[K" + self._line_text + self._running_text())
             else:
-                self.stream.write(line + "\n")
+                self.stream.write(self._line_text + "\n")
             self.stream.flush()
+
+    def epoch(self, number: int, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+        """Trial ``number`` finished epoch ``epoch`` of ``epochs`` with these metrics."""
+        now = time.perf_counter()
+        with self._lock:
+            seen = self._trials.get(number)
+            if seen is None:
+                seen = self._trials[number] = _Running(epoch, epochs, now, epoch, now)
+            seen.epoch, seen.epochs, seen.at = epoch, epochs, now
+            if now - self._epoch_line_at < (REDRAW_EVERY if self.live else EPOCH_LINE_EVERY):
+                return
+            self._epoch_line_at = now
+            if self.live:
+                text = self._line_text + self._running_text()
+                self.stream.write("\r\033[K" + (text if self._line_text else text[3:]))
+            else:
+                value = metrics.get(self.metric_name)
+                shown = f", {self.metric_name} {value:.4g}" if value is not None else ""
+                left = seen.seconds_left()
+                eta = f", {_seconds(left)} left" if left is not None else ""
+                others = len(self._trials) - 1
+                also = f" ({others} more running)" if others > 0 else ""
+                self.stream.write(
+                    f"trial {number}: epoch {epoch}/{epochs}{shown}{eta}{also} | "
+                    f"{now - self.started:.0f}s\n"
+                )
+            self.stream.flush()
+
+    def _running_text(self) -> str:
+        """`` | trial 7 epoch 3/20, ~12s left`` or `` | 16 running at epoch 3-4/20, ~9s left``."""
+        if not self._trials:
+            return ""
+        running = list(self._trials.values())
+        lefts = [left for left in (r.seconds_left() for r in running) if left is not None]
+        eta = f", {_seconds(max(lefts))} left" if lefts else ""
+        epochs = max(r.epochs for r in running)
+        if len(running) == 1:
+            (number,) = self._trials
+            return f" | trial {number} epoch {running[0].epoch}/{epochs}{eta}"
+        low, high = min(r.epoch for r in running), max(r.epoch for r in running)
+        span = f"{low}" if low == high else f"{low}-{high}"
+        return f" | {len(running)} running at epoch {span}/{epochs}{eta}"
 
     def close(self) -> None:
         if self.live and self.done:

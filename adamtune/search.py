@@ -24,6 +24,7 @@ def search(
     tracker: Tracker | None = None,
     on_trial: Callback | None = None,
     warn: Callable[[str], None] = lambda message: None,
+    on_epoch: Callable[[int, int, int, dict[str, float]], None] | None = None,
 ) -> optuna.Study:
     """``adamtune search``: one process (run_search) or ``workers`` processes sharing the study
     (adamtune.processes), with the warnings the choice deserves. ``tracker`` is the caller's
@@ -38,5 +39,11 @@ def search(
         return run_workers(settings, workers, on_trial=on_trial, task=task, space=space, warn=warn)
     callbacks = [on_trial] if on_trial is not None else []
     return run_search(
-        settings, callbacks=callbacks, tracker=tracker, task=task, space=space, warn=warn
+        settings,
+        callbacks=callbacks,
+        tracker=tracker,
+        task=task,
+        space=space,
+        warn=warn,
+        on_epoch=on_epoch,
     )

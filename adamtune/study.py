@@ -243,6 +243,7 @@ def run_search(
     task: Task | None = None,
     space: SearchSpace | None = None,
     warn: Callable[[str], None] = lambda message: None,
+    on_epoch: Callable[[int, int, int, dict[str, float]], None] | None = None,
 ) -> optuna.Study:
     """Run ``settings.n_trials`` new trials (or until ``timeout``) in this process and return
     the study; ``settings.stack`` of them at a time as one stacked model.
@@ -279,6 +280,7 @@ def run_search(
         tracker=tracker,
         patience=settings.patience,
         precision=settings.precision,
+        on_epoch=on_epoch,
     )
     runner = Runner(
         task,

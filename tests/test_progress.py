@@ -64,3 +64,64 @@ def test_the_last_line_reads_the_study_so_nothing_shows_as_running_at_the_end():
         "2/3 trials, 1 running",  # counted down between reads
         "3/3 trials",
     ]
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_log_gets_a_line_per_evaluation_of_a_long_trial_with_the_time_left(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr("adamtune.progress.time.perf_counter", clock)
+    stream = io.StringIO()
+    progress = Progress(5, "val_accuracy", stream=stream, live=False)
+    progress.epoch(3, 1, 4, {"val_accuracy": 0.5})
+    clock.now += 1.0
+    progress.epoch(3, 2, 4, {"val_accuracy": 0.6})  # within 5 s of the last line: none
+    clock.now += 9.0
+    progress.epoch(3, 3, 4, {"val_accuracy": 0.7})
+    lines = stream.getvalue().splitlines()
+    assert lines == [
+        "trial 3: epoch 1/4, val_accuracy 0.5 | 0s",
+        # 10 s for epochs 1 -> 3: 5 s an epoch, one epoch to go
+        "trial 3: epoch 3/4, val_accuracy 0.7, ~5s left | 10s",
+    ]
+
+
+def test_a_terminal_shows_where_the_running_trials_are(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr("adamtune.progress.time.perf_counter", clock)
+    stream = io.StringIO()
+    progress = Progress(5, "val_accuracy", stream=stream, live=True)
+    progress.epoch(7, 1, 20, {})
+    assert stream.getvalue().endswith("\033[Ktrial 7 epoch 1/20")  # no trial has ended yet
+    clock.now += 2.0
+    progress.epoch(8, 1, 20, {})
+    clock.now += 2.0
+    progress.epoch(7, 3, 20, {})  # 2 s an epoch: 17 epochs to go
+    assert stream.getvalue().endswith("\033[K2 running at epoch 1-3/20, ~34s left")
+    study = optuna.create_study(direction="maximize")
+    frozen = study.tell(study.ask(), 0.5)  # trial 0 finished; 7 and 8 still run
+    progress._trials[frozen.number] = progress._trials.pop(7)
+    progress(study, frozen)
+    assert stream.getvalue().endswith(" | trial 8 epoch 1/20")
+
+
+def test_every_evaluation_of_every_trial_reaches_on_epoch(storage):
+    from adamtune.study import SearchSettings, run_search
+
+    for stack in (1, 3):
+        seen = []
+        settings = SearchSettings(
+            task="wine-mlp", storage=storage, n_trials=3, epochs=2, space="lr-only",
+            study_name=f"progress-{stack}", stack=stack, baseline=False,
+        )  # fmt: skip
+        run_search(settings, on_epoch=lambda *args, seen=seen: seen.append(args))
+        assert sorted((n, e, total) for n, e, total, _ in seen) == [
+            (n, e, 2) for n in range(3) for e in (1, 2)
+        ]
+        assert all("val_accuracy" in metrics for *_, metrics in seen)
