@@ -28,6 +28,8 @@ _EXPORTS = {
     "load_config": "adamtune.studies",
     "build_optimizer": "adamtune.builders",
     "build_scheduler": "adamtune.builders",
+    "training_loop": "adamtune.loops",
+    "LoopTrial": "adamtune.loops",
 }
 
 __all__ = sorted(_EXPORTS)

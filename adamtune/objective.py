@@ -206,6 +206,7 @@ class Objective:
                     train_losses=log.train_losses,
                     grad_norms=log.grad_norms,
                     evaluations=[(e.epoch, e.step, e.metrics) for e in log.evaluations],
+                    step_metrics=log.step_metrics,
                 )
             )
 

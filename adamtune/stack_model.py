@@ -40,6 +40,8 @@ def why_not_stackable(task: Task) -> str | None:
 
 
 def _why_not_stackable(task: Task) -> str | None:
+    if task.train_loop is not None:
+        return "it is a training loop of its own, train(trial)"
     if task.uses_loader:
         return (
             "its batches come from a Dataset or its own compute_loss/evaluate hooks, and a "

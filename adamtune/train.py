@@ -55,6 +55,8 @@ class TrainingLog:
     train_losses: list[float] = field(default_factory=list)  # the loss each step saw
     grad_norms: list[float] = field(default_factory=list)  # global gradient norm, before clipping
     evaluations: list[Evaluation] = field(default_factory=list)
+    # a user loop's trial.log(step, **metrics) beyond the loss: (step, metrics)
+    step_metrics: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     total_steps: int = 0  # steps planned
 
 
@@ -160,6 +162,8 @@ def train(
     started = time.perf_counter()
     device = torch.device(device) if isinstance(device, str) else device
     prec = run_precision(precision, device)
+    if task.train_loop is not None:
+        return _train_loop(task, config, seed, device, optimizer_factory, on_eval, log, prec)
     epochs = epochs or task.epochs
     total_steps = planned_steps(task, epochs)
     with _BUILD_LOCK:
@@ -271,6 +275,44 @@ def train(
         seconds=time.perf_counter() - started,
         best=best,
     )
+
+
+def _train_loop(
+    task: Task,
+    config: AdamConfig,
+    seed: int,
+    device: torch.device,
+    optimizer_factory: OptimizerFactory,
+    on_eval: OnEval | None,
+    log: TrainingLog | None,
+    prec: Precision,
+) -> TrainResult:
+    """The user's own training function as one run (adamtune.loops)."""
+    from adamtune.builders import build_optimizer as build
+    from adamtune.loops import run_loop
+
+    def make(params: list[torch.nn.Parameter], implementation: str) -> torch.optim.Optimizer:
+        if implementation == "torch":  # the user asked for torch's Adam/AdamW in their code
+            optimizer = build(params, config, optimizer="torch")
+        else:  # the study's --optimizer (fused by default)
+            optimizer = optimizer_factory(params, config)
+        return prec.optimizer(optimizer, seed)
+
+    log = log if log is not None else TrainingLog()
+    value, metrics, stopped, step_metrics, seconds = run_loop(
+        task,
+        config,
+        seed=seed,
+        device=device,
+        make_optimizer=make,
+        on_eval=on_eval,
+        log=log,
+        divergence_factor=100.0,
+        evaluation=Evaluation,
+        check_divergence=check_divergence,
+    )
+    log.step_metrics = step_metrics
+    return TrainResult(value=value, metrics=metrics, log=log, stopped=stopped, seconds=seconds)
 
 
 def run_precision(name: str, device: torch.device) -> Precision:

@@ -72,6 +72,8 @@ class Task:
     evaluate: Evaluate | None = None
     collate_fn: Callable[[list[Any]], Any] | None = None  # for Dataset splits
     num_workers: int = 0  # DataLoader processes for Dataset splits
+    # Your own training loop, train(trial) (adamtune.loops): then no data, model or loss here
+    train_loop: Callable[[Any], Any] | None = None
 
     @property
     def uses_loader(self) -> bool:
@@ -114,6 +116,10 @@ class Task:
             raise TaskError(
                 f"{where}: num_workers must be an integer >= 0, got {self.num_workers!r}"
             )
+        if self.train_loop is not None:
+            if not callable(self.train_loop):
+                raise TaskError(f"{where}: train_loop must be callable, got {self.train_loop!r}")
+            return  # the loop brings its own data, model and loss
         for split in ("train", "validation", "test"):
             data = getattr(self, split)
             if data is None and split == "test":
@@ -148,6 +154,8 @@ class Task:
         return self.metric(outputs, targets)
 
     def steps_per_epoch(self) -> int:
+        if self.train_loop is not None:
+            return 1  # unknown until it runs: one "step" per report for the planning checks
         return -(-split_size(self.train) // self.batch_size)
 
 

@@ -12,8 +12,9 @@ import functools
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from adamtune.errors import TaskError, describe
 from adamtune.tasks.catalog import DESCRIPTIONS
@@ -61,6 +62,10 @@ def resolve_task(spec: str) -> Task:
     factory = getattr(module, func_name, None)
     if not callable(factory):
         raise TaskError(f"--task {spec!r}: {target} has no function {func_name!r}")
+    from adamtune.loops import is_training_loop
+
+    if is_training_loop(factory):
+        return _loop_task(spec, func_name, factory)
     try:
         task = factory()
     except TaskError:
@@ -74,6 +79,34 @@ def resolve_task(spec: str) -> Task:
             f"--task {spec!r}: {func_name}() must return adamtune.Task, got {type(task).__name__}"
         )
     return task
+
+
+def _loop_task(spec: str, name: str, function: Callable[..., Any]) -> Task:
+    """A ``train(trial)`` function as a Task that carries it (adamtune.loops)."""
+    from adamtune.loops import loop_settings
+    from adamtune.tasks.base import Task
+
+    settings = loop_settings(function)
+    try:
+        return Task(
+            name=name,
+            build_model=_no_model,
+            train=None,
+            validation=None,
+            loss=None,
+            metric=None,
+            metric_name=settings["metric_name"],
+            direction=settings["direction"],
+            epochs=settings.get("epochs", 1),
+            batch_size=1,
+            train_loop=function,
+        )
+    except TaskError as exc:
+        raise TaskError(f"--task {spec!r}: {exc}") from None
+
+
+def _no_model() -> Any:
+    raise TaskError("a training loop builds its own model")
 
 
 def _import(spec: str, module_name: str):

@@ -35,6 +35,8 @@ class TrialRecord:
     train_losses: list[float]  # the loss of every step taken
     evaluations: list[tuple[int, int, dict[str, float]]]  # (epoch, step, metrics) per evaluation
     grad_norms: list[float] = field(default_factory=list)  # global gradient norm, every step
+    # a user loop's own per-step metrics, trial.log(step, name=value): (step, metrics)
+    step_metrics: list[tuple[int, dict[str, float]]] = field(default_factory=list)
 
 
 class Tracker(Protocol):

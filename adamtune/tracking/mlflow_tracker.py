@@ -221,6 +221,7 @@ def _record_payload(record: TrialRecord) -> dict[str, Any]:
         "train_losses": record.train_losses,
         "grad_norms": record.grad_norms,
         "evaluations": [list(e) for e in record.evaluations],
+        **({"step_metrics": [list(m) for m in record.step_metrics]} if record.step_metrics else {}),
         "ended_ms": _now_ms(),
     }
 

@@ -140,6 +140,7 @@ class MlflowSink:
         evaluations: list[list[Any]],
         ended_ms: int,
         grad_norms: list[float] | None = None,
+        step_metrics: list[list[Any]] | None = None,
     ) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
@@ -160,6 +161,8 @@ class MlflowSink:
                 metrics.append(Metric("grad_norm_mean", sum(norms) / len(norms), now, step))
                 metrics.append(Metric("grad_norm_max", max(norms), now, step))
             previous = step
+        for step, values in step_metrics or []:  # a user loop's trial.log(step, name=value)
+            metrics += [Metric(k, v, now, step) for k, v in values.items()]
         if value is not None:
             last = evaluations[-1][1] if evaluations else 0  # a run logged without its curves
             metrics.append(Metric("objective", value, now, len(learning_rates) or last))

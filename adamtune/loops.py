@@ -1,0 +1,216 @@
+"""Your own training loop as a trial: ``--task my_train.py:train`` where ``train(trial)`` trains.
+
+``trial`` is a LoopTrial: the trial's resolved ``config``, ``device`` and ``seed``, and
+- ``trial.optimizer(params, implementation="fused")``: FusedAdam (or torch's Adam/AdamW with
+  ``"torch"``) with the trial's values; every step's learning rate is recorded by an optimizer
+  step hook, so MLflow shows the schedule as for built-in tasks;
+- ``trial.scheduler(optimizer, total_steps)``: the trial's schedule as a torch LR scheduler;
+- ``trial.report(value, step)``: the validation metric, to the pruner; a pruned trial stops
+  here (an exception adamtune catches; let it through);
+- ``trial.log(step, loss=..., **metrics)``: per-step metrics to MLflow; a non-finite or
+  exploding ``loss`` stops the trial as diverged.
+The function returns the final metric, or a dict holding it.
+
+A function with one parameter is a training loop; one with none is a task factory (it returns
+an adamtune.Task). ``@adamtune.training_loop(metric_name=..., direction=...)`` marks a loop and
+names its metric (default ``value``, minimised).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from adamtune.config import AdamConfig
+from adamtune.errors import DivergedError, TaskError, shown
+
+LOOP_MARK = "__adamtune_training_loop__"
+
+
+def training_loop(
+    metric_name: str = "value", direction: str = "minimize", epochs: int = 1
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark ``train(trial)`` as a training loop whose result is ``metric_name`` (``direction``
+    "maximize" or "minimize"); ``epochs`` is how many reports a full run makes (for the
+    pruner's warm-up and the progress line)."""
+
+    def mark(function: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(
+            function, LOOP_MARK, dict(metric_name=metric_name, direction=direction, epochs=epochs)
+        )
+        return function
+
+    return mark
+
+
+def is_training_loop(function: Callable[..., Any]) -> bool:
+    """Marked, or takes exactly one parameter (a task factory takes none)."""
+    if hasattr(function, LOOP_MARK):
+        return True
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    required = [
+        p
+        for p in parameters
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    return len(required) == 1
+
+
+def loop_settings(function: Callable[..., Any]) -> dict[str, Any]:
+    return dict(getattr(function, LOOP_MARK, {"metric_name": "value", "direction": "minimize"}))
+
+
+class TrialStopped(Exception):  # noqa: N818  (not an error: the pruner's decision)
+    """Raised inside the user's loop by report() when the pruner stops the trial."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class LoopTrial:
+    """What the user's training function gets (see the module doc)."""
+
+    config: AdamConfig
+    seed: int
+    device: torch.device
+    metric_name: str
+    _log: Any = field(repr=False)
+    _on_eval: Any = field(repr=False)
+    _make_optimizer: Any = field(repr=False)
+    _evaluation: Any = field(repr=False)  # train.Evaluation (passed in: train imports this module)
+    _check_divergence: Any = field(repr=False)  # train.check_divergence
+    _divergence_factor: float = 100.0
+    _reports: int = 0
+    _step_metrics: list[tuple[int, dict[str, float]]] = field(default_factory=list, repr=False)
+
+    def optimizer(self, params: Any, implementation: str = "fused") -> torch.optim.Optimizer:
+        if implementation not in ("fused", "torch"):
+            raise TaskError(
+                f"trial.optimizer: implementation must be 'fused' or 'torch', got {shown(implementation)}"
+            )
+        optimizer = self._make_optimizer(list(params), implementation)
+        rates = self._log.learning_rates
+
+        def record(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            rates.append(float(opt.param_groups[0]["lr"]))
+
+        optimizer.register_step_post_hook(record)
+        return optimizer
+
+    def scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
+        from adamtune.builders import build_scheduler
+
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+            raise TaskError(
+                f"trial.scheduler: total_steps must be an integer >= 1, got {shown(total_steps)}"
+            )
+        self._log.total_steps = total_steps
+        return build_scheduler(optimizer, self.config, total_steps)
+
+    def report(self, value: float, step: int) -> None:
+        value = _number("trial.report: value", value)
+        if not math.isfinite(value):
+            raise DivergedError(step, value, self._lr())
+        self._reports += 1
+        evaluation = self._evaluation(self._reports, int(step), {self.metric_name: value})
+        self._log.evaluations.append(evaluation)
+        reason = self._on_eval(evaluation) if self._on_eval is not None else None
+        if reason:
+            raise TrialStopped(reason)
+
+    def log(self, step: int, **metrics: float) -> None:
+        values = {key: _number(f"trial.log: {key}", value) for key, value in metrics.items()}
+        if "loss" in values:
+            losses = self._log.train_losses
+            loss = values.pop("loss")
+            first = losses[0] if losses else loss
+            self._check_divergence(len(losses), loss, first, self._divergence_factor, self._lr())
+            losses.append(loss)
+        if values:
+            self._step_metrics.append((int(step), values))
+
+    def _lr(self) -> float:
+        rates = self._log.learning_rates
+        return rates[-1] if rates else self.config.lr
+
+
+def _number(what: str, value: Any) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TaskError(f"{what} must be a number, got {shown(value)}")
+    return float(value)
+
+
+def run_loop(
+    task: Any,
+    config: AdamConfig,
+    *,
+    seed: int,
+    device: torch.device,
+    make_optimizer: Callable[[list[Any], str], torch.optim.Optimizer],
+    on_eval: Any,
+    log: Any,
+    divergence_factor: float,
+    evaluation: Any,
+    check_divergence: Any,
+) -> tuple[float, dict[str, float], str | None, list[tuple[int, dict[str, float]]], float]:
+    """Run the user's loop once: (value, metrics, stopped, per-step metrics, seconds)."""
+    started = time.perf_counter()
+    trial = LoopTrial(
+        config,
+        seed,
+        device,
+        task.metric_name,
+        log,
+        on_eval,
+        make_optimizer,
+        evaluation,
+        check_divergence,
+        divergence_factor,
+    )
+    torch.manual_seed(seed)
+    stopped: str | None = None
+    try:
+        returned = task.train_loop(trial)
+    except TrialStopped as stop:
+        stopped, returned = stop.reason, None
+    seconds = time.perf_counter() - started
+    if stopped:
+        last = log.evaluations[-1].metrics if log.evaluations else {}
+        return (
+            last.get(task.metric_name, math.nan),
+            dict(last),
+            stopped,
+            trial._step_metrics,
+            seconds,
+        )
+    metrics = _result_metrics(task, returned)
+    if not log.total_steps:
+        log.total_steps = len(log.learning_rates)
+    return metrics[task.metric_name], metrics, None, trial._step_metrics, seconds
+
+
+def _result_metrics(task: Any, returned: Any) -> dict[str, float]:
+    where = f"task {task.name!r}: the training function"
+    if isinstance(returned, dict):
+        metrics = {str(k): _number(f"{where}'s {k!r}", v) for k, v in returned.items()}
+        if task.metric_name not in metrics:
+            raise TaskError(
+                f"{where} must return the task's metric {task.metric_name!r}, got {sorted(metrics)}"
+            )
+        return metrics
+    if returned is None:
+        raise TaskError(f"{where} returned None; return the final {task.metric_name} (a number)")
+    return {task.metric_name: _number(f"{where}'s result", returned)}

@@ -1,0 +1,151 @@
+"""Your own training loop, train(trial): LR logging, pruning, divergence, results, errors."""
+
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from torch.nn import functional as F
+
+from adamtune.config import AdamConfig, ScheduleConfig
+from adamtune.errors import DivergedError, TaskError
+from adamtune.loops import is_training_loop, training_loop
+from adamtune.schedules import learning_rates
+from adamtune.study import SearchSettings, run_search
+from adamtune.tasks import resolve_task
+from adamtune.tasks.loader import _loop_task
+from adamtune.train import train
+
+EXAMPLE = f"{Path(__file__).parent.parent / 'examples' / 'plain_loop.py'}:train"
+CONFIG = AdamConfig(lr=1e-2, decoupled=True, schedule=ScheduleConfig("cosine", warmup_fraction=0.1))
+
+
+def loop(returns=None, loss=None, report=None, steps=12):
+    """A tiny loop: steps of a linear model, a report every 4 steps, then ``returns``."""
+
+    def body(trial):
+        torch.manual_seed(trial.seed)
+        model = torch.nn.Linear(3, 1)
+        optimizer = trial.optimizer(model.parameters())
+        scheduler = trial.scheduler(optimizer, steps)
+        x, y = torch.randn(32, 3), torch.randn(32, 1)
+        for step in range(steps):
+            value = F.mse_loss(model(x), y)
+            optimizer.zero_grad()
+            value.backward()
+            optimizer.step()
+            scheduler.step()
+            trial.log(step, loss=loss(step) if loss else value.item(), grad_scale=1.0)
+            if step % 4 == 3:
+                trial.report(report if report is not None else value.item(), step)
+        return value.item() if returns is None else returns
+
+    return _loop_task("test", "body", training_loop("val_loss", "minimize", epochs=3)(body))
+
+
+def test_every_optimizer_step_logs_the_schedules_learning_rate():
+    result = train(loop(), CONFIG)
+    assert result.learning_rates == pytest.approx(learning_rates(CONFIG.lr, CONFIG.schedule, 12))
+    assert len(result.train_losses) == 12 and result.total_steps == 12
+    assert [e.epoch for e in result.evaluations] == [1, 2, 3]  # one per report
+    assert result.log.step_metrics[0] == (0, {"grad_scale": 1.0})
+    assert result.value == result.metrics["val_loss"]
+
+
+def test_the_pruner_stops_the_loop_at_a_report():
+    seen = []
+
+    def on_eval(evaluation):
+        seen.append(evaluation.epoch)
+        return "pruned at epoch 2" if evaluation.epoch == 2 else None
+
+    result = train(loop(), CONFIG, on_eval=on_eval)
+    assert result.stopped == "pruned at epoch 2" and seen == [1, 2]
+    assert len(result.learning_rates) == 8  # it stopped there: no step after the report
+
+
+def test_an_exploding_or_nan_loss_stops_the_trial_as_diverged():
+    with pytest.raises(DivergedError, match="step 5"):
+        train(loop(loss=lambda step: 1.0 if step < 5 else 1e6), CONFIG)
+    with pytest.raises(DivergedError):
+        train(loop(loss=lambda step: math.nan), CONFIG)
+    with pytest.raises(DivergedError):
+        train(loop(report=math.inf), CONFIG)
+
+
+@pytest.mark.parametrize(
+    "returns, message",
+    [
+        ("none", "the training function returned None; return the final val_loss"),
+        ({"loss": 1.0}, "must return the task's metric 'val_loss', got ['loss']"),
+        ("high", "the training function's result must be a number, got 'high'"),
+    ],
+)
+def test_a_bad_result_is_one_line(returns, message):
+    task = loop(returns=returns)
+    if returns == "none":
+        task = _loop_task("test", "body", training_loop("val_loss")(lambda trial: None))
+    with pytest.raises(TaskError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        train(task, CONFIG)
+
+
+def test_a_loop_is_told_apart_from_a_task_factory():
+    assert not is_training_loop(lambda: None)  # a factory takes nothing
+    assert is_training_loop(lambda trial: None)
+    assert is_training_loop(lambda trial, extra=1: None)  # optional parameters do not count
+    assert not is_training_loop(lambda a, b: None)
+    marked = training_loop("val_accuracy", "maximize")(lambda *args: None)
+    assert is_training_loop(marked)
+    task = resolve_task(EXAMPLE)
+    assert task.train_loop is not None
+    assert (task.metric_name, task.direction, task.epochs) == ("val_accuracy", "maximize", 8)
+
+
+def test_the_example_loop_runs_a_study_with_pruning(storage):
+    settings = SearchSettings(
+        task=EXAMPLE, storage=storage, n_trials=6, space="lr-only", pruner="median"
+    )
+    said = []
+    study = run_search(settings, warn=said.append)
+    assert any("training loop of its own" in line for line in said)
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) >= 3
+    assert study.best_value > 0.8  # XOR of two halves: a learnt boundary
+    best = study.best_trial
+    assert best.user_attrs["total_steps"] == 160
+
+
+def test_bad_calls_on_the_trial_are_one_line():
+    def bad_scheduler(trial):
+        optimizer = trial.optimizer([torch.nn.Parameter(torch.zeros(1))])
+        trial.scheduler(optimizer, 0)
+
+    def bad_implementation(trial):
+        trial.optimizer([torch.nn.Parameter(torch.zeros(1))], implementation="sgd")
+
+    for body, message in (
+        (bad_scheduler, "trial.scheduler: total_steps must be an integer >= 1, got 0"),
+        (bad_implementation, "trial.optimizer: implementation must be 'fused' or 'torch'"),
+    ):
+        with pytest.raises(TaskError, match=message):
+            train(_loop_task("t", "b", training_loop()(body)), CONFIG)
+
+
+def test_implementation_torch_gives_torchs_adamw_and_still_logs_every_lr():
+    kinds = []
+
+    def body(trial):
+        p = torch.nn.Parameter(torch.zeros(2))
+        optimizer = trial.optimizer([p], implementation="torch")
+        kinds.append(type(optimizer).__name__)
+        scheduler = trial.scheduler(optimizer, 5)
+        for _ in range(5):
+            p.grad = torch.ones(2)
+            optimizer.step()
+            scheduler.step()
+        return 0.5
+
+    result = train(_loop_task("t", "b", training_loop()(body)), CONFIG)
+    assert kinds == ["AdamW"]
+    assert result.learning_rates == pytest.approx(learning_rates(CONFIG.lr, CONFIG.schedule, 5))
