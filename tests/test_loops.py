@@ -149,3 +149,23 @@ def test_implementation_torch_gives_torchs_adamw_and_still_logs_every_lr():
     result = train(_loop_task("t", "b", training_loop()(body)), CONFIG)
     assert kinds == ["AdamW"]
     assert result.learning_rates == pytest.approx(learning_rates(CONFIG.lr, CONFIG.schedule, 5))
+
+
+# Lightning 2.6 under torch 2.13 warns about its own use of torch's pytree and about loaders
+# without workers: its warnings, not this example's.
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
+def test_the_lightning_example_tunes_a_lightning_module(storage):
+    pytest.importorskip("lightning")
+    example = f"{Path(__file__).parent.parent / 'examples' / 'lightning_module.py'}:train"
+    task = resolve_task(example)
+    config = AdamConfig(lr=1e-2, decoupled=True, schedule=ScheduleConfig("cosine"))
+    result = train(task, config, seed=0)
+    steps = 5 * 20  # 5 epochs of 1000 rows in batches of 50
+    assert result.total_steps == steps and len(result.train_losses) == steps
+    assert result.learning_rates == pytest.approx(learning_rates(config.lr, config.schedule, steps))
+    assert [e.epoch for e in result.evaluations] == [1, 2, 3, 4, 5]
+    assert result.value > 0.8
+    study = run_search(
+        SearchSettings(task=example, storage=storage, n_trials=3, space="lr-only", baseline=False)
+    )
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
