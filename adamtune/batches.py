@@ -156,18 +156,21 @@ def _checked(task: Task, metrics: Any) -> dict[str, float]:
     where = f"task {task.name!r}: evaluate"
     if not isinstance(metrics, dict):
         raise TaskError(f"{where} must return a dict of metrics, got {type(metrics).__name__}")
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            value = value.item()
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TaskError(f"{where}: {key!r} must be a number, got {shown(value)}")
-        out[str(key)] = float(value)
+    out = {str(key): number(f"{where}: {key!r}", value) for key, value in metrics.items()}
     if task.metric_name not in out:
         raise TaskError(
             f"{where} must return the task's metric {task.metric_name!r}, got {sorted(out)}"
         )
     return out
+
+
+def number(what: str, value: Any) -> float:
+    """``value`` (a number, or a one-element tensor) as a float; else ``what`` is refused."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TaskError(f"{what} must be a number, got {shown(value)}")
+    return float(value)
 
 
 def _first(exc: BaseException) -> str:

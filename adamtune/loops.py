@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from adamtune.batches import number
 from adamtune.config import AdamConfig
 from adamtune.errors import DivergedError, TaskError, shown
 
@@ -119,7 +120,7 @@ class LoopTrial:
         return build_scheduler(optimizer, self.config, total_steps)
 
     def report(self, value: float, step: int) -> None:
-        value = _number("trial.report: value", value)
+        value = number("trial.report: value", value)
         if not math.isfinite(value):
             raise DivergedError(step, value, self._lr())
         self._reports += 1
@@ -130,7 +131,7 @@ class LoopTrial:
             raise TrialStopped(reason)
 
     def log(self, step: int, **metrics: float) -> None:
-        values = {key: _number(f"trial.log: {key}", value) for key, value in metrics.items()}
+        values = {key: number(f"trial.log: {key}", value) for key, value in metrics.items()}
         if "loss" in values:
             losses = self._log.train_losses
             loss = values.pop("loss")
@@ -143,14 +144,6 @@ class LoopTrial:
     def _lr(self) -> float:
         rates = self._log.learning_rates
         return rates[-1] if rates else self.config.lr
-
-
-def _number(what: str, value: Any) -> float:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TaskError(f"{what} must be a number, got {shown(value)}")
-    return float(value)
 
 
 def run_loop(
@@ -205,7 +198,7 @@ def run_loop(
 def _result_metrics(task: Any, returned: Any) -> dict[str, float]:
     where = f"task {task.name!r}: the training function"
     if isinstance(returned, dict):
-        metrics = {str(k): _number(f"{where}'s {k!r}", v) for k, v in returned.items()}
+        metrics = {str(k): number(f"{where}'s {k!r}", v) for k, v in returned.items()}
         if task.metric_name not in metrics:
             raise TaskError(
                 f"{where} must return the task's metric {task.metric_name!r}, got {sorted(metrics)}"
@@ -213,4 +206,4 @@ def _result_metrics(task: Any, returned: Any) -> dict[str, float]:
         return metrics
     if returned is None:
         raise TaskError(f"{where} returned None; return the final {task.metric_name} (a number)")
-    return {task.metric_name: _number(f"{where}'s result", returned)}
+    return {task.metric_name: number(f"{where}'s result", returned)}

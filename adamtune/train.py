@@ -163,7 +163,9 @@ def train(
     device = torch.device(device) if isinstance(device, str) else device
     prec = run_precision(precision, device)
     if task.train_loop is not None:
-        return _train_loop(task, config, seed, device, optimizer_factory, on_eval, log, prec)
+        return _train_loop(
+            task, config, seed, device, optimizer_factory, on_eval, log, prec, divergence_factor
+        )
     epochs = epochs or task.epochs
     total_steps = planned_steps(task, epochs)
     with _BUILD_LOCK:
@@ -180,7 +182,7 @@ def train(
     if not loader:
         x_train, y_train = prec.inputs(task.train[0].to(device)), task.train[1].to(device)
         validation = (prec.inputs(task.validation[0].to(device)), task.validation[1].to(device))
-    n, batch_size = split_size(task.train), task.batch_size
+    n, batch_size, per_epoch = split_size(task.train), task.batch_size, task.steps_per_epoch()
     learning_rates = planned_learning_rates(config.lr, config.schedule, total_steps)
     order = torch.Generator().manual_seed(seed)
     log = log if log is not None else TrainingLog()
@@ -220,7 +222,7 @@ def train(
                 prec.backward(loss)
                 prec.unscale(optimizer)
                 norms.append(_grad_norm(model, config.max_grad_norm))
-                last = position == task.steps_per_epoch() - 1
+                last = position == per_epoch - 1
                 before = [p.detach().clone() for p in model.parameters()] if last else None
                 prec.step(optimizer)
                 losses.append(loss_value)
@@ -232,7 +234,7 @@ def train(
                 if loader
                 else evaluate(task, model, validation, prec)
             )
-            epoch_losses = losses[-task.steps_per_epoch() :]
+            epoch_losses = losses[-per_epoch:]
             # A task may name its own metric train_loss; the task's metric wins.
             metrics.setdefault("train_loss", sum(epoch_losses) / len(epoch_losses))
             assert before is not None
@@ -286,14 +288,14 @@ def _train_loop(
     on_eval: OnEval | None,
     log: TrainingLog | None,
     prec: Precision,
+    divergence_factor: float,
 ) -> TrainResult:
     """The user's own training function as one run (adamtune.loops)."""
-    from adamtune.builders import build_optimizer as build
     from adamtune.loops import run_loop
 
     def make(params: list[torch.nn.Parameter], implementation: str) -> torch.optim.Optimizer:
         if implementation == "torch":  # the user asked for torch's Adam/AdamW in their code
-            optimizer = build(params, config, optimizer="torch")
+            optimizer = build_optimizer(params, config, optimizer="torch")
         else:  # the study's --optimizer (fused by default)
             optimizer = optimizer_factory(params, config)
         return prec.optimizer(optimizer, seed)
@@ -307,7 +309,7 @@ def _train_loop(
         make_optimizer=make,
         on_eval=on_eval,
         log=log,
-        divergence_factor=100.0,
+        divergence_factor=divergence_factor,
         evaluation=Evaluation,
         check_divergence=check_divergence,
     )
