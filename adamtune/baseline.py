@@ -23,7 +23,6 @@ from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 import optuna
-from optuna.trial import TrialState
 
 from adamtune.config import SCHEDULE_FIELDS, AdamConfig, ScheduleConfig
 from adamtune.space import Categorical, Fixed, FloatRange, IntRange, SearchSpace
@@ -149,6 +148,7 @@ def prepare_baseline(
     space: SearchSpace,
     *,
     grid: bool,
+    created: bool = True,
     evaluate: Callable[[AdamConfig], OutcomeT],
     log: Callable[[str, AdamConfig, OutcomeT], None],
     say: Callable[[str], None],
@@ -156,17 +156,21 @@ def prepare_baseline(
     """A new study's baseline: enqueued as its first trial where it lies inside ``space`` (and
     the sampler is not a grid, whose points it would not count), else evaluated now with
     ``evaluate`` and recorded on the study. ``log(name, config, outcome)`` hands a separate evaluation to
-    the tracker. A study with trials, or with a baseline already, is left as it is; so is a
-    space with nothing to search (its one configuration is the baseline)."""
-    if STUDY_ATTR in study.user_attrs or study.get_trials(deepcopy=False) or not space.searched:
+    the tracker. Only the process that ``created`` the study adds a baseline (of several
+    processes starting together on a new study exactly one did; the others' trials may already
+    be in it). A study with a baseline already is left as it is; so is a space with nothing to
+    search (its one configuration is the baseline)."""
+    if not created or STUDY_ATTR in study.user_attrs or not space.searched:
         return
     config, label = baseline_config(space)
     record: dict[str, Any] = {"label": label, "config": config.to_dict()}
     params = None if grid else baseline_params(space, config)
     if params is not None:
         study.enqueue_trial(params, user_attrs={TRIAL_ATTR: label})
-        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        number = next(t.number for t in waiting if TRIAL_ATTR in t.user_attrs)
+        # Another process may have claimed it already: look among every state.
+        number = next(
+            t.number for t in study.get_trials(deepcopy=False) if TRIAL_ATTR in t.user_attrs
+        )
         study.set_user_attr(
             STUDY_ATTR, {**record, "how": "trial", "trial": number, "state": "WAITING"}
         )

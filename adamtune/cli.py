@@ -23,6 +23,7 @@ from adamtune.settings import (
     FORMATS,
     MAX_CONFIRM,
     MAX_EPOCHS,
+    MAX_HEARTBEAT,
     MAX_PARALLEL,
     MAX_STACK,
     OPTIMIZERS,
@@ -273,7 +274,7 @@ def cli() -> None:
 )
 @env_option(
     "--heartbeat",
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, MAX_HEARTBEAT),
     default=10,
     show_default=True,
     help="Seconds between a trial's heartbeats; a trial silent for 3 of them is failed "
@@ -303,9 +304,9 @@ def cli() -> None:
 @env_option(
     "--confirm-top",
     type=click.IntRange(1, MAX_CONFIRM),
-    default=5,
-    show_default=True,
-    help="How many of the top trials --confirm retrains.",
+    default=None,
+    help="How many of the top trials --confirm retrains.  [default: 5, fewer where they "
+    "would cost more than half of what the search trained]",
 )
 @env_option(
     "--max-failures",
@@ -404,6 +405,7 @@ def _search(settings: SearchSettings, workers: int, tracker: Tracker) -> tuple[o
             tracker=tracker,
             on_trial=progress,
             on_epoch=progress.epoch,
+            on_confirm=progress.confirm_run,
             warn=lambda message: click.echo(message, err=True),
         )
     except KeyboardInterrupt:

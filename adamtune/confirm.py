@@ -13,11 +13,17 @@ logged to the tracker as a run of its own under the study's parent run.
 
 from __future__ import annotations
 
+import math
+import time
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from adamtune.baseline import TRIAL_ATTR
+from adamtune.claims import claim
 from adamtune.config import AdamConfig
 from adamtune.evaluations import Evaluated, Runner
 from adamtune.gain import Confirmation, mean_sd, study_baseline, study_confirmation
@@ -25,8 +31,60 @@ from adamtune.report import config_rows
 from adamtune.settings import SEED_LIMIT
 from adamtune.studies import best_first, maximizes, trial_config
 from adamtune.tracking import Tracker, TrialRecord
+from adamtune.train import Evaluation
 
 STUDY_ATTR = "confirmation"
+DEFAULT_TOP = 5  # --confirm-top when not given, before the cost cap
+COST_SHARE = 0.5  # by default confirmation trains at most this share of the search's epochs
+RunProgress = Callable[[int, int, str], None]  # (runs done, runs in all, the best mean so far)
+
+
+def confirmation_turn(study: optuna.Study, say: Callable[[str], None]) -> int | None:
+    """Is it this process's turn to confirm the study? Its number of finished trials if so.
+
+    Several processes may share the study; confirmation must run once, over the finished
+    study. A process whose search is over while trials of other processes still run leaves it
+    to them (the last one to finish sees none running); of processes finishing together,
+    the one that claims ``confirm-N`` (N finished trials, adamtune.claims) confirms, so a
+    study resumed with more trials is confirmed again, over all of them."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    if is_heartbeat_enabled(study._storage):  # a dead worker's trials are not running
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    if running:
+        say(
+            f"Confirmation: {running} trial{'s' if running != 1 else ''} of study "
+            f"{study.study_name!r} still running in other processes; the last process to finish "
+            "confirms the whole study (or, once all are done, run the same command with "
+            "--n-trials 0)."
+        )
+        return None
+    finished = sum(t.state.is_finished() for t in trials)
+    if not claim(study, f"confirm-{finished}"):
+        say(
+            f"Confirmation: another process confirms the {finished} finished trials of study "
+            f"{study.study_name!r}; its summary names the confirmed winner "
+            "(`adamtune show` once it is done)."
+        )
+        return None
+    return finished
+
+
+def trial_epochs(trials: list[FrozenTrial]) -> int:
+    """Epochs the search trained: each finished trial's reported evaluations (one a trial
+    that reported none)."""
+    return sum(max(1, len(t.intermediate_values)) for t in trials if t.state.is_finished())
+
+
+def affordable_top(search_epochs: int, k: int, epochs: int, share: float = COST_SHARE) -> int:
+    """How many top trials K seeds can confirm, with the baseline, within ``share`` of the
+    search's trial-epochs: at most DEFAULT_TOP, never fewer than the winner alone."""
+    candidates = math.floor(share * search_epochs / max(1, k * epochs))
+    return max(1, min(DEFAULT_TOP, candidates - 1))
 
 
 def confirmation_seeds(seed: int, k: int) -> list[int]:
@@ -42,9 +100,13 @@ def confirm_study(
     top: int,
     seed: int,
     tracker: Tracker,
+    on_run: RunProgress | None = None,
+    say: Callable[[str], None] = lambda message: None,
 ) -> Confirmation | None:
     """Retrain the ``top`` best completed trials (and the baseline) under ``k`` seeds, store the
-    ranking on the study and return it; None when no trial completed."""
+    ranking on the study and return it; None when no trial completed. ``on_run(done, total,
+    best)`` follows the runs as they finish. A candidate with no finished run cannot win:
+    where none has one, the study gets no winner and ``say`` tells why."""
     trials = study.get_trials(deepcopy=False)
     maximize = maximizes(study)
     ranked = [t for t in best_first(trials, maximize) if TRIAL_ATTR not in t.user_attrs]
@@ -60,7 +122,13 @@ def confirm_study(
         configs.append(AdamConfig.from_dict(baseline.config, source="baseline"))
         labels.append((baseline.label, baseline.trial, baseline.value))
     seeds = confirmation_seeds(seed, k)
-    results = runner.evaluate(configs, seeds)
+    started = time.time()
+    if on_run is None:
+        results = runner.evaluate(configs, seeds)
+    else:
+        epochs = runner.epochs or runner.task.epochs
+        follow = _Follow(labels, len(chosen), len(configs) * k, epochs, maximize, on_run)
+        results = runner.evaluate(configs, seeds, on_done=follow.done, on_eval=follow.epoch)
     metric = runner.task.metric_name
     test_metric = _test_metric(metric, results)
     candidates = []
@@ -72,6 +140,14 @@ def confirm_study(
         candidates.append(_candidate(label, number, value, runs, test_metric))
     base = candidates.pop() if baseline is not None and baseline.config else None
     candidates.sort(key=lambda c: _rank(c, maximize))
+    winner = candidates[0]["trial"] if candidates[0]["mean"] is not None else None
+    if winner is None:
+        first = next((r for c in candidates for r in c["reasons"]), "no run finished")
+        say(
+            f"Confirmation: none of the {len(candidates)} candidates finished a run under "
+            f"seeds {', '.join(map(str, seeds))} (first: {first}); there is no confirmed "
+            "winner, and `adamtune export` exports the search's best trial."
+        )
     study.set_user_attr(
         STUDY_ATTR,
         {
@@ -81,10 +157,53 @@ def confirm_study(
             "top": top,
             "candidates": candidates,
             "baseline": base,
-            "winner": candidates[0]["trial"],
+            "winner": winner,
+            "finished_trials": sum(t.state.is_finished() for t in trials),
+            "seconds": round(time.time() - started, 1),
         },
     )
     return study_confirmation(study.user_attrs)
+
+
+class _Follow:
+    """Confirmation's progress for ``on_run``: runs done, the best mean of a searched trial so
+    far, and, while a stack's rows are still training, their epoch."""
+
+    def __init__(
+        self,
+        labels: list[tuple[str, int | None, float | None]],
+        searched: int,
+        total: int,
+        epochs: int,
+        maximize: bool,
+        on_run: RunProgress,
+    ) -> None:
+        self.labels, self.searched, self.total, self.epochs = labels, searched, total, epochs
+        self.maximize, self.on_run = maximize, on_run
+        self.values: dict[int, list[float]] = {}
+        self.finished = 0
+        self.at_epoch = 0
+        on_run(0, total, "")
+
+    def done(self, i: int, run: Evaluated) -> None:
+        self.finished += 1
+        if run.value is not None:
+            self.values.setdefault(i, []).append(run.value)
+        self.on_run(self.finished, self.total, self._best())
+
+    def epoch(self, evaluation: Evaluation) -> None:
+        if evaluation.epoch > self.at_epoch:
+            self.at_epoch = evaluation.epoch
+            best = self._best()
+            where = f"epoch {evaluation.epoch}/{self.epochs}"
+            self.on_run(self.finished, self.total, f"{best}, {where}" if best else where)
+
+    def _best(self) -> str:
+        means = {j: sum(v) / len(v) for j, v in self.values.items() if j < self.searched}
+        if not means:
+            return ""
+        j = (max if self.maximize else min)(means, key=means.__getitem__)
+        return f"best mean {means[j]:.4g} ({self.labels[j][0]})"
 
 
 def _rank(candidate: dict[str, Any], maximize: bool) -> tuple[int, float]:

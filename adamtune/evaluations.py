@@ -11,7 +11,7 @@ outcome with its reason, never an exception: one bad seed must not lose the othe
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -21,7 +21,7 @@ from adamtune.builders import build_optimizer
 from adamtune.config import AdamConfig
 from adamtune.errors import DivergedError, describe
 from adamtune.tasks import Task
-from adamtune.train import TrainingLog, TrainResult, train
+from adamtune.train import Evaluation, TrainingLog, TrainResult, train
 
 
 @dataclass
@@ -48,18 +48,38 @@ class Runner:
     precision: str = "fp32"
 
     def evaluate(
-        self, configs: Sequence[AdamConfig], seeds: Sequence[int]
+        self,
+        configs: Sequence[AdamConfig],
+        seeds: Sequence[int],
+        on_done: Callable[[int, Evaluated], None] | None = None,
+        on_eval: Callable[[Evaluation], None] | None = None,
     ) -> list[list[Evaluated]]:
-        """``result[i][j]``: configuration ``i`` trained under ``seeds[j]``."""
+        """``result[i][j]``: configuration ``i`` trained under ``seeds[j]``; ``on_done(i, run)``
+        is called as each run finishes, ``on_eval`` with the evaluations on the way."""
         pairs = [(i, seed) for seed in seeds for i in range(len(configs))]
+        done: dict[tuple[int, int], Evaluated] = {}
+
+        def finished(pair: tuple[int, int], run: Evaluated) -> None:
+            done[pair] = run
+            if on_done is not None:
+                on_done(pair[0], run)
+
         if self.rows > 1 and len(pairs) > 1:
-            done = self._stacked(configs, pairs)
+            self._stacked(configs, pairs, finished, on_eval)
         else:
-            done = {(i, seed): self._alone(configs[i], seed) for i, seed in pairs}
+            for i, seed in pairs:
+                finished((i, seed), self._alone(configs[i], seed, on_eval))
         return [[done[(i, seed)] for seed in seeds] for i in range(len(configs))]
 
-    def _alone(self, config: AdamConfig, seed: int) -> Evaluated:
+    def _alone(
+        self, config: AdamConfig, seed: int, on_eval: Callable[[Evaluation], None] | None = None
+    ) -> Evaluated:
         log = TrainingLog()
+
+        def watch(evaluation: Evaluation) -> None:
+            if on_eval is not None:
+                on_eval(evaluation)
+
         try:
             result = train(
                 self.task,
@@ -71,6 +91,7 @@ class Runner:
                 log=log,
                 patience=self.patience,
                 precision=self.precision,
+                on_eval=watch,
             )
         except KeyboardInterrupt:
             raise
@@ -81,8 +102,12 @@ class Runner:
         return self._outcome(result, seed)
 
     def _stacked(
-        self, configs: Sequence[AdamConfig], pairs: list[tuple[int, int]]
-    ) -> dict[tuple[int, int], Evaluated]:
+        self,
+        configs: Sequence[AdamConfig],
+        pairs: list[tuple[int, int]],
+        finished: Callable[[tuple[int, int], Evaluated], None],
+        on_eval: Callable[[Evaluation], None] | None = None,
+    ) -> None:
         """Every (configuration, seed) pair as a row of one refilling stack per kernel setting
         (rows sharing ``decoupled``/``amsgrad``), ``rows`` at a time."""
         from adamtune.stacked import train_stack
@@ -103,6 +128,7 @@ class Runner:
                 row: int, result: TrainResult, members: list[tuple[int, int]] = members
             ) -> None:
                 out[members[row]] = self._outcome(result, members[row][1])
+                finished(members[row], out[members[row]])
 
             try:
                 train_stack(
@@ -112,6 +138,7 @@ class Runner:
                     epochs=self.epochs,
                     device=self.device,
                     on_result=collect,
+                    on_epoch=partial(_watch_stack, on_eval),
                     patience=self.patience,
                     precision=self.precision,
                 )
@@ -119,8 +146,9 @@ class Runner:
                 raise
             except BaseException as exc:  # noqa: BLE001  (the shared forward failed)
                 for pair in members:
-                    out.setdefault(pair, Evaluated(pair[1], None, reason=describe(exc)))
-        return out
+                    if pair not in out:
+                        out[pair] = Evaluated(pair[1], None, reason=describe(exc))
+                        finished(pair, out[pair])
 
     def _outcome(self, result: TrainResult, seed: int) -> Evaluated:
         reason = result.failed or result.stopped
@@ -130,3 +158,12 @@ class Runner:
             why = f"{self.task.metric_name} is {result.value} (not a finite number)"
             return Evaluated(seed, None, result.metrics, why, result.log)
         return Evaluated(seed, float(result.value), dict(result.metrics), "", result.log)
+
+
+def _watch_stack(
+    on_eval: Callable[[Evaluation], None] | None, evaluations: dict[int, Evaluation]
+) -> dict[int, str]:
+    """A stack's epoch for ``on_eval`` (its most advanced row's evaluation); stops no row."""
+    if on_eval is not None and evaluations:
+        on_eval(max(evaluations.values(), key=lambda e: e.epoch))
+    return {}

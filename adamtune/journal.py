@@ -12,17 +12,20 @@ of the machines sharing a journal must agree to well within the grace period.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage
 from optuna.storages._heartbeat import BaseHeartbeat
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
 HEARTBEAT_ATTR = "adamtune:heartbeat"
+BLOCK = 1 << 16
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 
 
@@ -50,6 +53,45 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 
     def get_heartbeat_stale_trial_callback(self) -> StaleCallback | None:
         return self.on_stale
+
+
+def mend_torn_tail(path: Path) -> int:
+    """Cut a torn last line (no newline at its end: a writer died, or the disk filled, in the
+    middle of an append) off the journal at ``path``, under the journal's own write lock;
+    return how many bytes were cut. Optuna's reader skips such a line, but its writer appends
+    after it, which glues the next record onto the torn one and makes the whole journal
+    unreadable from then on."""
+    if path.stat().st_size == 0 or _ends_with_newline(path):
+        return 0
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        with path.open("rb+") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            end = size
+            while end > 0:  # back to the last newline, a block at a time
+                start = max(0, end - BLOCK)
+                handle.seek(start)
+                block = handle.read(end - start)
+                cut = block.rfind(b"\n")
+                if cut >= 0:
+                    end = start + cut + 1
+                    break
+                end = start
+            if end == size:  # another process finished the line meanwhile
+                return 0
+            handle.truncate(end)
+            handle.flush()
+            os.fsync(handle.fileno())
+            return size - end
+    finally:
+        lock.release()
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
 
 
 def open_journal(path: str, heartbeat: int, on_stale: StaleCallback | None) -> JournalStorage:

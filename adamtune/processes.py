@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from adamtune.confirm import RunProgress
 from adamtune.errors import StudyError
 from adamtune.evaluations import Runner
 from adamtune.space import SearchSpace, load_space
@@ -28,7 +29,7 @@ from adamtune.study import (
     SearchSettings,
     confirm,
     default_study_name,
-    open_study,
+    open_or_create,
     run_search,
     start_baseline,
     trials_to_run,
@@ -96,6 +97,7 @@ def run_workers(
     task: Task | None = None,
     space: SearchSpace | None = None,
     warn: Callable[[str], None] = lambda message: None,
+    on_confirm: RunProgress | None = None,
 ) -> optuna.Study:
     """Run ``settings.n_trials`` trials over ``workers`` processes; return the study. Each
     process resolves the task and the space again: objects do not cross a spawn. This process
@@ -111,7 +113,7 @@ def run_workers(
         settings,
         study_name=settings.study_name or default_study_name(task, space, settings.precision),
     )
-    study = open_study(settings, task, space)
+    study, created = open_or_create(settings, task, space)
     n_trials = trials_to_run(settings, study, space, warn)
     # The baseline and the confirmation run here, once, around the workers' trials.
     device = resolve_device(settings.device)
@@ -129,10 +131,10 @@ def run_workers(
     finished = False
     try:
         if settings.baseline:
-            start_baseline(study, space, settings, runner, tracker, warn)
+            start_baseline(study, space, settings, runner, tracker, warn, created)
         _run_processes(study, replace(settings, n_trials=n_trials), workers, on_trial)
         if settings.confirm:
-            confirm(study, runner, settings, tracker, warn)
+            confirm(study, runner, settings, tracker, warn, on_confirm)
         finished = True
     finally:
         tracker.end_study(study.study_name, interrupted=not finished)

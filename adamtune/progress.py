@@ -75,6 +75,7 @@ class Progress:
         self._trials: dict[int, _Running] = {}  # running trials this process trains
         self._line_text = ""  # the last status line drawn
         self._epoch_line_at = -float("inf")  # when running trials were last drawn or printed
+        self._confirm_started: float | None = None  # when confirmation's first run finished
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         with self._lock:
@@ -128,6 +129,32 @@ class Progress:
         low, high = min(r.epoch for r in running), max(r.epoch for r in running)
         span = f"{low}" if low == high else f"{low}-{high}"
         return f" | {len(running)} running at epoch {span}/{epochs}{eta}"
+
+    def confirm_run(self, done: int, total: int, best: str) -> None:
+        """Confirmation's progress: ``done`` of ``total`` (configuration, seed) runs finished,
+        the best mean so far. A terminal redraws one line; a log gets a line per run, none
+        within EPOCH_LINE_EVERY seconds of the last (but the last run's)."""
+        now = time.perf_counter()
+        with self._lock:
+            if self._confirm_started is None:
+                self._confirm_started = now
+                if self.live and self.done:
+                    self.stream.write("\n")
+            final = done >= total
+            if not final and now - self._epoch_line_at < (
+                REDRAW_EVERY if self.live else EPOCH_LINE_EVERY
+            ):
+                return
+            self._epoch_line_at = now
+            filled = round(self.width * done / total) if total else self.width
+            bar = "[" + "#" * filled + "." * (self.width - filled) + "]"
+            shown = f" | {best}" if best else ""
+            text = f"{bar} {done}/{total} confirmation runs{shown} | {now - self._confirm_started:.0f}s"
+            if self.live:
+                self.stream.write("\r\033[K" + text + ("\n" if final else ""))
+            else:
+                self.stream.write(text + "\n")
+            self.stream.flush()
 
     def close(self) -> None:
         if self.live and self.done:

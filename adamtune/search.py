@@ -7,12 +7,14 @@ from collections.abc import Callable
 
 import optuna
 
+from adamtune.confirm import RunProgress
 from adamtune.processes import run_workers
 from adamtune.settings import SearchSettings
 from adamtune.space import SearchSpace
 from adamtune.study import Callback, run_search
 from adamtune.tasks import Task
 from adamtune.tracking import Tracker
+from adamtune.urls import sqlite_path
 
 
 def search(
@@ -25,18 +27,28 @@ def search(
     on_trial: Callback | None = None,
     warn: Callable[[str], None] = lambda message: None,
     on_epoch: Callable[[int, int, int, dict[str, float]], None] | None = None,
+    on_confirm: RunProgress | None = None,
 ) -> optuna.Study:
     """``adamtune search``: one process (run_search) or ``workers`` processes sharing the study
     (adamtune.processes), with the warnings the choice deserves. ``tracker`` is the caller's
     (it is not closed here); with several workers each process tracks on its own."""
     if workers > 1:
-        if settings.storage.startswith("sqlite"):
+        if settings.storage.startswith("sqlite") and sqlite_path(settings.storage) is not None:
+            # (an in-memory database is refused next, in one line; no warning before it)
             warn(
                 f"Warning: --workers {workers} on SQLite: writers from several processes "
                 "queue on one file lock. For more than a few workers use PostgreSQL or "
                 "journal:FILE (README, 'Scale out')."
             )
-        return run_workers(settings, workers, on_trial=on_trial, task=task, space=space, warn=warn)
+        return run_workers(
+            settings,
+            workers,
+            on_trial=on_trial,
+            task=task,
+            space=space,
+            warn=warn,
+            on_confirm=on_confirm,
+        )
     callbacks = [on_trial] if on_trial is not None else []
     return run_search(
         settings,
@@ -46,4 +58,5 @@ def search(
         space=space,
         warn=warn,
         on_epoch=on_epoch,
+        on_confirm=on_confirm,
     )

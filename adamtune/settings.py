@@ -33,6 +33,9 @@ MAX_STACK = 1024  # --stack: trials trained as one model
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 MAX_STUDY_NAME = 512  # Optuna's study_name column
 MAX_CONFIRM = 100  # --confirm seeds and --confirm-top trials
+# Optuna sleeps between heartbeats with Event.wait, which overflows past threading.TIMEOUT_MAX
+# (~9.2e9 s); a day is longer than any heartbeat could usefully be.
+MAX_HEARTBEAT = 86_400
 
 
 def check_study_name(name: Any) -> None:
@@ -85,12 +88,13 @@ def check_settings(s: Any) -> None:
         _check_int("--epochs", s.epochs, 1, MAX_EPOCHS)
     _check_int("--n-jobs", s.n_jobs, 1, MAX_PARALLEL)
     _check_int("--max-failures", s.max_consecutive_failures, 0)
-    _check_int("--heartbeat", s.heartbeat, 0)
+    _check_int("--heartbeat", s.heartbeat, 0, MAX_HEARTBEAT)
     if s.patience is not None:
         _check_int("--patience", s.patience, 1)
     _check_int("max_retries", s.max_retries, 0)
     _check_int("--confirm", s.confirm, 0, MAX_CONFIRM)
-    _check_int("--confirm-top", s.confirm_top, 1, MAX_CONFIRM)
+    if s.confirm_top is not None:
+        _check_int("--confirm-top", s.confirm_top, 1, MAX_CONFIRM)
     if not isinstance(s.baseline, bool):
         raise ConfigError(f"baseline: must be true or false, got {shown(s.baseline)}")
     _check_int("worker", s.worker, 0)
@@ -160,7 +164,9 @@ class SearchSettings:
     # After the search, retrain the top trials under this many seeds; 0: off. The CLI's
     # --confirm defaults to 3; a library caller asks for it.
     confirm: int = 0
-    confirm_top: int = 5  # how many of the top trials confirmation retrains
+    # How many of the top trials confirmation retrains; None: up to DEFAULT_CONFIRM_TOP, fewer
+    # where they would cost more than half of what the search trained (adamtune.confirm).
+    confirm_top: int | None = None
 
     def __post_init__(self) -> None:
         check_settings(self)

@@ -17,11 +17,13 @@ import contextlib
 import os
 import random
 import sqlite3
+import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adamtune.errors import StorageError, one_line, safe_str
+from adamtune.errors import StorageError, describe, one_line, safe_str
 from adamtune.urls import journal_path, redact, scrub, sqlite_path, unencoded_userinfo
 
 EXAMPLES = (
@@ -49,10 +51,25 @@ def describe_host(url: str) -> str:
     return f"{parsed.host or 'localhost'}{port}/{parsed.database or ''}"
 
 
+def read_only_uri(path: Path) -> str:
+    """A SQLite URI that reads ``path`` without writing a byte: ``mode=ro``, or, where even
+    that cannot open it (a database in WAL mode on a read-only mount, or in a directory this
+    user cannot write, needs its -shm file), ``immutable=1``, which nobody can be changing
+    there. Raises sqlite3.DatabaseError when the file is not a database."""
+    resolved = path.resolve()
+    try:
+        uri = f"file:{resolved}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as connection:
+            connection.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+        return uri
+    except sqlite3.OperationalError:
+        return f"file:{resolved}?immutable=1"
+
+
 def sqlite_tables(path: Path) -> set[str]:
     """The table names of the SQLite database at ``path``, read without writing anything;
     raises sqlite3.DatabaseError when the file is not a database."""
-    uri = f"file:{path.resolve()}?mode=ro"
+    uri = read_only_uri(path)
     with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as connection:
         rows = connection.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
     return {name for (name,) in rows}
@@ -87,10 +104,18 @@ def _rdb(url: str, read_only: bool, heartbeat: int, on_stale: Any) -> optuna.sto
         }
     if backend == "sqlite":
         options["engine_kwargs"] = {"connect_args": {"timeout": 30}}
+        if read_only:
+            path = sqlite_path(url)
+            assert path is not None  # _check_sqlite_file refused the rest
+            options["engine_kwargs"]["creator"] = partial(_connect_read_only, read_only_uri(path))
     storage = _create_rdb(url, options)
     if backend == "sqlite" and not read_only:
         _use_write_ahead_log(storage)
     return storage
+
+
+def _connect_read_only(uri: str) -> sqlite3.Connection:
+    return sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
 
 
 def _check_url(url: str) -> str:
@@ -193,10 +218,21 @@ def _use_write_ahead_log(storage: optuna.storages.RDBStorage) -> None:
     """SQLite in WAL mode with synchronous=NORMAL: a commit no longer waits for an fsync, which
     cut Optuna's report + should_prune by about a third here. Committed trials still survive a
     crash or kill of the process (only a power cut can drop the last commits), and readers no
-    longer block the writer when several threads share the file."""
+    longer block the writer when several threads share the file.
+
+    Every transaction also begins with BEGIN IMMEDIATE. Python's sqlite3 starts a transaction
+    only at the first write, so Optuna's claim of a WAITING trial (read: still WAITING? then
+    write RUNNING) ran as two steps, and two processes both claimed the same enqueued trial
+    (the baseline: "Cannot tell a COMPLETE trial"). Taking the write lock at BEGIN makes each
+    of Optuna's sessions one atomic step, as PostgreSQL's SELECT ... FOR UPDATE does."""
     from sqlalchemy import event
 
-    event.listen(storage.engine, "connect", lambda connection, _: write_ahead_log(connection))
+    def on_connect(connection: Any, _record: Any) -> None:
+        write_ahead_log(connection)
+        connection.isolation_level = None  # transactions are begun below, not by sqlite3
+
+    event.listen(storage.engine, "connect", on_connect)
+    event.listen(storage.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
     storage.engine.dispose()  # the connection made while creating tables predates the listener
 
 
@@ -246,8 +282,22 @@ def _journal(
         raise StorageError(f"{where}: no such file {str(path)!r}")
     elif not path.parent.is_dir():
         raise StorageError(f"{where}: directory {str(path.parent)!r} does not exist")
-    from adamtune.journal import open_journal
+    from adamtune.journal import mend_torn_tail, open_journal
 
+    if path.exists() and not read_only:
+        try:
+            torn = mend_torn_tail(path)
+        except OSError as exc:
+            raise StorageError(
+                f"{where}: cannot repair its torn last line: {describe(exc)}"
+            ) from None
+        if torn:
+            print(
+                f"Warning: {where}: its last line was torn ({torn} bytes without an end, left by "
+                "a crash or a full disk in the middle of a write); removed it, every complete "
+                "record is kept.",
+                file=sys.stderr,
+            )
     try:
         storage = open_journal(str(path), heartbeat, on_stale)
         storage.get_all_studies()  # replays the file now, so garbage is found here

@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from adamtune.claims import is_claim
 from adamtune.config import AdamConfig
 from adamtune.errors import StorageError, StudyError, describe, shown
 from adamtune.export import ExportedTrial
@@ -35,7 +36,8 @@ def list_studies(storage_url: str) -> list[optuna.study.StudySummary]:
     if _missing(storage_url):
         return []
     storage = open_storage(storage_url, read_only=True)
-    return _reading(storage_url, lambda: optuna.get_all_study_summaries(storage, True))
+    summaries = _reading(storage_url, lambda: optuna.get_all_study_summaries(storage, True))
+    return [s for s in summaries if not is_claim(s.study_name)]  # adamtune.claims markers
 
 
 def load_study(name: str, storage_url: str) -> optuna.Study:
@@ -49,7 +51,7 @@ def load_study(name: str, storage_url: str) -> optuna.Study:
         try:
             return optuna.load_study(study_name=name, storage=storage)
         except KeyError:
-            names = optuna.get_all_study_names(storage)
+            names = [n for n in optuna.get_all_study_names(storage) if not is_claim(n)]
             known = ", ".join(names) if names else "none"
             raise StudyError(
                 f"no study {shown(name)} in {redact(storage_url)} (studies there: {known})"
@@ -120,6 +122,9 @@ def confirmed_winner(study: optuna.Study, trials: list[FrozenTrial]) -> FrozenTr
     confirmation = study_confirmation(study.user_attrs)
     if confirmation is None or confirmation.winner is None:
         return None
+    won = next((c for c in confirmation.candidates if c.trial == confirmation.winner), None)
+    if won is None or won.mean is None:  # a winner without one finished run is none
+        return None
     for trial in trials:
         if trial.number == confirmation.winner and trial.state == TrialState.COMPLETE:
             return trial
@@ -129,8 +134,10 @@ def confirmed_winner(study: optuna.Study, trials: list[FrozenTrial]) -> FrozenTr
 def chosen_because(study: optuna.Study, trial: FrozenTrial) -> str:
     """Why ``trial`` is the one exported: ``the confirmed winner: ...`` or ``the best trial``."""
     confirmation = study_confirmation(study.user_attrs)
+    winner = None
     if confirmation is not None and confirmation.winner == trial.number:
-        winner = next(c for c in confirmation.candidates if c.trial == trial.number)
+        winner = next((c for c in confirmation.candidates if c.trial == trial.number), None)
+    if confirmation is not None and winner is not None and winner.mean is not None:
         k = len(confirmation.seeds)
         return (
             f"the confirmed winner: mean {confirmation.metric} {winner.mean:.6g} "
@@ -142,7 +149,8 @@ def chosen_because(study: optuna.Study, trial: FrozenTrial) -> str:
 
 def load_trial(study_name: str, storage: str, trial: int | None = None) -> ExportedTrial:
     """The best completed trial of a study, or trial number ``trial``."""
-    return exported_trial(load_study(study_name, storage), trial)
+    # A damaged attribute (not JSON) surfaces only when the study's attributes are read.
+    return _reading(storage, lambda: exported_trial(load_study(study_name, storage), trial))
 
 
 def exported_trial(study: optuna.Study, trial: int | None = None) -> ExportedTrial:

@@ -11,14 +11,24 @@ import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from adamtune.baseline import prepare_baseline
+from adamtune.claims import create_or_load
 from adamtune.config import AdamConfig
-from adamtune.confirm import confirm_study, run_record
+from adamtune.confirm import (
+    DEFAULT_TOP,
+    RunProgress,
+    affordable_top,
+    confirm_study,
+    confirmation_turn,
+    run_record,
+    trial_epochs,
+)
 from adamtune.errors import StorageError, StudyError, describe, shown
 from adamtune.evaluations import Evaluated, Runner
 from adamtune.gain import study_baseline
@@ -125,8 +135,20 @@ def open_study(
     space: SearchSpace,
     on_stale: StaleTrialHandler | None = None,
 ) -> optuna.Study:
-    """Create the study, or load it to resume. A stored study is resumed only when it fits:
-    the same task, the same direction, and a space whose parameters keep their types."""
+    """Create the study, or load it to resume (see ``open_or_create``)."""
+    return open_or_create(settings, task, space, on_stale)[0]
+
+
+def open_or_create(
+    settings: SearchSettings,
+    task: Task,
+    space: SearchSpace,
+    on_stale: StaleTrialHandler | None = None,
+) -> tuple[optuna.Study, bool]:
+    """Create the study, or load it to resume, and say whether this process created it: of
+    several processes starting together on a new study exactly one does, and that one alone
+    enqueues the baseline. A stored study is resumed only when it fits: the same task, the
+    same direction, and a space whose parameters keep their types."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.ERROR)  # failures are shown by our callbacks
     on_stale = on_stale or StaleTrialHandler(settings.max_retries)
@@ -137,11 +159,10 @@ def open_study(
     epochs = settings.epochs or task.epochs
     where = f"study {shown(name)} in {redact(settings.storage)}"
     try:
-        study = optuna.create_study(
-            storage=storage,
-            study_name=name,
+        study, created = create_or_load(
+            storage,
+            name,
             direction=task.direction,
-            load_if_exists=True,
             pruner=make_pruner(settings.pruner, epochs),
         )
         check_fits(study, task, space)
@@ -161,18 +182,60 @@ def open_study(
                 f"{settings.precision}; resume it with --precision {stored}, or give a new "
                 "--study-name"
             )
-        n_trials = len(study.get_trials(deepcopy=False))
     except StudyError:
         raise
     except Exception as exc:  # a read-only, locked or broken storage
         raise StorageError(f"{where}: {describe(exc)}") from None
-    # Seeding with seed + trials-so-far makes a resumed study draw new points, not replay old;
-    # the worker offset keeps processes started together from drawing the same points.
-    seed = (settings.seed + n_trials + 7919 * settings.worker) % SEED_LIMIT
     if settings.sampler == "grid":  # grid ids index one shuffled order: every worker and every
-        seed = settings.seed  # resume must shuffle alike, or ids name other points (repeats)
-    study.sampler = make_sampler(settings.sampler, seed, space)
-    return study
+        study.sampler = make_sampler("grid", settings.seed, space)  # resume shuffles alike
+    else:
+        study.sampler = SeededByFirstTrial(settings.sampler, settings.seed)
+    return study, created
+
+
+class SeededByFirstTrial(optuna.samplers.BaseSampler):
+    """The sampler ``name``, seeded with ``seed`` plus the number of the first trial this
+    process asks, and built then.
+
+    Trial numbers are unique across every process of a study, so processes started together
+    (``--workers``, or separately started workers on one database) draw different points,
+    where one seed would have them all draw the same ones; a resumed study draws new points,
+    not a replay of its first. A study run by one process at a time stays reproducible: a new
+    study's first trial is 0, so ``--seed S`` seeds the sampler with S, as before."""
+
+    def __init__(self, name: str, seed: int) -> None:
+        self.name = name
+        self.seed = seed
+        self.inner: optuna.samplers.BaseSampler | None = None
+
+    def _sampler(self) -> optuna.samplers.BaseSampler:
+        if self.inner is None:  # asked before any trial (a caller's own use): the plain seed
+            self.inner = make_sampler(self.name, self.seed)
+        return self.inner
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if self.inner is None:
+            self.inner = make_sampler(self.name, (self.seed + trial.number) % SEED_LIMIT)
+        self.inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> Any:
+        return self._sampler().infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: Any) -> Any:
+        return self._sampler().sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, distribution: Any
+    ) -> Any:
+        return self._sampler().sample_independent(study, trial, param_name, distribution)
+
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any
+    ) -> None:
+        self._sampler().after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._sampler().reseed_rng()
 
 
 def trials_to_run(
@@ -244,6 +307,7 @@ def run_search(
     space: SearchSpace | None = None,
     warn: Callable[[str], None] = lambda message: None,
     on_epoch: Callable[[int, int, int, dict[str, float]], None] | None = None,
+    on_confirm: RunProgress | None = None,
 ) -> optuna.Study:
     """Run ``settings.n_trials`` new trials (or until ``timeout``) in this process and return
     the study; ``settings.stack`` of them at a time as one stacked model.
@@ -264,7 +328,7 @@ def run_search(
     planned_steps(task, settings.epochs or task.epochs)  # refuses an endless run up front
     rows = stack_rows(settings, task, device, warn)  # refuses a stack that cannot be, up front
     on_stale = StaleTrialHandler(settings.max_retries)
-    study = open_study(settings, task, space, on_stale)
+    study, created = open_or_create(settings, task, space, on_stale)
     n_trials = trials_to_run(settings, study, space, warn)
     owned = tracker is None
     if tracker is None:
@@ -301,7 +365,7 @@ def run_search(
     finished = False
     try:
         if settings.baseline:
-            start_baseline(study, space, settings, runner, tracker, warn)
+            start_baseline(study, space, settings, runner, tracker, warn, created)
         objective.baseline = study_baseline(study.user_attrs)
         if rows > 1:
             from adamtune.stack_search import run_stacked
@@ -333,9 +397,9 @@ def run_search(
                 callbacks=[failures, *callbacks],
             )
         if settings.confirm and not failures.tripped:
-            pairs = (settings.confirm_top + 1) * settings.confirm
+            pairs = ((settings.confirm_top or DEFAULT_TOP) + 1) * settings.confirm
             wide = replace(runner, rows=confirmation_rows(task, device, rows, pairs))
-            confirm(study, wide, settings, tracker, warn)
+            confirm(study, wide, settings, tracker, warn, on_confirm)
         finished = True
     except (OSError, _sql_error()) as exc:  # the storage went away (disk full, server down)
         raise StorageError(
@@ -361,8 +425,10 @@ def start_baseline(
     runner: Runner,
     tracker: Tracker,
     say: Callable[[str], None],
+    created: bool = True,
 ) -> None:
-    """A new study's baseline (adamtune.baseline): enqueued, or evaluated here and tracked."""
+    """A new study's baseline (adamtune.baseline): enqueued, or evaluated here and tracked,
+    by the process that ``created`` the study."""
 
     def evaluate(config: AdamConfig) -> Evaluated:
         return runner.evaluate([config], [settings.seed])[0][0]
@@ -372,7 +438,13 @@ def start_baseline(
         tracker.log_run(name, run_record(outcome, None, config, metric, "baseline", curves=True))
 
     prepare_baseline(
-        study, space, grid=settings.sampler == "grid", evaluate=evaluate, log=log, say=say
+        study,
+        space,
+        grid=settings.sampler == "grid",
+        created=created,
+        evaluate=evaluate,
+        log=log,
+        say=say,
     )
 
 
@@ -382,15 +454,40 @@ def confirm(
     settings: SearchSettings,
     tracker: Tracker,
     say: Callable[[str], None],
+    on_run: RunProgress | None = None,
 ) -> None:
-    """``--confirm K``: the top trials and the baseline under K further seeds (adamtune.confirm)."""
+    """``--confirm K``, once per finished study (adamtune.confirm.confirmation_turn): the top
+    trials and the baseline under K further seeds. Without ``--confirm-top`` at most
+    DEFAULT_TOP trials, fewer where they would train more than half the search's epochs."""
+    if confirmation_turn(study, say) is None:
+        return
     seeds = settings.confirm
+    top = settings.confirm_top
+    if top is None:
+        trials = study.get_trials(deepcopy=False)
+        searched = trial_epochs(trials)
+        epochs = runner.epochs or runner.task.epochs
+        top = affordable_top(searched, seeds, epochs)
+        if top < DEFAULT_TOP and sum(t.state == TrialState.COMPLETE for t in trials) > top:
+            say(
+                f"Confirmation: the top {top} instead of {DEFAULT_TOP}, so that it trains at "
+                f"most half of the search's {searched} trial-epochs ({seeds} seeds x "
+                f"{epochs} epochs a candidate); --confirm-top {DEFAULT_TOP} confirms "
+                f"{DEFAULT_TOP}."
+            )
     say(
-        f"Confirming the top {settings.confirm_top} trials and the baseline under {seeds} "
+        f"Confirming the top {top} trial{'s' if top != 1 else ''} and the baseline under {seeds} "
         f"further seed{'s' if seeds != 1 else ''}..."
     )
     confirm_study(
-        study, runner, k=seeds, top=settings.confirm_top, seed=settings.seed, tracker=tracker
+        study,
+        runner,
+        k=seeds,
+        top=top,
+        seed=settings.seed,
+        tracker=tracker,
+        on_run=on_run,
+        say=say,
     )
 
 

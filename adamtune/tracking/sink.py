@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from adamtune.tracking.sql_metrics import log_metrics
+from adamtune.tracking.store_setup import open_client
 
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
@@ -57,7 +58,7 @@ class MlflowSink:
         for name in ("mlflow", "alembic"):  # store set-up chatters at INFO; set after import,
             logging.getLogger(name).setLevel(logging.WARNING)  # which configures mlflow's logger
 
-        self.client = MlflowClient(tracking_uri)
+        self.client = open_client(tracking_uri, MlflowClient)
         self.study_name = study_name
         self.storage_url = storage_url
         self.session = session
@@ -204,7 +205,7 @@ class MlflowSink:
 
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        self.client = MlflowClient(tracking_uri)
+        self.client = open_client(tracking_uri, MlflowClient)
         found = self.client.get_experiment_by_name(experiment)
         if found is None or not session.isalnum():
             return

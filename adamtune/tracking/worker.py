@@ -87,6 +87,20 @@ def _close_sqlite() -> None:
             connection.close()
 
 
+def _say_failing(tracking_uri: str | None, error: str) -> None:
+    from adamtune.errors import one_line
+    from adamtune.urls import redact, scrub
+
+    where = f" at {redact(tracking_uri)}" if tracking_uri else ""
+    text = one_line(scrub(error, [tracking_uri] if tracking_uri else []), 300)
+    print(
+        f"Warning: MLflow tracking{where} failed: {text}. The search goes on; runs it could "
+        "not log are missing from MLflow.",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def main(store_scheme: str = "") -> None:
     # stdout is the status channel to the search process; MLflow prints "View run ... at" lines
     # on stdout when runs end, which would corrupt it, and raise BrokenPipeError (leaving runs
@@ -142,6 +156,8 @@ def main(store_scheme: str = "") -> None:
             errors.append(
                 f"{op}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             )
+            if len(errors) == 1:  # said now, while the search runs, not only in a count at the end
+                _say_failing(job.get("tracking_uri"), errors[0])
     if sink.client is not None:
         try:
             sink.kill_open_runs()
