@@ -16,6 +16,7 @@ current one has drained.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -68,6 +69,9 @@ def run_stacked(
     except KeyboardInterrupt:
         for trial in list(search.running.values()):
             search.finish(trial, INTERRUPTED, None, TrainingLog())
+        raise
+    except Exception as exc:  # the storage failed (disk full, server gone): fail what runs
+        search.abandon(f"the search stopped: {describe(exc)}")
         raise
     finally:
         study._thread_local.in_optimize_loop = False
@@ -172,6 +176,19 @@ class _Search:
         except BaseException as exc:  # noqa: BLE001  (sampling failed: this trial fails)
             self.finish(trial, TrialOutcome("FAIL", reason=describe(exc)), None, TrainingLog())
             return None
+
+    def abandon(self, reason: str) -> None:
+        """Tell every running trial FAIL, as far as the storage still takes it; one it does
+        not take stays RUNNING until a later search fails it (its heartbeats stop)."""
+        for trial in list(self.running.values()):
+            self.running.pop(trial.number, None)
+            heartbeat = self.heartbeats.pop(trial.number, None)
+            if heartbeat is not None:
+                heartbeat.join()
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("fail_reason", reason)
+            with contextlib.suppress(Exception):
+                self.study.tell(trial, state=TrialState.FAIL)
 
     def finish(
         self,

@@ -401,11 +401,8 @@ def run_search(
             wide = replace(runner, rows=confirmation_rows(task, device, rows, pairs))
             confirm(study, wide, settings, tracker, warn, on_confirm)
         finished = True
-    except (OSError, _sql_error()) as exc:  # the storage went away (disk full, server down)
-        raise StorageError(
-            f"--storage {redact(settings.storage)!r}: lost during the study: {describe(exc)}; "
-            "completed trials are kept"
-        ) from None
+    except (OSError, _sql_error(), optuna.exceptions.StorageInternalError) as exc:
+        raise storage_lost(settings.storage, exc) from None  # disk full, server down
     finally:
         torch.set_num_threads(threads)
         tracker.end_study(study.study_name, interrupted=not finished)
@@ -488,6 +485,23 @@ def confirm(
         tracker=tracker,
         on_run=on_run,
         say=say,
+    )
+
+
+def storage_lost(url: str, exc: BaseException) -> StorageError:
+    """The storage failed during the study, in one line. Optuna wraps a failed commit in
+    StorageInternalError with a guess ("invalid data in the commit, e.g. exceeding max
+    length"); the database's own reason (disk full, a corrupt page) is its cause."""
+    cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) else None
+    reason = getattr(cause, "orig", None) or cause or exc
+    text = describe(reason)
+    if any(sign in text.lower() for sign in ("disk is full", "no space left", "disk full")):
+        return StorageError(
+            f"--storage {redact(url)!r}: the disk is full ({text}); completed trials are kept, "
+            "free some space and run the same command to resume"
+        )
+    return StorageError(
+        f"--storage {redact(url)!r}: lost during the study: {text}; completed trials are kept"
     )
 
 
