@@ -8,6 +8,8 @@ exit non-zero, without a traceback.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 import os
 import signal
@@ -63,6 +65,16 @@ class AdamtuneGroup(click.Group):
         except (click.Abort, KeyboardInterrupt):
             click.echo("Interrupted.", err=True)
             sys.exit(130)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EPIPE, errno.EIO) and not exc.filename:
+                _fail(f"cannot write the output: {exc.strerror or exc}", 1, argv)
+            if os.environ.get("ADAMTUNE_DEBUG"):
+                raise
+            _fail(
+                f"unexpected {describe(exc)} (a bug in adamtune: ADAMTUNE_DEBUG=1 shows where)",
+                70,
+                argv,
+            )
         except Exception as exc:
             if os.environ.get("ADAMTUNE_DEBUG"):
                 raise
@@ -574,7 +586,14 @@ def resolve_tracking_uri(given: str | None) -> str:
 @click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
 def ui(study_name: str | None, tracking_uri: str | None, host: str, port: int) -> None:
     """Serve the MLflow UI for the tracking store; with STUDY_NAME, print its experiment URL."""
-    from adamtune.tracking.ui import check_store, experiment_id, is_server, serve, ui_url
+    from adamtune.tracking.ui import (
+        check_port_free,
+        check_store,
+        experiment_id,
+        is_server,
+        serve,
+        ui_url,
+    )
 
     uri = resolve_tracking_uri(tracking_uri)
     if not is_server(uri):
@@ -584,12 +603,53 @@ def ui(study_name: str | None, tracking_uri: str | None, host: str, port: int) -
     if is_server(uri):
         click.echo(f"{redact(uri)} is an MLflow server already: open {redact(url)}")
         return
+    check_port_free(host, port)
     click.echo(f"MLflow UI for {redact(uri)}: {url}  (Ctrl-C to stop)", err=True)
     sys.exit(serve(uri, host, port))
 
 
+LINGER_SECONDS = 2.0  # a thread the task left running gets this long to end on its own
+
+
 def main() -> None:
-    cli()
+    """The console entry point: the CLI, then an exit that no leftover thread can hold up."""
+    try:
+        cli()
+        code: Any = 0
+    except SystemExit as done:
+        code = done.code
+    _leave(code if isinstance(code, int) else 1)
+
+
+def _leave(code: int) -> None:
+    """Exit with ``code``. Output that cannot be written (a full disk, a closed pipe) is one
+    line; a non-daemon thread that user code started and never ended (a task's logger, a
+    loop's prefetcher) would keep the interpreter alive after the summary, so it is named and
+    left behind."""
+    import threading
+
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            sys.stderr.write(f"Error: cannot write the output: {exc.strerror or exc}\n")
+        os._exit(1)
+    main_thread = threading.main_thread()
+    lingering = [t for t in threading.enumerate() if t is not main_thread and not t.daemon]
+    for thread in lingering:
+        thread.join(LINGER_SECONDS / len(lingering))
+    alive = [t.name for t in lingering if t.is_alive()]
+    if not alive:
+        sys.exit(code)
+    with contextlib.suppress(OSError):
+        sys.stderr.write(
+            f"Warning: exiting although thread{'s' if len(alive) > 1 else ''} "
+            f"{', '.join(map(repr, alive))} (started by the task, not daemon) still run"
+            f"{'s' if len(alive) == 1 else ''}; end {'them' if len(alive) > 1 else 'it'} in "
+            f"the task, or make {'them daemon threads' if len(alive) > 1 else 'it a daemon thread'}.\n"
+        )
+        sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

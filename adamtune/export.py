@@ -15,6 +15,7 @@ escaped with ascii(), so it cannot inject code.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -418,22 +419,25 @@ def write_export(
     folder = target.parent
     if not folder.is_dir():
         raise ExportError(f"{where}: directory {str(folder)!r} does not exist")
+    temporary: Path | None = None
     try:
         with tempfile.NamedTemporaryFile(
             "w", dir=folder, prefix=f".{target.name}.", suffix=".tmp", delete=False
         ) as handle:
             temporary = Path(handle.name)
-            try:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            except BaseException:
-                handle.close()
-                temporary.unlink(missing_ok=True)
-                raise
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temporary, target)
-    except OSError as exc:
-        raise ExportError(f"{where}: cannot write: {exc.strerror or describe(exc)}") from None
+    except BaseException as exc:
+        # A full disk fails the write, the flush or the close: the half-written temporary file
+        # goes either way (after a successful rename there is none left).
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise ExportError(f"{where}: cannot write: {exc.strerror or describe(exc)}") from None
+        raise
 
 
 def _holds_a_store(path: Path) -> bool:

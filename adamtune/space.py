@@ -499,6 +499,14 @@ def _choice_list(name: str, choices: Any, named: bool = False) -> list[Any]:
     where = name if named else f"{name}.choices"
     if not isinstance(choices, list) or not choices:
         raise SpaceError(f"{where}: must be a non-empty list, got {shown(choices)}")
+    seen: list[Any] = []
+    for value in choices:  # 1 == 1.0 == True in Python: a repeat is the same value and type
+        if any(value == old and type(value) is type(old) for old in seen):
+            raise SpaceError(
+                f"{where}: lists {shown(value)} more than once; each value is tried once, so "
+                "give it once"
+            )
+        seen.append(value)
     return choices
 
 

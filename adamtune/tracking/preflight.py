@@ -11,9 +11,10 @@ import os
 import sqlite3
 import urllib.error
 import urllib.request
+from pathlib import Path
 
-from adamtune.errors import TrackingError, describe
-from adamtune.urls import redact, sqlite_path, unencoded_userinfo
+from adamtune.errors import TrackingError, describe, one_line, safe_str
+from adamtune.urls import redact, scrub, sqlite_path, unencoded_userinfo
 
 CONNECT_SECONDS = 3.0
 OPTUNA_TABLES = {"studies", "trials", "version_info"}
@@ -22,8 +23,9 @@ SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "d
 SQL_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 
 
-def check_tracking_uri(uri: str, storage_url: str | None = None) -> None:
-    """Raise TrackingError when ``uri`` cannot be an MLflow store for this study."""
+def check_tracking_uri(uri: str, storage_url: str | None = None, *, writing: bool = True) -> None:
+    """Raise TrackingError when ``uri`` cannot be an MLflow store for this study (``writing``:
+    a search logs to it; the UI only reads it)."""
     where = f"--tracking-uri {redact(uri)!r}"
     if unencoded_userinfo(uri):
         raise TrackingError(
@@ -40,8 +42,91 @@ def check_tracking_uri(uri: str, storage_url: str | None = None) -> None:
         _check_server(uri, where)
     elif scheme == "sqlite":
         _check_sqlite(uri, where, storage_url)
+        if writing:
+            _check_artifact_root(where)
     elif scheme in SQL_PORTS:
         _check_port(uri, where, SQL_PORTS[scheme])
+        if scheme in ("postgresql", "mysql"):
+            _check_login(uri, where, scheme)
+        if writing:
+            _check_artifact_root(where)
+    elif scheme in ("", "file"):
+        _check_file_store(uri, where)
+
+
+def _writable_dir(path: Path) -> str | None:
+    """Why runs cannot be written under ``path`` (made if missing), or None."""
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{str(existing)!r} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{str(existing)!r} is not writable"
+    if str(existing.resolve()).startswith(("/proc", "/sys")):
+        return f"{str(existing)!r} is a kernel file system"
+    return None
+
+
+def _check_file_store(uri: str, where: str) -> None:
+    """A plain path or file:// URI: MLflow's file store. MLflow 3 refuses to open one unless
+    MLFLOW_ALLOW_FILE_STORE is set (it is in maintenance mode), and it must be writable."""
+    from importlib.metadata import PackageNotFoundError, version
+    from urllib.parse import unquote, urlsplit
+
+    allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("1", "true", "yes")
+    try:
+        major = int(version("mlflow").split(".")[0])
+    except (PackageNotFoundError, ValueError):
+        major = 3
+    if major >= 3 and not allowed:
+        raise TrackingError(
+            f"{where}: a directory is MLflow's file store, which MLflow {major} no longer opens "
+            "(set MLFLOW_ALLOW_FILE_STORE=true to use it anyway); use a database, e.g. "
+            "sqlite:///mlflow.db"
+        )
+    path = Path(unquote(urlsplit(uri).path) if uri.startswith("file:") else uri)
+    why = _writable_dir(path.expanduser())
+    if why is not None:
+        raise TrackingError(f"{where}: cannot write runs there: {why}")
+
+
+def _check_artifact_root(where: str) -> None:
+    """A SQL store keeps runs' artifacts (the summary's plots, the exported config) under
+    ./mlruns by default: a directory that cannot be written is found now, not after the study."""
+    why = _writable_dir(Path("mlruns").absolute())
+    if why is not None:
+        raise TrackingError(
+            f"{where}: MLflow writes artifacts under ./mlruns, and {why}; run from a writable "
+            "directory, or pass --no-tracking"
+        )
+
+
+def _check_login(uri: str, where: str, scheme: str) -> None:
+    """Log in to the database server, bounded in time: a database that does not exist, or a
+    login refused, would otherwise cost minutes of MLflow's retries after the last trial."""
+    try:
+        import sqlalchemy
+    except ImportError:  # pragma: no cover  (optuna depends on sqlalchemy)
+        return
+    timeout = {"connect_timeout": int(CONNECT_SECONDS)}
+    try:
+        engine = sqlalchemy.create_engine(
+            uri, connect_args=timeout, poolclass=sqlalchemy.pool.NullPool
+        )
+        with engine.connect():
+            pass
+    except ImportError as exc:
+        raise TrackingError(f"{where}: the {scheme} driver is missing ({describe(exc)})") from None
+    except Exception as exc:
+        text = safe_str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        first = one_line(text[0] if text else type(exc).__name__, 200)
+        raise TrackingError(
+            f"{where}: cannot log in to the database: {scrub(first, [uri])}; create it, fix the "
+            "URI, or pass --no-tracking"
+        ) from None
 
 
 def _check_server(uri: str, where: str) -> None:

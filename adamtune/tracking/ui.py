@@ -22,7 +22,7 @@ def check_store(tracking_uri: str) -> None:
             f"no MLflow store at {redact(tracking_uri)} (run `adamtune search` with tracking on "
             "first)"
         )
-    check_tracking_uri(tracking_uri)
+    check_tracking_uri(tracking_uri, writing=False)
 
 
 def experiment_id(tracking_uri: str, name: str) -> str:
@@ -76,6 +76,21 @@ def ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
     ]
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port something already listens on: `mlflow ui` would log the failure to bind
+    and exit 0, as if it had served."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, port))
+    except OSError as exc:
+        raise AdamtuneError(
+            f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+            "pass another --port"
+        ) from None
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM stops the UI the way Ctrl-C does
 
@@ -84,6 +99,7 @@ def serve(tracking_uri: str, host: str, port: int) -> int:
     """Run the MLflow UI in the foreground until it exits, Ctrl-C or SIGTERM; returns its exit
     code. The UI runs in a process group of its own, stopped whole on the way out: `mlflow ui`
     starts uvicorn, which starts workers, and stopping only the first would leave them serving."""
+    check_port_free(host, port)
     process = subprocess.Popen(ui_command(tracking_uri, host, port), start_new_session=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
