@@ -141,3 +141,39 @@ def test_journal_trials_without_heartbeat_for_three_intervals_are_stale(tmp_path
     assert states == ["FAIL", "RUNNING", "RUNNING"]  # never: no heartbeat, never judged
     assert stale == [0]
     assert never.number == 2
+
+
+CLAIM_SCRIPT = """
+import sys, time
+import optuna
+from adamtune.storage import open_storage
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+study = optuna.load_study(study_name="s", storage=open_storage(sys.argv[1]))
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all processes ask at one moment
+print(study.ask().number)
+"""
+
+
+def test_one_waiting_trial_is_claimed_by_exactly_one_process(tmp_path):
+    """Processes asking at the same moment: each WAITING trial goes to one of them. With
+    sqlite3's lazy transactions two processes both read WAITING and both took it."""
+    import subprocess
+    import sys
+    import time
+
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    for round_ in range(4):
+        name = tmp_path / f"round{round_}"
+        study = optuna.create_study(storage=open_storage(url), study_name="s", load_if_exists=True)
+        study.enqueue_trial({"x": 1.0})
+        at = str(time.time() + 4.0)
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", CLAIM_SCRIPT, url, at], stdout=subprocess.PIPE, text=True
+            )
+            for _ in range(4)
+        ]
+        numbers = [int(p.communicate(timeout=120)[0]) for p in processes]
+        assert len(set(numbers)) == len(numbers), (name, numbers)
