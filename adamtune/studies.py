@@ -49,13 +49,22 @@ def load_study(name: str, storage_url: str) -> optuna.Study:
 
     def load() -> optuna.Study:
         try:
-            return optuna.load_study(study_name=name, storage=storage)
+            study = optuna.load_study(study_name=name, storage=storage)
         except KeyError:
             names = [n for n in optuna.get_all_study_names(storage) if not is_claim(n)]
             known = ", ".join(names) if names else "none"
             raise StudyError(
                 f"no study {shown(name)} in {redact(storage_url)} (studies there: {known})"
             ) from None
+        try:  # read now, so a damaged attribute is found here rather than half-way through
+            study.user_attrs  # noqa: B018
+            study.get_trials(deepcopy=False)
+        except ValueError as exc:  # Optuna's json.loads of a stored attribute
+            raise StorageError(
+                f"--storage {redact(storage_url)!r}: study {shown(name)} holds an attribute "
+                f"that is not JSON ({describe(exc)}); the storage was changed by hand or damaged"
+            ) from None
+        return study
 
     return _reading(storage_url, load)
 

@@ -46,6 +46,8 @@ BAD_SPACES = {
     "grid-empty.yaml": "lr: {grid: []}\n",
     "grid-bad-value.yaml": "lr: {grid: [0.001, -1]}\n",
     "grid-and-choices.yaml": "lr: {grid: [0.001], choices: [0.01]}\n",
+    "grid-duplicates.yaml": "lr: {grid: [0.001, 0.001, 0.01]}\n",
+    "choices-duplicates.yaml": "schedule:\n  kind: {choices: [cosine, linear, cosine]}\n",
     "baseline-not-mapping.yaml": "lr: {low: 1.0e-4, high: 1.0e-1}\nbaseline: 7\n",
     "baseline-bad-beta.yaml": "lr: {low: 1.0e-4, high: 1.0e-1}\nbaseline: {beta2: 1.5}\n",
     "baseline-missing-file.yaml": "lr: {low: 1.0e-4, high: 1.0e-1}\nbaseline: nowhere.yaml\n",
@@ -118,6 +120,11 @@ CASES = [
     ["search", "--tracking-uri", "sqlite:///optuna-store.db"],
     ["search", "--tracking-uri", "sqlite:///no/such/dir/m.db"],
     ["search", "--tracking-uri", "http://bob:s3cret@127.0.0.1:1"],  # nothing listens
+    ["search", "--heartbeat", "10000000000"],  # past threading's wait limit
+    ["search", "--tracking-uri", "myruns"],  # a file store, which MLflow 3 refuses
+    ["search", "--tracking-uri", "file:///proc/mlruns"],
+    ["search", "--tracking-uri", "postgresql://postgres:s3cret@127.0.0.1:5432/no_such_db"],
+    ["search", "--workers", "2", "--storage", "sqlite:///:memory:"],  # the refusal alone
     ["search", "--stack", "0"],
     ["search", "--stack", "many"],
     ["search", "--stack", "2", "--optimizer", "torch"],
@@ -272,6 +279,15 @@ EXACT = {
     ("search", "--timeout", "nan"): (
         "Invalid value for '--timeout' (env var: 'ADAMTUNE_TIMEOUT'): must be a finite number "
         "of seconds > 0, got 'nan'"
+    ),
+    ("search", "--space", "grid-duplicates.yaml"): (
+        "grid-duplicates.yaml: lr.grid: lists 0.001 more than once; each value is tried once, "
+        "so give it once"
+    ),
+    ("search", "--tracking-uri", "myruns"): (
+        "--tracking-uri 'myruns': a directory is MLflow's file store, which MLflow 3 no longer "
+        "opens (set MLFLOW_ALLOW_FILE_STORE=true to use it anyway); use a database, e.g. "
+        "sqlite:///mlflow.db"
     ),
     ("search", "--device", "meta"): "--device: must be auto, cpu, cuda, cuda:N or mps, got 'meta'",
     ("search", "--storage", "sqlite:///:memory:"): (
