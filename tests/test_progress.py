@@ -125,3 +125,20 @@ def test_every_evaluation_of_every_trial_reaches_on_epoch(storage):
             (n, e, 2) for n in range(3) for e in (1, 2)
         ]
         assert all("val_accuracy" in metrics for *_, metrics in seen)
+
+
+def test_confirmation_shows_runs_done_the_best_mean_and_the_time(monkeypatch):
+    now = iter(float(t) for t in range(100))
+    monkeypatch.setattr("adamtune.progress.time.perf_counter", lambda: next(now))
+    out = io.StringIO()
+    progress = Progress(4, "val_accuracy", stream=out, live=False)
+    progress.confirm_run(0, 9, "")
+    progress.confirm_run(3, 9, "best mean 0.61 (trial 2), epoch 20/20")  # 1 s later: quiet
+    progress.confirm_run(9, 9, "best mean 0.61 (trial 2)")  # the last run always shows
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "[........................] 0/9 confirmation runs | 0s"
+    assert (
+        lines[-1]
+        == "[########################] 9/9 confirmation runs | best mean 0.61 (trial 2) | 2s"
+    )
+    assert len(lines) == 2

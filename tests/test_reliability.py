@@ -237,3 +237,26 @@ def test_ui_on_a_busy_port_says_so(tmp_path):
         result = CliRunner().invoke(cli, ["ui", "--port", str(port), "--tracking-uri", store])
     assert result.exit_code != 0
     assert result.stderr.startswith(f"Error: --port {port}: cannot listen on 127.0.0.1:{port}")
+
+
+def test_an_artifact_root_that_cannot_be_written_is_refused_before_the_study(tmp_path):
+    source, mounted = tmp_path / "src", tmp_path / "ro"
+    source.mkdir()
+    mounted.mkdir()
+    _mount(["--bind"], str(source), mounted, "bind")
+    try:
+        _mount([], str(source), mounted, "remount,ro,bind")
+        done = subprocess.run(
+            [ADAMTUNE, "search", "--task", "wine-mlp", "--n-trials", "1", "--confirm", "0"]
+            + ["--storage", f"sqlite:///{tmp_path / 's.db'}"]
+            + ["--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
+            cwd=mounted,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        _unmount(mounted)
+    assert done.returncode != 0
+    assert "MLflow writes artifacts under ./mlruns, and" in done.stderr, done.stderr
+    assert not (tmp_path / "s.db").exists()  # refused before the study was made
