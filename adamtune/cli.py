@@ -65,17 +65,9 @@ class AdamtuneGroup(click.Group):
         except (click.Abort, KeyboardInterrupt):
             click.echo("Interrupted.", err=True)
             sys.exit(130)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EPIPE, errno.EIO) and not exc.filename:
-                _fail(f"cannot write the output: {exc.strerror or exc}", 1, argv)
-            if os.environ.get("ADAMTUNE_DEBUG"):
-                raise
-            _fail(
-                f"unexpected {describe(exc)} (a bug in adamtune: ADAMTUNE_DEBUG=1 shows where)",
-                70,
-                argv,
-            )
         except Exception as exc:
+            if _unwritable_output(exc):
+                _fail(f"cannot write the output: {getattr(exc, 'strerror', None) or exc}", 1, argv)
             if os.environ.get("ADAMTUNE_DEBUG"):
                 raise
             _fail(
@@ -84,6 +76,15 @@ class AdamtuneGroup(click.Group):
                 argv,
             )
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _unwritable_output(exc: BaseException) -> bool:
+    """Writing stdout or stderr failed (a full disk, a closed pipe): no file of ours is named."""
+    return (
+        isinstance(exc, OSError)
+        and exc.errno in (errno.ENOSPC, errno.EPIPE, errno.EIO)
+        and not exc.filename
+    )
 
 
 def _fail(message: str, code: int, argv: list[str]) -> None:
