@@ -28,7 +28,6 @@ from adamtune.space import SearchSpace, load_space
 from adamtune.study import (
     SearchSettings,
     confirm,
-    default_study_name,
     open_or_create,
     run_search,
     start_baseline,
@@ -109,11 +108,8 @@ def run_workers(
     space = space or load_space(settings.space)
     if settings.sampler == "grid":
         space = space.for_grid()
-    settings = replace(
-        settings,
-        study_name=settings.study_name or default_study_name(task, space, settings.precision),
-    )
     study, created = open_or_create(settings, task, space)
+    settings = replace(settings, study_name=study.study_name)  # the workers open this one
     n_trials = trials_to_run(settings, study, space, warn)
     # The baseline and the confirmation run here, once, around the workers' trials.
     device = resolve_device(settings.device)

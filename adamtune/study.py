@@ -37,6 +37,7 @@ from adamtune.settings import MAX_STACK, SAMPLERS, SEED_LIMIT, SearchSettings
 from adamtune.space import SearchSpace, load_space
 from adamtune.storage import open_storage
 from adamtune.tasks import Task, resolve_task
+from adamtune.tasks.base import fingerprint
 from adamtune.tracking import NullTracker, Tracker, make_tracker
 from adamtune.train import planned_steps, resolve_device, run_precision
 from adamtune.urls import redact
@@ -49,8 +50,34 @@ Callback = Callable[[optuna.Study, FrozenTrial], None]
 def default_study_name(task: Task, space: SearchSpace, precision: str = "fp32") -> str:
     """``task-space``, and the precision when it is not fp32: trials of another precision
     reach other values, so by default they go to a study of their own."""
+    name = f"{task.origin or task.name}-{space.name}"
+    return name if precision == "fp32" else f"{name}-{precision}"
+
+
+def _legacy_name(task: Task, space: SearchSpace, precision: str) -> str:
+    """The default name before user tasks were named by where they live."""
     name = f"{task.name}-{space.name}"
     return name if precision == "fp32" else f"{name}-{precision}"
+
+
+def _study_name(
+    settings: SearchSettings, task: Task, space: SearchSpace, storage: Any, identity: str
+) -> str:
+    """``--study-name``, or the default; a user task's study made under the old default name
+    (``FUNCTION-SPACE``) is still found when it was made by this same task."""
+    if settings.study_name:
+        return settings.study_name
+    name = default_study_name(task, space, settings.precision)
+    legacy = _legacy_name(task, space, settings.precision)
+    if legacy == name:
+        return name
+    names = set(optuna.get_all_study_names(storage))
+    if name in names or legacy not in names:
+        return name
+    attrs = optuna.load_study(study_name=legacy, storage=storage).user_attrs
+    stored = attrs.get("task_identity")
+    same = stored == identity if stored else attrs.get("task") == task.name
+    return legacy if same else name
 
 
 def make_sampler(
@@ -155,17 +182,23 @@ def open_or_create(
     with warnings.catch_warnings():  # heartbeats: stable in practice, flagged experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = open_storage(settings.storage, heartbeat=settings.heartbeat, on_stale=on_stale)
+    identity = fingerprint(task)
     name = settings.study_name or default_study_name(task, space, settings.precision)
     epochs = settings.epochs or task.epochs
     where = f"study {shown(name)} in {redact(settings.storage)}"
     try:
+        name = _study_name(settings, task, space, storage, identity)
+        where = f"study {shown(name)} in {redact(settings.storage)}"
         study, created = create_or_load(
             storage,
             name,
             direction=task.direction,
             pruner=make_pruner(settings.pruner, epochs),
         )
-        check_fits(study, task, space)
+        check_fits(study, task, space, identity, settings.task)
+        if identity and study.user_attrs.get("task_identity") is None:
+            study.set_user_attr("task_identity", identity)
+            study.set_user_attr("task_spec", settings.task)
         if study.user_attrs.get("task") is None:
             for key, value in (
                 ("task", task.name),
@@ -258,9 +291,20 @@ def trials_to_run(
     return n_trials
 
 
-def check_fits(study: optuna.Study, task: Task, space: SearchSpace) -> None:
-    """Refuse to resume a study made for another task, direction or parameter types."""
+def check_fits(
+    study: optuna.Study, task: Task, space: SearchSpace, identity: str = "", spec: str = ""
+) -> None:
+    """Refuse to resume a study made for another task (its name, or what it trains: another
+    model or loop under the same name), direction or parameter types."""
     name = shown(study.study_name)
+    stored_identity = study.user_attrs.get("task_identity")
+    if identity and stored_identity and stored_identity != identity:
+        made_by = shown(study.user_attrs.get("task_spec") or study.user_attrs.get("task"))
+        raise StudyError(
+            f"study {name} was made by task {made_by}, which trains another model or loop than "
+            f"{shown(spec or task.name)} (task fingerprint {stored_identity}, not {identity}); "
+            "pass --study-name to start a new study"
+        )
     stored_task = study.user_attrs.get("task")
     if stored_task is not None and stored_task != task.name:
         raise StudyError(

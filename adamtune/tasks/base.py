@@ -74,6 +74,9 @@ class Task:
     num_workers: int = 0  # DataLoader processes for Dataset splits
     # Your own training loop, train(trial) (adamtune.loops): then no data, model or loss here
     train_loop: Callable[[Any], Any] | None = None
+    # Where a user's task lives, ``FILE_STEM-FUNCTION`` or ``MODULE-FUNCTION`` (set by
+    # resolve_task): default study names come from it, since two files' ``name``s can agree.
+    origin: str = ""
 
     @property
     def uses_loader(self) -> bool:
@@ -193,3 +196,24 @@ def _check_split(where: str, split: str, data: Split) -> None:
         raise TaskError(f"{where}: {split}: len() raised {type(exc).__name__}: {exc}") from None
     if not isinstance(size, int) or size == 0:
         raise TaskError(f"{where}: {split} is empty (a Dataset of length {size!r})")
+
+
+def fingerprint(task: Task) -> str:
+    """What makes a study's trials comparable, as 16 hex digits: the metric and a loop's
+    source, or the metric and the model's parameter names and shapes. "" where it cannot be
+    told (a model that fails to build is the trials' failure to report, not this one's)."""
+    import hashlib
+    import inspect
+
+    try:
+        if task.train_loop is not None:
+            try:
+                text = inspect.getsource(task.train_loop)
+            except (OSError, TypeError):
+                text = getattr(task.train_loop, "__qualname__", repr(task.train_loop))
+        else:
+            model = task.build_model()
+            text = repr([(name, tuple(p.shape)) for name, p in model.named_parameters()])
+    except Exception:  # noqa: BLE001  (user code)
+        return ""
+    return hashlib.sha256(f"{task.metric_name}|{text}".encode()).hexdigest()[:16]

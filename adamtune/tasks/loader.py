@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,8 +65,11 @@ def resolve_task(spec: str) -> Task:
         raise TaskError(f"--task {spec!r}: {target} has no function {func_name!r}")
     from adamtune.loops import is_training_loop
 
+    origin = (
+        f"{Path(target).stem if target.endswith('.py') else target.rpartition('.')[2]}-{func_name}"
+    )
     if is_training_loop(factory):
-        return _loop_task(spec, func_name, factory)
+        return replace(_loop_task(spec, func_name, factory), origin=origin)
     try:
         task = factory()
     except TaskError:
@@ -78,7 +82,7 @@ def resolve_task(spec: str) -> Task:
         raise TaskError(
             f"--task {spec!r}: {func_name}() must return adamtune.Task, got {type(task).__name__}"
         )
-    return task
+    return replace(task, origin=origin)
 
 
 def _loop_task(spec: str, name: str, function: Callable[..., Any]) -> Task:
