@@ -297,6 +297,12 @@ def check_fits(
     """Refuse to resume a study made for another task (its name, or what it trains: another
     model or loop under the same name), direction or parameter types."""
     name = shown(study.study_name)
+    stored_task = study.user_attrs.get("task")
+    if stored_task is not None and stored_task != task.name:
+        raise StudyError(
+            f"study {name} was created for task {shown(stored_task)}, not "
+            f"{shown(task.name)}; pass --study-name to start a new study"
+        )
     stored_identity = study.user_attrs.get("task_identity")
     if identity and stored_identity and stored_identity != identity:
         made_by = shown(study.user_attrs.get("task_spec") or study.user_attrs.get("task"))
@@ -304,12 +310,6 @@ def check_fits(
             f"study {name} was made by task {made_by}, which trains another model or loop than "
             f"{shown(spec or task.name)} (task fingerprint {stored_identity}, not {identity}); "
             "pass --study-name to start a new study"
-        )
-    stored_task = study.user_attrs.get("task")
-    if stored_task is not None and stored_task != task.name:
-        raise StudyError(
-            f"study {name} was created for task {shown(stored_task)}, not "
-            f"{shown(task.name)}; pass --study-name to start a new study"
         )
     stored = study.direction.name.lower()
     if stored != task.direction:
