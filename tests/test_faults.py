@@ -95,7 +95,9 @@ def test_sigterm_mid_trial_is_handled_like_ctrl_c(slow_task, in_tmp, stack):
     assert process.returncode == 130, err
     assert "Interrupted: completed trials are saved" in err
     assert "Traceback" not in err
-    study = optuna.load_study(study_name="slow_task-make_task-lr-only", storage="sqlite:///adamtune.db")
+    study = optuna.load_study(
+        study_name="slow_task-make_task-lr-only", storage="sqlite:///adamtune.db"
+    )
     assert [t.state for t in study.trials] == [TrialState.FAIL] * int(stack)
     for trial in study.trials:
         assert trial.user_attrs["fail_reason"] == "interrupted (Ctrl-C or SIGTERM)"
@@ -140,7 +142,9 @@ def test_sigkill_mid_trial_then_resume_fails_the_dead_trial_and_its_run(slow_tas
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert "Warning" not in err, err  # in particular no stale_trial error from the tracker
-    study = optuna.load_study(study_name="slow_task-make_task-lr-only", storage=_optuna_url(storage))
+    study = optuna.load_study(
+        study_name="slow_task-make_task-lr-only", storage=_optuna_url(storage)
+    )
     states = [t.state for t in study.trials]
     assert states[0] == TrialState.FAIL and states.count(TrialState.COMPLETE) == 2
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == 0]
@@ -200,7 +204,9 @@ def test_a_dead_logging_process_is_reported_once_and_its_runs_closed(slow_task, 
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     assert err.count("the MLflow logging process stopped") == 1, err
-    study = optuna.load_study(study_name="slow_task-make_task-lr-only", storage="sqlite:///adamtune.db")
+    study = optuna.load_study(
+        study_name="slow_task-make_task-lr-only", storage="sqlite:///adamtune.db"
+    )
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
     statuses = {r.info.run_name: r.info.status for r in runs(in_tmp / "mlflow.db")}
     assert "RUNNING" not in statuses.values(), statuses
@@ -218,7 +224,9 @@ def test_sys_exit_in_user_code_fails_only_that_trial(slow_task, in_tmp):
     assert process.returncode == 1
     assert err.strip().splitlines()[-1] == "Error: no trial completed; see the reasons above"
     assert "Traceback" not in err
-    study = optuna.load_study(study_name="slow_task-make_task-lr-only", storage="sqlite:///adamtune.db")
+    study = optuna.load_study(
+        study_name="slow_task-make_task-lr-only", storage="sqlite:///adamtune.db"
+    )
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
     assert study.trials[0].user_attrs["fail_reason"] == "SystemExit: 4"
     statuses = {r.info.run_name: r.info.status for r in runs(in_tmp / "mlflow.db")}
@@ -333,7 +341,9 @@ def test_sigterm_to_a_workers_search_stops_every_worker_cleanly(slow_task, in_tm
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert "Traceback" not in err
-    study = optuna.load_study(study_name="slow_task-make_task-lr-only", storage=_optuna_url("journal:j.log"))
+    study = optuna.load_study(
+        study_name="slow_task-make_task-lr-only", storage=_optuna_url("journal:j.log")
+    )
     assert study.trials and all(t.state != TrialState.RUNNING for t in study.trials)
     assert {t.user_attrs.get("fail_reason") for t in study.trials} == {
         "interrupted (Ctrl-C or SIGTERM)"
