@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from adamtune.confirm import RunProgress
 from adamtune.errors import StudyError
 from adamtune.evaluations import Runner
+from adamtune.first_batch import check_one_batch
 from adamtune.space import SearchSpace, load_space
 from adamtune.study import (
     SearchSettings,
@@ -113,7 +114,7 @@ def run_workers(
     n_trials = trials_to_run(settings, study, space, warn)
     # The baseline and the confirmation run here, once, around the workers' trials.
     device = resolve_device(settings.device)
-    run_precision(settings.precision, device)
+    check_one_batch(task, device, run_precision(settings.precision, device))
     runner = Runner(
         task,
         settings.epochs,

@@ -31,6 +31,7 @@ from adamtune.confirm import (
 )
 from adamtune.errors import StorageError, StudyError, describe, shown
 from adamtune.evaluations import Evaluated, Runner
+from adamtune.first_batch import check_one_batch
 from adamtune.gain import study_baseline
 from adamtune.objective import Objective
 from adamtune.samplers import SeededByFirstTrial, make_sampler
@@ -298,8 +299,9 @@ def run_search(
     if settings.sampler == "grid":
         space = space.for_grid()
     device = resolve_device(settings.device)
-    run_precision(settings.precision, device)  # refuses bf16 on a device without it, up front
+    prec = run_precision(settings.precision, device)  # refuses bf16 where it cannot run
     planned_steps(task, settings.epochs or task.epochs)  # refuses an endless run up front
+    check_one_batch(task, device, prec)  # a task that cannot train fails now, not an epoch in
     rows = stack_rows(settings, task, device, warn)  # refuses a stack that cannot be, up front
     on_stale = StaleTrialHandler(settings.max_retries)
     study, created = open_or_create(settings, task, space, on_stale)

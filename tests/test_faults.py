@@ -32,7 +32,12 @@ def make_task():
     x = torch.randn(64, 4, generator=g)
     y = (x[:, 0] > 0).long()
 
+    calls = [0]
+
     def loss(outputs, targets):
+        calls[0] += 1
+        if calls[0] <= 2:  # adamtune's one-batch try (a training batch, then an evaluation)
+            return F.cross_entropy(outputs, targets)
         marker = os.environ.get("MARKER")
         if marker:  # slow only while the test wants a trial to kill
             open(marker, "a").close()
