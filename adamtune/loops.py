@@ -1,6 +1,8 @@
 """Your own training loop as a trial: ``--task my_train.py:train`` where ``train(trial)`` trains.
 
-``trial`` is a LoopTrial: the trial's resolved ``config``, ``device`` and ``seed``, and
+``trial`` is a LoopTrial: the trial's resolved ``config``, ``device`` and ``seed``,
+``trial.epochs`` (``--epochs``, else the loop's own ``@training_loop(epochs=...)``, else 1: a loop
+that reads it lets the flag set its length), and
 - ``trial.optimizer(params, implementation="fused")``: FusedAdam (or torch's Adam/AdamW with
   ``"torch"``) with the trial's values; every step's learning rate is recorded by an optimizer
   step hook, so MLflow shows the schedule as for built-in tasks;
@@ -92,8 +94,16 @@ class LoopTrial:
     _evaluation: Any = field(repr=False)  # train.Evaluation (passed in: train imports this module)
     _check_divergence: Any = field(repr=False)  # train.check_divergence
     _divergence_factor: float = 100.0
+    _epochs: int = 1
     _reports: int = 0
+    _epochs_read: bool = False
     _step_metrics: list[tuple[int, dict[str, float]]] = field(default_factory=list, repr=False)
+
+    @property
+    def epochs(self) -> int:
+        """How many epochs to train: ``--epochs``, else the loop's own default."""
+        self._epochs_read = True
+        return self._epochs
 
     def optimizer(self, params: Any, implementation: str = "fused") -> torch.optim.Optimizer:
         if implementation not in ("fused", "torch"):
@@ -158,8 +168,10 @@ def run_loop(
     divergence_factor: float,
     evaluation: Any,
     check_divergence: Any,
+    epochs: int = 1,
 ) -> tuple[float, dict[str, float], str | None, list[tuple[int, dict[str, float]]], float]:
-    """Run the user's loop once: (value, metrics, stopped, per-step metrics, seconds)."""
+    """Run the user's loop once: (value, metrics, stopped, per-step metrics, seconds);
+    ``log.epochs_read`` says whether it read ``trial.epochs``."""
     started = time.perf_counter()
     trial = LoopTrial(
         config,
@@ -172,6 +184,7 @@ def run_loop(
         evaluation,
         check_divergence,
         divergence_factor,
+        epochs,
     )
     torch.manual_seed(seed)
     stopped: str | None = None
@@ -179,6 +192,8 @@ def run_loop(
         returned = task.train_loop(trial)
     except TrialStopped as stop:
         stopped, returned = stop.reason, None
+    finally:
+        log.epochs_read = trial._epochs_read
     seconds = time.perf_counter() - started
     if stopped:
         last = log.evaluations[-1].metrics if log.evaluations else {}

@@ -69,6 +69,8 @@ class Objective:
     baseline: Baseline | None = None  # the study's baseline; its trial's outcome is recorded
     # Progress of running trials: (trial number, epoch, epochs, metrics) at every evaluation
     on_epoch: Callable[[int, int, int, dict[str, float]], None] | None = None
+    warn: Callable[[str], None] = lambda message: None
+    _told_epochs: bool = field(default=False, repr=False)  # a loop ignoring --epochs: said once
 
     @property
     def effective_patience(self) -> int | None:
@@ -118,7 +120,21 @@ class Objective:
             )
         except DivergedError as exc:
             return TrialOutcome("PRUNED", reason=f"diverged: {exc}", total_steps=log.total_steps)
+        finally:
+            self._tell_ignored_epochs(log)
         return self.outcome(result)
+
+    def _tell_ignored_epochs(self, log: TrainingLog) -> None:
+        """A loop that never read trial.epochs while --epochs was given: say so, once."""
+        if self.epochs is None or log.epochs_read is not False or self._told_epochs:
+            return
+        self._told_epochs = True
+        name = getattr(self.task.train_loop, "__name__", self.task.name)
+        self.warn(
+            f"Warning: --epochs {self.epochs} does not reach the training loop {name}(trial): "
+            f"it never reads trial.epochs (it reported {len(log.evaluations)} time(s)); "
+            "loop over range(trial.epochs) to let the flag set its length."
+        )
 
     def outcome(self, result: TrainResult) -> TrialOutcome:
         """What a finished training run means for its trial."""
@@ -148,8 +164,8 @@ class Objective:
         return self.prune_reason(evaluation) if trial.should_prune() else None
 
     def show_epoch(self, number: int, evaluation: Evaluation) -> None:
-        if self.on_epoch is not None:
-            epochs = self.epochs or self.task.epochs
+        if self.on_epoch is not None:  # a loop may report more often than it planned
+            epochs = max(self.epochs or self.task.epochs, evaluation.epoch)
             self.on_epoch(number, evaluation.epoch, epochs, evaluation.metrics)
 
     def prune_reason(self, evaluation: Evaluation) -> str:

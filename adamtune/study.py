@@ -321,6 +321,7 @@ def run_search(
         patience=settings.patience,
         precision=settings.precision,
         on_epoch=on_epoch,
+        warn=warn,
     )
     runner = Runner(
         task,

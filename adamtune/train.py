@@ -58,6 +58,7 @@ class TrainingLog:
     # a user loop's trial.log(step, **metrics) beyond the loss: (step, metrics)
     step_metrics: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     total_steps: int = 0  # steps planned
+    epochs_read: bool | None = None  # a user loop: whether it read trial.epochs
 
 
 @dataclass
@@ -164,7 +165,16 @@ def train(
     prec = run_precision(precision, device)
     if task.train_loop is not None:
         return _train_loop(
-            task, config, seed, device, optimizer_factory, on_eval, log, prec, divergence_factor
+            task,
+            config,
+            seed,
+            device,
+            optimizer_factory,
+            on_eval,
+            log,
+            prec,
+            divergence_factor,
+            epochs or task.epochs,
         )
     epochs = epochs or task.epochs
     total_steps = planned_steps(task, epochs)
@@ -289,6 +299,7 @@ def _train_loop(
     log: TrainingLog | None,
     prec: Precision,
     divergence_factor: float,
+    epochs: int,
 ) -> TrainResult:
     """The user's own training function as one run (adamtune.loops)."""
     from adamtune.loops import run_loop
@@ -312,6 +323,7 @@ def _train_loop(
         divergence_factor=divergence_factor,
         evaluation=Evaluation,
         check_divergence=check_divergence,
+        epochs=epochs,
     )
     log.step_metrics = step_metrics
     return TrainResult(value=value, metrics=metrics, log=log, stopped=stopped, seconds=seconds)

@@ -76,7 +76,7 @@ def train(trial: adamtune.LoopTrial) -> dict:
     L.seed_everything(trial.seed, verbose=False)
     train_loader, val_loader = loaders()
     trainer = L.Trainer(
-        max_epochs=EPOCHS,
+        max_epochs=trial.epochs,  # --epochs, else EPOCHS
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,

@@ -27,7 +27,7 @@ def train(trial: adamtune.LoopTrial) -> dict:
     model = torch.nn.Sequential(
         torch.nn.Linear(10, 64), torch.nn.ReLU(), torch.nn.Linear(64, 2)
     ).to(trial.device)
-    epochs, batch_size = 8, 50
+    epochs, batch_size = trial.epochs, 50  # --epochs, else the 8 above
     steps = epochs * (len(x) // batch_size)
     optimizer = trial.optimizer(model.parameters())
     scheduler = trial.scheduler(optimizer, total_steps=steps)

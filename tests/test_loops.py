@@ -169,3 +169,54 @@ def test_the_lightning_example_tunes_a_lightning_module(storage):
         SearchSettings(task=example, storage=storage, n_trials=3, space="lr-only", baseline=False)
     )
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+
+
+def epochs_loop(reads):
+    """A loop of ``trial.epochs`` reports when ``reads``, else of its own 3."""
+    seen = []
+
+    def body(trial):
+        epochs = trial.epochs if reads else 3
+        seen.append(epochs)
+        for epoch in range(epochs):
+            trial.report(1.0 / (epoch + 1), epoch)
+        return 1.0 / epochs
+
+    return _loop_task("test", "body", training_loop("val_loss", "minimize", epochs=5)(body)), seen
+
+
+def test_trial_epochs_is_the_flag_else_the_loops_own_default(storage):
+    task, seen = epochs_loop(reads=True)
+    base = dict(task="x", storage=storage, n_trials=1, space="lr-only", baseline=False)
+    run_search(SearchSettings(**base, epochs=2, study_name="flag"), task=task)
+    run_search(SearchSettings(**base, study_name="default"), task=task)
+    assert seen == [2, 5]
+
+
+def test_a_loop_that_ignores_epochs_is_told_once_and_progress_counts_its_reports(storage):
+    task, _ = epochs_loop(reads=False)
+    said, shown = [], []
+    run_search(
+        SearchSettings(task="x", storage=storage, n_trials=3, space="lr-only", epochs=2),
+        task=task,
+        warn=said.append,
+        on_epoch=lambda number, epoch, epochs, metrics: shown.append((epoch, epochs)),
+    )
+    told = [line for line in said if "--epochs" in line]
+    assert told == [
+        "Warning: --epochs 2 does not reach the training loop body(trial): it never reads "
+        "trial.epochs (it reported 3 time(s)); loop over range(trial.epochs) to let the flag "
+        "set its length."
+    ]
+    assert all(epoch <= epochs for epoch, epochs in shown) and (3, 3) in shown
+
+
+def test_a_loop_that_reads_epochs_is_not_told(storage):
+    task, _ = epochs_loop(reads=True)
+    said = []
+    run_search(
+        SearchSettings(task="x", storage=storage, n_trials=2, space="lr-only", epochs=2),
+        task=task,
+        warn=said.append,
+    )
+    assert not [line for line in said if "--epochs" in line]
