@@ -10,7 +10,13 @@ that reads it lets the flag set its length), and
 - ``trial.report(value, step)``: the validation metric, to the pruner; a pruned trial stops
   here (an exception adamtune catches; let it through);
 - ``trial.log(step, loss=..., **metrics)``: per-step metrics to MLflow; a non-finite or
-  exploding ``loss`` stops the trial as diverged.
+  exploding ``loss`` stops the trial as diverged;
+- ``trial.log_params(**params)``: facts of the user's own (batch size, accumulation steps) as
+  the run's MLflow params.
+Monitoring comes from the first optimizer ``trial.optimizer`` made: the gradient norm of every
+step (after any clipping of the loop's own; kept on the device until a report), and at every
+report ``param_norm``, ``update_ratio`` (of the first step since the last report), the mean
+``train_loss`` logged since then and, for a ``val_loss`` metric, ``val_train_gap``.
 The function returns the final metric, or a dict holding it.
 
 A function with one parameter is a training loop; one with none is a task factory (it returns
@@ -98,6 +104,8 @@ class LoopTrial:
     _reports: int = 0
     _epochs_read: bool = False
     _step_metrics: list[tuple[int, dict[str, float]]] = field(default_factory=list, repr=False)
+    _monitor: _Monitor | None = field(default=None, repr=False)
+    _losses_seen: int = 0  # train losses logged before the last report
 
     @property
     def epochs(self) -> int:
@@ -117,7 +125,22 @@ class LoopTrial:
             rates.append(float(opt.param_groups[0]["lr"]))
 
         optimizer.register_step_post_hook(record)
+        if self._monitor is None:
+            self._monitor = _Monitor(optimizer)
         return optimizer
+
+    def log_params(self, **params: Any) -> None:
+        """Facts of the loop's own, logged as the run's params (a string, number or bool each)."""
+        for key, value in params.items():
+            if key in RESERVED_PARAMS:
+                raise TaskError(
+                    f"trial.log_params: {key!r} is one of adamtune's own params; use another name"
+                )
+            if value is not None and not isinstance(value, (str, int, float, bool)):
+                raise TaskError(
+                    f"trial.log_params: {key} must be a string, number or bool, got {shown(value)}"
+                )
+            self._log.params[key] = value
 
     def scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
         from adamtune.builders import build_scheduler
@@ -134,7 +157,9 @@ class LoopTrial:
         if not math.isfinite(value):
             raise DivergedError(step, value, self._lr())
         self._reports += 1
-        evaluation = self._evaluation(self._reports, int(step), {self.metric_name: value})
+        metrics = {self.metric_name: value, **self._diagnostics(value)}
+        steps = len(self._log.learning_rates) if self._monitor is not None else int(step)
+        evaluation = self._evaluation(self._reports, steps, metrics)
         self._log.evaluations.append(evaluation)
         reason = self._on_eval(evaluation) if self._on_eval is not None else None
         if reason:
@@ -150,6 +175,20 @@ class LoopTrial:
             losses.append(loss)
         if values:
             self._step_metrics.append((int(step), values))
+
+    def _diagnostics(self, value: float) -> dict[str, float]:
+        """What the report adds for monitoring (see the module doc); never the metric's name."""
+        out: dict[str, float] = {}
+        losses = self._log.train_losses[self._losses_seen :]
+        self._losses_seen = len(self._log.train_losses)
+        if losses:
+            out["train_loss"] = sum(losses) / len(losses)
+            if self.metric_name == "val_loss":
+                out["val_train_gap"] = value - out["train_loss"]
+        if self._monitor is not None:
+            out.update(self._monitor.report(self._log.grad_norms))
+        out.pop(self.metric_name, None)
+        return out
 
     def _lr(self) -> float:
         rates = self._log.learning_rates
@@ -194,6 +233,8 @@ def run_loop(
         stopped, returned = stop.reason, None
     finally:
         log.epochs_read = trial._epochs_read
+        if trial._monitor is not None:
+            trial._monitor.flush(log.grad_norms)
     seconds = time.perf_counter() - started
     if stopped:
         last = log.evaluations[-1].metrics if log.evaluations else {}
@@ -208,6 +249,65 @@ def run_loop(
     if not log.total_steps:
         log.total_steps = len(log.learning_rates)
     return metrics[task.metric_name], metrics, None, trial._step_metrics, seconds
+
+
+# What adamtune logs itself for a loop's run: trial.log_params may not use these names.
+RESERVED_PARAMS = frozenset(
+    {"trial_number", "seed", "task", "total_steps", "device", "optimizer", "role", "baseline"}
+    | set(AdamConfig.__dataclass_fields__)
+)
+
+
+class _Monitor:
+    """Gradient norms, weight norm and update ratio of one optimizer, through its step hooks:
+    norms stay on the device until a report reads them (one sync a report, not one a step)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.norms: list[torch.Tensor] = []
+        self.before: list[torch.Tensor] | None = None
+        self.watch = True  # copy the weights around the next step, for its update ratio
+        self.ratio: torch.Tensor | None = None
+        optimizer.register_step_pre_hook(self._pre)
+        optimizer.register_step_post_hook(self._post)
+
+    def _pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        grads = [p.grad.detach().float() for p in self.params if p.grad is not None]
+        if grads:
+            self.norms.append(
+                torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+            )
+        if self.watch:
+            self.before = [p.detach().float().clone() for p in self.params]
+
+    def _post(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self.before is None:
+            return
+        with torch.no_grad():
+            now = [p.detach().float() for p in self.params]
+            update = _global_norm([p - b for p, b in zip(now, self.before, strict=True)])
+            self.ratio = update / _global_norm(self.before).clamp_min(1e-30)
+        self.before, self.watch = None, False
+
+    def flush(self, into: list[float]) -> None:
+        if self.norms:
+            into += torch.stack(self.norms).tolist()
+            self.norms.clear()
+
+    def report(self, grad_norms: list[float]) -> dict[str, float]:
+        self.flush(grad_norms)
+        with torch.no_grad():
+            out = {"param_norm": _global_norm([p.detach().float() for p in self.params]).item()}
+        if self.ratio is not None:
+            out["update_ratio"] = self.ratio.item()
+        self.ratio, self.watch = None, True
+        return out
+
+
+def _global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    if not tensors:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
 
 
 def _result_metrics(task: Any, returned: Any) -> dict[str, float]:

@@ -231,13 +231,15 @@ class Objective:
     ) -> dict[str, Any]:
         """The resolved configuration and how the trial ran, for trackers."""
         resolved = dict(config_rows(config.to_dict())) if config is not None else {}
+        loop = self.task.train_loop is not None  # its batch size is its own: not invented here
         return {
+            **log.params,
             **resolved,
             "trial_number": trial.number,
             "seed": self.seed,
             "task": self.task.name,
             "total_steps": log.total_steps,
-            "batch_size": self.task.batch_size,
+            **({} if loop else {"batch_size": self.task.batch_size}),
             "device": str(self.device),
             "optimizer": self.optimizer_name(),
         }

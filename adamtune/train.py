@@ -59,6 +59,7 @@ class TrainingLog:
     step_metrics: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     total_steps: int = 0  # steps planned
     epochs_read: bool | None = None  # a user loop: whether it read trial.epochs
+    params: dict[str, Any] = field(default_factory=dict)  # a user loop's trial.log_params
 
 
 @dataclass

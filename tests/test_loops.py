@@ -15,6 +15,7 @@ from adamtune.schedules import learning_rates
 from adamtune.study import SearchSettings, run_search
 from adamtune.tasks import resolve_task
 from adamtune.tasks.loader import _loop_task
+from adamtune.tracking import NullTracker
 from adamtune.train import train
 
 EXAMPLE = f"{Path(__file__).parent.parent / 'examples' / 'plain_loop.py'}:train"
@@ -220,3 +221,77 @@ def test_a_loop_that_reads_epochs_is_not_told(storage):
         warn=said.append,
     )
     assert not [line for line in said if "--epochs" in line]
+
+
+class Records(NullTracker):
+    def __init__(self):
+        self.trials = []
+
+    def end_trial(self, record):
+        self.trials.append(record)
+
+
+def monitored_loop():
+    def body(trial):
+        trial.log_params(batch_size=8, accumulation_steps=2)
+        torch.manual_seed(trial.seed)
+        model = torch.nn.Linear(3, 1)
+        optimizer = trial.optimizer(model.parameters())
+        x, y = torch.randn(32, 3), torch.randn(32, 1)
+        for epoch in range(trial.epochs):
+            for step in range(4):
+                value = F.mse_loss(model(x[step * 8 : step * 8 + 8]), y[step * 8 : step * 8 + 8])
+                optimizer.zero_grad()
+                value.backward()
+                optimizer.step()
+                trial.log(epoch * 4 + step, loss=value.item())
+            trial.report(F.mse_loss(model(x), y).item(), epoch)
+        return F.mse_loss(model(x), y).item()
+
+    return _loop_task("test", "body", training_loop("val_loss", "minimize", epochs=2)(body))
+
+
+def test_a_loops_run_logs_its_own_params_and_the_monitoring_metrics_not_a_batch_size(storage):
+    tracker = Records()
+    run_search(
+        SearchSettings(task="x", storage=storage, n_trials=1, space="lr-only", baseline=False),
+        task=monitored_loop(),
+        tracker=tracker,
+    )
+    (record,) = tracker.trials
+    assert record.params["batch_size"] == 8 and record.params["accumulation_steps"] == 2
+    assert len(record.grad_norms) == 8 and all(g > 0 for g in record.grad_norms)
+    assert [step for _, step, _ in record.evaluations] == [4, 8]  # optimizer steps, as built-ins
+    for _, _, metrics in record.evaluations:
+        assert {"param_norm", "update_ratio", "train_loss", "val_train_gap"} <= set(metrics)
+        assert 0 < metrics["update_ratio"] < 1
+        assert metrics["val_train_gap"] == pytest.approx(
+            metrics["val_loss"] - metrics["train_loss"]
+        )
+
+
+def test_a_loop_without_params_of_its_own_logs_no_batch_size(storage):
+    tracker = Records()
+    run_search(
+        SearchSettings(task="x", storage=storage, n_trials=1, space="lr-only", baseline=False),
+        task=loop(),
+        tracker=tracker,
+    )
+    assert "batch_size" not in tracker.trials[0].params
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"lr": 1}, "trial.log_params: 'lr' is one of adamtune's own params; use another name"),
+        ({"shape": [1, 2]}, "trial.log_params: shape must be a string, number or bool, got [1, 2]"),
+    ],
+)
+def test_bad_log_params_are_one_line(params, message):
+    def body(trial):
+        trial.log_params(**params)
+        return 1.0
+
+    with pytest.raises(TaskError) as caught:
+        train(_loop_task("test", "body", body), CONFIG)
+    assert str(caught.value) == message
