@@ -11,6 +11,7 @@ outcome with its reason, never an exception: one bad seed must not lose the othe
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,6 +34,12 @@ class Evaluated:
     metrics: dict[str, float] = field(default_factory=dict)
     reason: str = ""  # why there is no value
     log: TrainingLog = field(default_factory=TrainingLog, repr=False)
+    ended: float = field(default_factory=time.time)  # epoch seconds
+    seconds: float = 0.0  # how long it trained
+
+    @property
+    def started(self) -> float:
+        return self.ended - self.seconds
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,7 @@ class Runner:
         self, config: AdamConfig, seed: int, on_eval: Callable[[Evaluation], None] | None = None
     ) -> Evaluated:
         log = TrainingLog()
+        started = time.perf_counter()
 
         def watch(evaluation: Evaluation) -> None:
             if on_eval is not None:
@@ -96,9 +104,11 @@ class Runner:
         except KeyboardInterrupt:
             raise
         except DivergedError as exc:
-            return Evaluated(seed, None, reason=f"diverged: {exc}", log=log)
+            seconds = time.perf_counter() - started
+            return Evaluated(seed, None, reason=f"diverged: {exc}", log=log, seconds=seconds)
         except BaseException as exc:  # noqa: BLE001  (user code: this run fails, not the others)
-            return Evaluated(seed, None, reason=describe(exc), log=log)
+            seconds = time.perf_counter() - started
+            return Evaluated(seed, None, reason=describe(exc), log=log, seconds=seconds)
         return self._outcome(result, seed)
 
     def _stacked(
@@ -152,12 +162,15 @@ class Runner:
 
     def _outcome(self, result: TrainResult, seed: int) -> Evaluated:
         reason = result.failed or result.stopped
+        took = result.seconds
         if reason:
-            return Evaluated(seed, None, result.metrics, reason, result.log)
+            return Evaluated(seed, None, result.metrics, reason, result.log, seconds=took)
         if not math.isfinite(result.value):
             why = f"{self.task.metric_name} is {result.value} (not a finite number)"
-            return Evaluated(seed, None, result.metrics, why, result.log)
-        return Evaluated(seed, float(result.value), dict(result.metrics), "", result.log)
+            return Evaluated(seed, None, result.metrics, why, result.log, seconds=took)
+        return Evaluated(
+            seed, float(result.value), dict(result.metrics), "", result.log, seconds=took
+        )
 
 
 def _watch_stack(

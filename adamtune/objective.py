@@ -223,6 +223,7 @@ class Objective:
                     grad_norms=log.grad_norms,
                     evaluations=[(e.epoch, e.step, e.metrics) for e in log.evaluations],
                     step_metrics=log.step_metrics,
+                    final_metrics=outcome.metrics,
                 )
             )
 

@@ -409,7 +409,7 @@ def start_baseline(
 
     def log(name: str, config: AdamConfig, outcome: Evaluated) -> None:
         metric = runner.task.metric_name
-        tracker.log_run(name, run_record(outcome, None, config, metric, "baseline", curves=True))
+        tracker.log_run(name, run_record(outcome, None, config, metric, "baseline"))
 
     prepare_baseline(
         study,

@@ -37,6 +37,13 @@ class TrialRecord:
     grad_norms: list[float] = field(default_factory=list)  # global gradient norm, every step
     # a user loop's own per-step metrics, trial.log(step, name=value): (step, metrics)
     step_metrics: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    # the run's final metrics, test split's included: those no evaluation holds are logged at
+    # its last step
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    # when a run that is no trial (log_run) really started and ended, in epoch seconds;
+    # None: when the tracker is told
+    started: float | None = None
+    ended: float | None = None
 
 
 class Tracker(Protocol):

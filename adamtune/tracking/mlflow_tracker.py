@@ -112,7 +112,8 @@ class MlflowTracker:
         self._send("end_trial", **_record_payload(record))
 
     def log_run(self, name: str, record: TrialRecord) -> None:
-        self._send("log_run", name=name, started_ms=_now_ms(), **_record_payload(record))
+        started = _now_ms() if record.started is None else int(record.started * 1000)
+        self._send("log_run", name=name, started_ms=started, **_record_payload(record))
 
     def stale_trial(self, number: int) -> None:
         self._send("stale_trial", number=number, ended_ms=_now_ms())
@@ -222,7 +223,8 @@ def _record_payload(record: TrialRecord) -> dict[str, Any]:
         "grad_norms": record.grad_norms,
         "evaluations": [list(e) for e in record.evaluations],
         **({"step_metrics": [list(m) for m in record.step_metrics]} if record.step_metrics else {}),
-        "ended_ms": _now_ms(),
+        **({"final_metrics": record.final_metrics} if record.final_metrics else {}),
+        "ended_ms": _now_ms() if record.ended is None else int(record.ended * 1000),
     }
 
 

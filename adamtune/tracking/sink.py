@@ -142,6 +142,7 @@ class MlflowSink:
         ended_ms: int,
         grad_norms: list[float] | None = None,
         step_metrics: list[list[Any]] | None = None,
+        final_metrics: dict[str, float] | None = None,
     ) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
@@ -164,8 +165,12 @@ class MlflowSink:
             previous = step
         for step, values in step_metrics or []:  # a user loop's trial.log(step, name=value)
             metrics += [Metric(k, v, now, step) for k, v in values.items()]
+        last = evaluations[-1][1] if evaluations else 0  # a run with no evaluation
+        logged = {m.key for m in metrics}
+        for key, final in (final_metrics or {}).items():  # the test split's, at the last step
+            if key not in logged and key != "train_loss":
+                metrics.append(Metric(key, final, now, last))
         if value is not None:
-            last = evaluations[-1][1] if evaluations else 0  # a run logged without its curves
             metrics.append(Metric("objective", value, now, len(learning_rates) or last))
         tags = [RunTag("adamtune.trial_state", state)]
         if reason:

@@ -232,9 +232,13 @@ def test_a_crashing_trial_is_failed_with_its_reason(tracked, tmp_path):
     task.write_text(
         "from adamtune.tasks.builtin import digits_mlp\n"
         "from dataclasses import replace\n"
+        "calls = []\n"
         "def make_task():\n"
         "    def metric(outputs, targets):\n"
-        "        raise RuntimeError('CUDA out of memory (simulated)')\n"
+        "        calls.append(1)\n"
+        "        if len(calls) > 1:  # the first is adamtune's one-batch try, before the trials\n"
+        "            raise RuntimeError('CUDA out of memory (simulated)')\n"
+        "        return 0.0\n"
         "    return replace(digits_mlp(), name='crashing', metric=metric)\n"
     )
     settings = tracked(
@@ -264,3 +268,50 @@ def test_a_tracker_closed_before_its_study_stops_its_worker_at_once(tmp_path):
     assert worker.returncode == -signal.SIGKILL
     assert tracker.errors == []
     assert not (tmp_path / "m.db").exists()
+
+
+DATASET_TASK = """
+import torch
+from dataclasses import replace
+from adamtune.tasks.builtin import digits_mlp
+
+class Pairs(torch.utils.data.Dataset):
+    def __init__(self, split):
+        self.x, self.y = split
+    def __len__(self):
+        return len(self.x)
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+def make_task():
+    base = digits_mlp()
+    return replace(base, name='digits-dataset', train=Pairs(base.train),
+                   validation=Pairs(base.validation), test=Pairs(base.validation))
+"""
+
+
+def test_dataset_trials_and_confirmation_runs_get_the_full_record(tracked, tmp_path):
+    task = tmp_path / "digits_dataset.py"
+    task.write_text(DATASET_TASK)
+    settings = tracked(
+        task=f"{task}:make_task", space="lr-only", n_trials=2, confirm=2, confirm_top=1
+    )
+    study = run_search(settings)
+    client, _, _, children = runs_of(settings)
+    trials = [c for c in children if "adamtune.trial_number" in c.data.tags]
+    confirms = [c for c in children if c.data.tags.get("adamtune.role") == "confirm"]
+    assert len(trials) == 2 and len(confirms) >= 2
+    assert study.best_trial is not None
+    for trial in trials:  # the Dataset's test split, where the trial completed
+        state = trial.data.tags["adamtune.trial_state"]
+        assert state != "COMPLETE" or "test_accuracy" in trial.data.metrics
+    steps = study.best_trial.user_attrs["total_steps"]
+    for run in confirms:
+        history = {
+            key: client.get_metric_history(run.info.run_id, key)
+            for key in ("lr", "train_loss", "val_accuracy")
+        }
+        assert len(history["lr"]) == len(history["train_loss"]) == steps
+        assert len(history["val_accuracy"]) == 2  # one point per epoch, not one at the end
+        assert "test_accuracy" in run.data.metrics
+        assert run.info.end_time - run.info.start_time > 0  # its own training time, not 0 s
