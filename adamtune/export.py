@@ -2,8 +2,8 @@
 write it safely. Rendering only: which trial to export is adamtune.studies' business.
 
 Formats: ``torch`` (a self-contained file, imports only torch and math), ``adamtune``
-(FusedAdam and adamtune's schedule), ``hf`` (transformers.TrainingArguments keyword
-arguments), ``lightning`` (a configure_optimizers method), ``yaml`` and ``json``.
+(FusedAdam and adamtune's schedule), ``hf`` (the torch optimizer and schedule for
+``transformers.Trainer(optimizers=...)``, with the TrainingArguments they need), ``lightning`` (a configure_optimizers method), ``yaml`` and ``json``.
 
 Exactness: the torch and lightning schedules are torch LambdaLR schedulers whose multiplier is
 adamtune.schedules' formula written out with the same operations in the same order, so every
@@ -282,47 +282,47 @@ def _adamtune(trial: ExportedTrial) -> str:
 
 
 def _hf(trial: ExportedTrial) -> str:
-    c, s = trial.config, trial.config.schedule
-    problems = []
-    if not c.decoupled:
-        problems.append("decoupled=false (Adam with L2 decay): the Trainer only has AdamW")
-    if c.amsgrad:
-        problems.append("amsgrad=true: TrainingArguments has no AMSGrad switch")
-    if s.warmup_fraction:
-        problems.append(
-            f"schedule.warmup_fraction={s.warmup_fraction!r}: transformers warms "
-            "up from 0 over ceil(ratio * steps) steps, adamtune from lr/warmup over "
-            "round(ratio * steps) steps"
-        )
-    if s.kind in ("step", "exponential"):
-        problems.append(f"schedule.kind={s.kind!r}: no such lr_scheduler_type")
-    if s.kind in ("linear", "cosine") and s.final_lr_fraction != 0:
-        problems.append(
-            f"schedule.final_lr_fraction={s.final_lr_fraction!r}: transformers' "
-            f"{s.kind} schedule decays to 0"
-        )
-    if problems:
-        raise ExportError(
-            f"--format hf cannot express this configuration exactly: "
-            f"{'; '.join(problems)}. Use --format torch"
-        )
+    """The torch export's optimizer and exact schedule, handed to transformers' Trainer through
+    ``Trainer(optimizers=(optimizer, scheduler))``: every configuration is expressible, since
+    the Trainer then steps them as they are (its own learning_rate, adam_* and
+    lr_scheduler_type arguments are not used)."""
+    config = trial.config
+    clip = repr(config.max_grad_norm or 0.0)
     lines = [
-        *_header(trial, "Adam configuration for transformers.TrainingArguments"),
-        "# Use: TrainingArguments(output_dir=..., **training_args)",
-        "# Note: the Trainer applies weight_decay to all parameters except biases and",
-        "# LayerNorm weights; adamtune's trial decayed every parameter.",
+        *_header(trial, "Adam configuration for transformers' Trainer"),
+        "# Use: optimizers = build_optimizers(model, total_steps)",
+        "#      Trainer(model=model, args=TrainingArguments(output_dir=..., **training_args),",
+        "#              optimizers=optimizers, ...)",
+        "# total_steps is the Trainer's max_steps: args.max_steps, or num_train_epochs *",
+        "# ceil(len(train_dataset) / (per_device_train_batch_size * gradient_accumulation_steps)).",
+        "# The Trainer steps this optimizer and this schedule as the trial did, once per optimizer",
+        "# step; every parameter decays, as in the trial (the Trainer's own optimizer would",
+        "# exempt biases and LayerNorm weights).",
+        "",
+        *_torch_imports(config.schedule),
         "",
         "training_args = {",
-        '    "optim": "adamw_torch",',
-        f'    "learning_rate": {c.lr!r},',
-        f'    "adam_beta1": {c.beta1!r},',
-        f'    "adam_beta2": {c.beta2!r},',
-        f'    "adam_epsilon": {c.eps!r},',
-        f'    "weight_decay": {c.weight_decay!r},',
-        f'    "lr_scheduler_type": {s.kind!r},',
-        '    "warmup_ratio": 0.0,',
-        f'    "max_grad_norm": {c.max_grad_norm or 0.0!r},  # 0: no clipping (the default is 1)',
+        f"    \"max_grad_norm\": {clip},  # the trial's clipping; 0: none (the Trainer's default is 1)",
         "}",
+        "",
+        "",
+        "def build_optimizer(params):",
+        f"    return {_torch_optimizer_call(config, 'params')}",
+        "",
+        "",
+        *_multiplier_function(config.schedule),
+        "",
+        "",
+        "def build_scheduler(optimizer, total_steps: int):",
+        "    return torch.optim.lr_scheduler.LambdaLR(",
+        "        optimizer, lambda step: lr_multiplier(step, total_steps)",
+        "    )",
+        "",
+        "",
+        "def build_optimizers(model, total_steps: int):",
+        '    """(optimizer, scheduler) for Trainer(optimizers=...)."""',
+        "    optimizer = build_optimizer(model.parameters())",
+        "    return optimizer, build_scheduler(optimizer, total_steps)",
     ]
     return "\n".join(lines) + "\n"
 

@@ -206,8 +206,10 @@ def trials_to_run(
     settings: SearchSettings, study: optuna.Study, space: SearchSpace, say: Callable[[str], None]
 ) -> int | None:
     """``--n-trials``; under the grid sampler, the grid points not yet visited (at most
-    ``--n-trials`` of them), said before the search starts."""
+    ``--n-trials`` of them), said before the search starts. A budget inside the sampler's
+    random start-up is said too: it is a random search."""
     if settings.sampler != "grid":
+        say_random_start(settings, study, say)
         return settings.n_trials
     size = space.grid_size()
     visited = {
@@ -220,6 +222,29 @@ def trials_to_run(
     done = f", {len(visited)} already visited" if visited else ""
     say(f"Grid: {space.grid_description()}{done}; {n_trials} to run.")
     return n_trials
+
+
+# Optuna's n_startup_trials: trials its model-based samplers draw at random before modelling
+STARTUP_TRIALS = {"tpe": 10, "gp": 10}
+
+
+def say_random_start(
+    settings: SearchSettings, study: optuna.Study, say: Callable[[str], None]
+) -> None:
+    """One line where every trial the study will have falls in the sampler's random start-up."""
+    startup = STARTUP_TRIALS.get(settings.sampler)
+    if startup is None or settings.n_trials is None:
+        return
+    before = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
+    total = len(before) + settings.n_trials
+    if total > startup:
+        return
+    seeded = "" if before else f", seeded by --seed {settings.seed}: the same points on every task"
+    say(
+        f"Note: {settings.sampler.upper()} draws its first {startup} trials at random, so "
+        f"these {total} are a random search (the {settings.space} space{seeded}); "
+        f"--n-trials {3 * startup} or more lets it learn from them."
+    )
 
 
 def check_fits(

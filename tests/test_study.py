@@ -302,3 +302,28 @@ def test_patience_ends_trials_at_their_best_and_records_where(storage, stack, tm
     best = load_trial("s", storage)
     text = render(best, "torch")
     assert f"optimizer steps; early stopping took the weights after step {best.best_step}\n" in text
+
+
+def test_a_budget_inside_tpes_random_start_is_said_to_be_a_random_search(storage):
+    said = []
+    run_search(settings(storage, n_trials=2, epochs=1), warn=said.append)
+    assert [line for line in said if line.startswith("Note:")] == [
+        "Note: TPE draws its first 10 trials at random, so these 2 are a random search "
+        "(the lr-only space, seeded by --seed 0: the same points on every task); --n-trials 30 "
+        "or more lets it learn from them."
+    ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "already"),
+    [({"n_trials": 11}, 0), ({"n_trials": 9}, 2), ({"n_trials": 3, "sampler": "random"}, 0)],
+)
+def test_no_random_start_line_past_the_start_up_or_for_other_samplers(overrides, already):
+    from adamtune.study import say_random_start
+
+    study = optuna.create_study()
+    for _ in range(already):
+        study.add_trial(optuna.trial.create_trial(value=1.0))
+    said = []
+    say_random_start(settings("sqlite://", **overrides), study, said.append)
+    assert said == []
