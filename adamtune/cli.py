@@ -408,7 +408,7 @@ def _search(settings: SearchSettings, workers: int, tracker: Tracker) -> tuple[o
     from adamtune.tasks import resolve_task
 
     task, space = resolve_task(settings.task), load_space(settings.space)
-    progress = Progress(settings.n_trials, task.metric_name)
+    progress = Progress(settings.n_trials, task.metric_name, maximize=task.direction == "maximize")
     try:
         study = search(
             settings,
@@ -418,6 +418,7 @@ def _search(settings: SearchSettings, workers: int, tracker: Tracker) -> tuple[o
             tracker=tracker,
             on_trial=progress,
             on_epoch=progress.epoch,
+            on_stack=progress.stack,
             on_confirm=progress.confirm_run,
             warn=lambda message: click.echo(message, err=True),
         )

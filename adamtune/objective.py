@@ -69,6 +69,8 @@ class Objective:
     baseline: Baseline | None = None  # the study's baseline; its trial's outcome is recorded
     # Progress of running trials: (trial number, epoch, epochs, metrics) at every evaluation
     on_epoch: Callable[[int, int, int, dict[str, float]], None] | None = None
+    # A stack's epoch, all its rows at once: [(trial number, epoch, epochs, metrics)]
+    on_stack: Callable[[list[tuple[int, int, int, dict[str, float]]]], None] | None = None
     warn: Callable[[str], None] = lambda message: None
     _told_epochs: bool = field(default=False, repr=False)  # a loop ignoring --epochs: said once
 
@@ -167,6 +169,15 @@ class Objective:
         if self.on_epoch is not None:  # a loop may report more often than it planned
             epochs = max(self.epochs or self.task.epochs, evaluation.epoch)
             self.on_epoch(number, evaluation.epoch, epochs, evaluation.metrics)
+
+    def show_stack(self, rows: list[tuple[int, Evaluation]]) -> None:
+        """One epoch of a stack: to ``on_stack`` at once, else row by row to ``on_epoch``."""
+        if self.on_stack is None:
+            for number, evaluation in rows:
+                self.show_epoch(number, evaluation)
+            return
+        epochs = self.epochs or self.task.epochs
+        self.on_stack([(n, e.epoch, max(epochs, e.epoch), e.metrics) for n, e in rows])
 
     def prune_reason(self, evaluation: Evaluation) -> str:
         value = evaluation.metrics[self.task.metric_name]

@@ -2,7 +2,9 @@
 and ``epoch`` for the evaluations of trials still running.
 
 On a terminal it redraws a single bar in place, which also shows where the running trials are
-(epoch of how many, and the time their remaining epochs will take at their pace so far).
+(epoch of how many, and the time their remaining epochs will take at their pace so far). A
+stack's epoch arrives as one call, ``stack``, for all its rows: the line then shows the rows,
+their epoch, the best row so far and the time left.
 Elsewhere (CI logs, pipes) it prints one line per trial, so the record survives, and for long
 trials at most one line per evaluation, and none within EPOCH_LINE_EVERY seconds of the last. The study's best trial and running count are read from
 storage at most once a second (a stack finishes many trials within milliseconds) and for the
@@ -40,6 +42,7 @@ class _Running:
     first_seen: float
     first_epoch: int
     at: float
+    value: float | None = None  # its metric at its latest epoch
 
     def seconds_left(self) -> float | None:
         done = self.epoch - self.first_epoch
@@ -60,9 +63,11 @@ class Progress:
         stream: TextIO | None = None,
         live: bool | None = None,
         width: int = 24,
+        maximize: bool = True,  # for a stack's best row
     ) -> None:
         self.total = total
         self.metric_name = metric_name
+        self.maximize = maximize
         self.stream = stream or sys.stderr
         self.live = self.stream.isatty() if live is None else live
         self.width = width
@@ -92,16 +97,11 @@ class Progress:
         """Trial ``number`` finished epoch ``epoch`` of ``epochs`` with these metrics."""
         now = time.perf_counter()
         with self._lock:
-            seen = self._trials.get(number)
-            if seen is None:
-                seen = self._trials[number] = _Running(epoch, epochs, now, epoch, now)
-            seen.epoch, seen.epochs, seen.at = epoch, epochs, now
-            if now - self._epoch_line_at < (REDRAW_EVERY if self.live else EPOCH_LINE_EVERY):
+            seen = self._see(number, epoch, epochs, metrics, now)
+            if not self._due(now):
                 return
-            self._epoch_line_at = now
             if self.live:
-                text = self._line_text + self._running_text()
-                self.stream.write("\r\033[K" + (text if self._line_text else text[3:]))
+                self._redraw()
             else:
                 value = metrics.get(self.metric_name)
                 shown = f", {self.metric_name} {value:.4g}" if value is not None else ""
@@ -115,6 +115,64 @@ class Progress:
                 )
             self.stream.flush()
 
+    def stack(self, rows: list[tuple[int, int, int, dict[str, float]]]) -> None:
+        """One epoch of a stack: (trial number, epoch, epochs, metrics) for each of its rows."""
+        now = time.perf_counter()
+        with self._lock:
+            for number, epoch, epochs, metrics in rows:
+                self._see(number, epoch, epochs, metrics, now)
+            if not self._due(now):
+                return
+            if self.live:
+                self._redraw()
+            else:
+                numbers = {number for number, *_ in rows}
+                rows_now = [(n, r) for n, r in self._trials.items() if n in numbers]
+                text = self._where(rows_now)
+                self.stream.write(
+                    f"stack of {len(rows_now)} rows {text} | {now - self.started:.0f}s\n"
+                )
+            self.stream.flush()
+
+    def _see(
+        self, number: int, epoch: int, epochs: int, metrics: dict[str, float], now: float
+    ) -> _Running:
+        seen = self._trials.get(number)
+        if seen is None:
+            seen = self._trials[number] = _Running(epoch, epochs, now, epoch, now)
+        seen.epoch, seen.epochs, seen.at = epoch, epochs, now
+        seen.value = metrics.get(self.metric_name)
+        return seen
+
+    def _due(self, now: float) -> bool:
+        """Whether to draw now: a terminal's redraws and a log's lines are spaced out."""
+        if now - self._epoch_line_at < (REDRAW_EVERY if self.live else EPOCH_LINE_EVERY):
+            return False
+        self._epoch_line_at = now
+        return True
+
+    def _redraw(self) -> None:
+        text = self._line_text + self._running_text()
+        self.stream.write("\r\033[K" + (text if self._line_text else text[3:]))
+
+    def _where(self, trials: list[tuple[int, _Running]]) -> str:
+        """``at epoch 3/20, best trial 5 val_accuracy 0.61, ~9s left`` for these trials."""
+        running = [r for _, r in trials]
+        lefts = [left for left in (r.seconds_left() for r in running) if left is not None]
+        eta = f", {_seconds(max(lefts))} left" if lefts else ""
+        epochs = max(r.epochs for r in running)
+        low, high = min(r.epoch for r in running), max(r.epoch for r in running)
+        span = f"{low}" if low == high else f"{low}-{high}"
+        scored = [
+            (r.value, n) for n, r in self._trials.items() if r in running and r.value is not None
+        ]
+        best = ""
+        if scored:
+            sign = -1.0 if self.maximize else 1.0  # ties: the lowest trial number
+            value, number = min(scored, key=lambda vn: (sign * vn[0], vn[1]))
+            best = f", best trial {number} {self.metric_name} {value:.4g}"
+        return f"at epoch {span}/{epochs}{best}{eta}"
+
     def _running_text(self) -> str:
         """`` | trial 7 epoch 3/20, ~12s left`` or `` | 16 running at epoch 3-4/20, ~9s left``."""
         if not self._trials:
@@ -126,9 +184,7 @@ class Progress:
         if len(running) == 1:
             (number,) = self._trials
             return f" | trial {number} epoch {running[0].epoch}/{epochs}{eta}"
-        low, high = min(r.epoch for r in running), max(r.epoch for r in running)
-        span = f"{low}" if low == high else f"{low}-{high}"
-        return f" | {len(running)} running at epoch {span}/{epochs}{eta}"
+        return f" | {len(running)} running " + self._where(list(self._trials.items()))
 
     def confirm_run(self, done: int, total: int, best: str) -> None:
         """Confirmation's progress: ``done`` of ``total`` (configuration, seed) runs finished,

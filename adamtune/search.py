@@ -28,6 +28,7 @@ def search(
     warn: Callable[[str], None] = lambda message: None,
     on_epoch: Callable[[int, int, int, dict[str, float]], None] | None = None,
     on_confirm: RunProgress | None = None,
+    on_stack: Callable[[list[tuple[int, int, int, dict[str, float]]]], None] | None = None,
 ) -> optuna.Study:
     """``adamtune search``: one process (run_search) or ``workers`` processes sharing the study
     (adamtune.processes), with the warnings the choice deserves. ``tracker`` is the caller's
@@ -59,4 +60,5 @@ def search(
         warn=warn,
         on_epoch=on_epoch,
         on_confirm=on_confirm,
+        on_stack=on_stack,
     )

@@ -234,8 +234,7 @@ def _judge(
     about each, every row judged against one read of the study."""
     trials = [trial for trial, _ in members]
     metric = objective.task.metric_name
-    for row, evaluation in evaluations.items():
-        objective.show_epoch(trials[row].number, evaluation)
+    objective.show_stack([(trials[row].number, e) for row, e in evaluations.items()])
     report_all([(trials[row], e.metrics[metric], e.epoch) for row, e in evaluations.items()])
     with one_read_of_trials(study):
         return {

@@ -308,6 +308,7 @@ def run_search(
     warn: Callable[[str], None] = lambda message: None,
     on_epoch: Callable[[int, int, int, dict[str, float]], None] | None = None,
     on_confirm: RunProgress | None = None,
+    on_stack: Callable[[list[tuple[int, int, int, dict[str, float]]]], None] | None = None,
 ) -> optuna.Study:
     """Run ``settings.n_trials`` new trials (or until ``timeout``) in this process and return
     the study; ``settings.stack`` of them at a time as one stacked model.
@@ -346,6 +347,7 @@ def run_search(
         patience=settings.patience,
         precision=settings.precision,
         on_epoch=on_epoch,
+        on_stack=on_stack,
         warn=warn,
     )
     runner = Runner(

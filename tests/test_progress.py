@@ -142,3 +142,37 @@ def test_confirmation_shows_runs_done_the_best_mean_and_the_time(monkeypatch):
         == "[########################] 9/9 confirmation runs | best mean 0.61 (trial 2) | 2s"
     )
     assert len(lines) == 2
+
+
+def test_a_stacks_epoch_is_one_line_with_its_rows_epoch_best_row_and_time_left(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr("adamtune.progress.time.perf_counter", clock)
+    stream = io.StringIO()
+    progress = Progress(16, "val_loss", stream=stream, live=False, maximize=False)
+    progress.stack([(n, 1, 20, {"val_loss": 1.0 + n}) for n in range(4)])
+    clock.now += 6.0
+    progress.stack([(n, 3, 20, {"val_loss": 2.0 - n / 10}) for n in range(4)])  # 3 s an epoch
+    assert stream.getvalue().splitlines() == [
+        "stack of 4 rows at epoch 1/20, best trial 0 val_loss 1 | 0s",
+        "stack of 4 rows at epoch 3/20, best trial 3 val_loss 1.7, ~51s left | 6s",
+    ]
+    progress.live = True
+    clock.now += 1.0
+    progress.stack([(n, 4, 20, {"val_loss": 0.5}) for n in range(4)])
+    assert stream.getvalue().endswith(
+        "4 running at epoch 4/20, best trial 0 val_loss 0.5, ~37s left"
+    )
+
+
+def test_a_stacked_search_reports_each_epoch_of_all_its_rows_at_once(storage):
+    from adamtune.study import SearchSettings, run_search
+
+    calls = []
+    settings = SearchSettings(
+        task="wine-mlp", storage=storage, n_trials=3, epochs=2, space="lr-only",
+        study_name="stacked-progress", stack=3, baseline=False,
+    )  # fmt: skip
+    run_search(settings, on_stack=calls.append)
+    assert [sorted((n, e) for n, e, _, _ in rows) for rows in calls] == [
+        [(n, e) for n in range(3)] for e in (1, 2)
+    ]
