@@ -29,6 +29,7 @@ _EXPORTS = {
     "build_optimizer": "adamtune.builders",
     "build_scheduler": "adamtune.builders",
     "training_loop": "adamtune.loops",
+    "task_factory": "adamtune.loops",
     "LoopTrial": "adamtune.loops",
 }
 

@@ -117,18 +117,23 @@ def confirm_study(
     labels: list[tuple[str, int | None, float | None]] = [
         (f"trial {t.number}", t.number, t.value) for t in chosen
     ]
+    values = [dict(t.user_attrs.get("values") or {}) for t in chosen]
     baseline = study_baseline(study.user_attrs)
     if baseline is not None and baseline.config:
         configs.append(AdamConfig.from_dict(baseline.config, source="baseline"))
         labels.append((baseline.label, baseline.trial, baseline.value))
+        own = [t for t in trials if t.number == baseline.trial]
+        values.append(dict(own[0].user_attrs.get("values") or {}) if own else {})
     seeds = confirmation_seeds(seed, k)
     started = time.time()
     if on_run is None:
-        results = runner.evaluate(configs, seeds)
+        results = runner.evaluate(configs, seeds, values=values)
     else:
         epochs = runner.epochs or runner.task.epochs
         follow = _Follow(labels, len(chosen), len(configs) * k, epochs, maximize, on_run)
-        results = runner.evaluate(configs, seeds, on_done=follow.done, on_eval=follow.epoch)
+        results = runner.evaluate(
+            configs, seeds, on_done=follow.done, on_eval=follow.epoch, values=values
+        )
     metric = runner.task.metric_name
     test_metric = _test_metric(metric, results)
     candidates = []

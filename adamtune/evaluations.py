@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import torch
 
@@ -23,6 +24,7 @@ from adamtune.config import AdamConfig
 from adamtune.errors import DivergedError, describe
 from adamtune.tasks import Task
 from adamtune.train import Evaluation, TrainingLog, TrainResult, train
+from adamtune.values import Values
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Runner:
     patience: int | None = None
     rows: int = 1  # > 1: train configurations and seeds this many at a time as one stack
     precision: str = "fp32"
+    declared: dict[str, Any] = field(default_factory=dict)  # the space's model: section
 
     def evaluate(
         self,
@@ -60,9 +63,13 @@ class Runner:
         seeds: Sequence[int],
         on_done: Callable[[int, Evaluated], None] | None = None,
         on_eval: Callable[[Evaluation], None] | None = None,
+        values: Sequence[dict[str, Any]] | None = None,
     ) -> list[list[Evaluated]]:
         """``result[i][j]``: configuration ``i`` trained under ``seeds[j]``; ``on_done(i, run)``
-        is called as each run finishes, ``on_eval`` with the evaluations on the way."""
+        is called as each run finishes, ``on_eval`` with the evaluations on the way.
+        ``values[i]``: configuration ``i``'s values of the user's own (adamtune.values), as its
+        trial stored them; a value not there takes its default."""
+        values = list(values) if values is not None else [{} for _ in configs]
         pairs = [(i, seed) for seed in seeds for i in range(len(configs))]
         done: dict[tuple[int, int], Evaluated] = {}
 
@@ -75,22 +82,28 @@ class Runner:
             self._stacked(configs, pairs, finished, on_eval)
         else:
             for i, seed in pairs:
-                finished((i, seed), self._alone(configs[i], seed, on_eval))
+                finished((i, seed), self._alone(configs[i], seed, on_eval, values[i]))
         return [[done[(i, seed)] for seed in seeds] for i in range(len(configs))]
 
     def _alone(
-        self, config: AdamConfig, seed: int, on_eval: Callable[[Evaluation], None] | None = None
+        self,
+        config: AdamConfig,
+        seed: int,
+        on_eval: Callable[[Evaluation], None] | None = None,
+        stored: dict[str, Any] | None = None,
     ) -> Evaluated:
         log = TrainingLog()
         started = time.perf_counter()
+        values = Values(stored=stored or {}, declared=self.declared)
 
         def watch(evaluation: Evaluation) -> None:
             if on_eval is not None:
                 on_eval(evaluation)
 
         try:
+            task = self.task.per_trial(values) if self.task.per_trial else self.task
             result = train(
-                self.task,
+                task,
                 config,
                 seed=seed,
                 epochs=self.epochs,
@@ -100,6 +113,7 @@ class Runner:
                 patience=self.patience,
                 precision=self.precision,
                 on_eval=watch,
+                values=values,
             )
         except KeyboardInterrupt:
             raise

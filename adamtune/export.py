@@ -21,7 +21,7 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ class ExportedTrial:
     best_step: int | None = None  # early stopping: the step its best weights were taken at
     chosen: str = ""  # why this trial: "the best trial", "the confirmed winner: ..."
     precision: str = "fp32"  # the study's --precision
+    values: dict[str, Any] = field(default_factory=dict)  # the user's own (adamtune.values)
 
 
 # How a trial of each --precision trained, for the exports' headers (fp32 says nothing).
@@ -85,7 +86,33 @@ def render(trial: ExportedTrial, fmt: str = "torch") -> str:
     }
     if fmt not in renderers:
         raise ExportError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    return renderers[fmt](trial)
+    text = renderers[fmt](trial)
+    if trial.values and fmt not in ("yaml", "json"):
+        text += _values_block(trial.values)
+    return text
+
+
+def _values_block(values: dict[str, Any]) -> str:
+    """The trial's values of the user's own, as a literal beside the optimizer. Names and
+    strings are written with ascii(), so they cannot inject code."""
+
+    def literal(value: Any) -> str:
+        return ascii(value) if isinstance(value, str) else repr(value)
+
+    lines = [
+        "",
+        "",
+        "# The trial's values of your own (trial.suggest_*, the space's model: section):",
+        "# build your model and data with them, as the trial did.",
+        "VALUES = {",
+        *(
+            f"    {ascii(str(name))}: {literal(value)},"
+            for name, value in values.items()
+            if value is None or isinstance(value, (bool, int, float, str))
+        ),
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 # --- shared pieces -------------------------------------------------------------------------
@@ -375,6 +402,7 @@ def _document(trial: ExportedTrial) -> dict[str, Any]:
         **({"best_step": trial.best_step} if trial.best_step is not None else {}),
         **({"precision": trial.precision} if trial.precision != "fp32" else {}),
         "config": trial.config.to_dict(),
+        **({"values": dict(trial.values)} if trial.values else {}),
     }
 
 

@@ -11,6 +11,9 @@ that reads it lets the flag set its length), and
   here (an exception adamtune catches; let it through);
 - ``trial.log(step, loss=..., **metrics)``: per-step metrics to MLflow; a non-finite or
   exploding ``loss`` stops the trial as diverged;
+- ``trial.suggest_float/suggest_int/suggest_categorical``: values of the loop's own (dropout,
+  width, accumulation steps), searched beside Adam's, with Optuna's names and arguments
+  (adamtune.values);
 - ``trial.log_params(**params)``: facts of the user's own (batch size, accumulation steps) as
   the run's MLflow params.
 Monitoring comes from the first optimizer ``trial.optimizer`` made: the gradient norm of every
@@ -56,6 +59,29 @@ def training_loop(
         return function
 
     return mark
+
+
+FACTORY_MARK = "__adamtune_task_factory__"
+
+
+def task_factory(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark ``make_task(trial)`` as a task factory that takes the trial (its values come from
+    ``trial.suggest_*``), not a training loop. A return annotation ``-> Task`` says the same."""
+    setattr(function, FACTORY_MARK, True)
+    return function
+
+
+def is_task_factory(function: Callable[..., Any]) -> bool:
+    """A function of one parameter that builds a Task: marked, or annotated ``-> Task``."""
+    if getattr(function, FACTORY_MARK, False):
+        return True
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return False
+    returns = signature.return_annotation
+    name = returns if isinstance(returns, str) else getattr(returns, "__name__", "")
+    return bool(signature.parameters) and name.rpartition(".")[2] == "Task"
 
 
 def is_training_loop(function: Callable[..., Any]) -> bool:
@@ -105,7 +131,27 @@ class LoopTrial:
     _epochs_read: bool = False
     _step_metrics: list[tuple[int, dict[str, float]]] = field(default_factory=list, repr=False)
     _monitor: _Monitor | None = field(default=None, repr=False)
+    _values: Any = field(default=None, repr=False)  # adamtune.values.Values
     _losses_seen: int = 0  # train losses logged before the last report
+
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float:
+        """A value of the loop's own, searched beside Adam's (Optuna's name and arguments)."""
+        return self._values.suggest_float(name, low, high, step=step, log=log)
+
+    def suggest_int(
+        self, name: str, low: int, high: int, *, step: int = 1, log: bool = False
+    ) -> int:
+        return self._values.suggest_int(name, low, high, step=step, log=log)
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        return self._values.suggest_categorical(name, choices)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The values of the loop's own asked so far (a space's model: section's included)."""
+        return self._values.params
 
     @property
     def epochs(self) -> int:
@@ -208,6 +254,7 @@ def run_loop(
     evaluation: Any,
     check_divergence: Any,
     epochs: int = 1,
+    values: Any = None,
 ) -> tuple[float, dict[str, float], str | None, list[tuple[int, dict[str, float]]], float]:
     """Run the user's loop once: (value, metrics, stopped, per-step metrics, seconds);
     ``log.epochs_read`` says whether it read ``trial.epochs``."""
@@ -225,6 +272,11 @@ def run_loop(
         divergence_factor,
         epochs,
     )
+    if values is None:
+        from adamtune.values import Values
+
+        values = Values()
+    trial._values = values
     torch.manual_seed(seed)
     stopped: str | None = None
     try:

@@ -33,6 +33,7 @@ from adamtune.tracking import NullTracker, Tracker, TrialRecord
 from adamtune.train import Evaluation, TrainingLog, TrainResult, train
 from adamtune.trial_reads import one_read_of_trials
 from adamtune.trial_writes import set_user_attrs
+from adamtune.values import Values
 
 
 class TrialFailed(Exception):
@@ -82,15 +83,17 @@ class Objective:
         self.tracker.start_trial(trial.number)
         log = TrainingLog()
         config: AdamConfig | None = None
+        values = Values()
         try:
             config = self.begin(trial)
-            outcome = self._run(trial, config, log)
+            values = self.begin_values(trial)
+            outcome = self._run(trial, config, log, values)
         except KeyboardInterrupt:
-            self.record(trial, INTERRUPTED, config, log)
+            self.record(trial, INTERRUPTED, config, log, values)
             raise
         except BaseException as exc:  # noqa: BLE001  (sampling or user code: the trial fails)
             outcome = TrialOutcome("FAIL", reason=describe(exc))
-        self.record(trial, outcome, config, log)
+        self.record(trial, outcome, config, log, values)
         if outcome.state == "PRUNED":
             raise optuna.TrialPruned(outcome.reason)
         if outcome.state == "FAIL":
@@ -105,11 +108,23 @@ class Objective:
         set_user_attrs(trial, {"config": config.to_dict(), "seed": self.seed})
         return config
 
-    def _run(self, trial: optuna.Trial, config: AdamConfig, log: TrainingLog) -> TrialOutcome:
+    def begin_values(self, trial: optuna.Trial) -> Values:
+        """The trial's values of the user's own: drawn by the sampler, the space's model:
+        section's first; the baseline trial takes their defaults (it measures Adam's defaults
+        on the model as the user would build it)."""
+        if self.baseline is not None and self.baseline.trial == trial.number:
+            return Values(stored={}, declared=self.space.model)
+        with one_read_of_trials(trial.study):
+            return Values(trial, declared=self.space.model)
+
+    def _run(
+        self, trial: optuna.Trial, config: AdamConfig, log: TrainingLog, values: Values
+    ) -> TrialOutcome:
         """Train one configuration; pruning and divergence are outcomes, user errors raise."""
+        task = self.task.per_trial(values) if self.task.per_trial is not None else self.task
         try:
             result = train(
-                self.task,
+                task,
                 config,
                 seed=self.seed,
                 epochs=self.epochs,
@@ -119,6 +134,7 @@ class Objective:
                 log=log,
                 patience=self.effective_patience,
                 precision=self.precision,
+                values=values,
             )
         except DivergedError as exc:
             return TrialOutcome("PRUNED", reason=f"diverged: {exc}", total_steps=log.total_steps)
@@ -191,20 +207,21 @@ class Objective:
         outcome: TrialOutcome,
         config: AdamConfig | None,
         log: TrainingLog,
+        values: Values | None = None,
     ) -> None:
         """The one place an outcome becomes user attributes and the tracker's record."""
-        attrs: dict[str, Any] = {}
+        attrs: dict[str, Any] = {"values": values.values} if values and values.values else {}
         if outcome.state == "COMPLETE":
-            attrs = {
+            attrs |= {
                 "metrics": outcome.metrics,
                 "total_steps": outcome.total_steps,
                 "seconds": round(outcome.seconds, 3),
                 **outcome.early_stopping,
             }
         elif outcome.state == "PRUNED":
-            attrs = {"pruned_reason": outcome.reason}
+            attrs["pruned_reason"] = outcome.reason
         else:
-            attrs = {"fail_reason": outcome.reason}
+            attrs["fail_reason"] = outcome.reason
         is_baseline = self.baseline is not None and self.baseline.trial == trial.number
         try:
             set_user_attrs(trial, attrs)
@@ -219,6 +236,7 @@ class Objective:
                     state=outcome.state,
                     reason=outcome.reason,
                     params={
+                        **(values.values if values else {}),
                         **self._run_params(trial, config, log),
                         **outcome.early_stopping,
                         **(

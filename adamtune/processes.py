@@ -28,6 +28,7 @@ from adamtune.first_batch import check_one_batch
 from adamtune.space import SearchSpace, load_space
 from adamtune.study import (
     SearchSettings,
+    check_values_reach,
     confirm,
     open_or_create,
     run_search,
@@ -114,6 +115,7 @@ def run_workers(
     n_trials = trials_to_run(settings, study, space, warn)
     # The baseline and the confirmation run here, once, around the workers' trials.
     device = resolve_device(settings.device)
+    check_values_reach(task, space)
     check_one_batch(task, device, run_precision(settings.precision, device))
     runner = Runner(
         task,
@@ -122,6 +124,7 @@ def run_workers(
         settings.optimizer,
         settings.patience,
         precision=settings.precision,
+        declared=space.model,
     )
     tracker = make_tracker(settings.tracking_uri, settings.experiment, settings.storage)
     tracker.start_study(study.study_name, settings.redacted(), space.text)

@@ -78,7 +78,9 @@ def best_trial_summary(study_name: str, trial: FrozenTrial, metric_name: str) ->
     config = trial.user_attrs.get("config")
     if not isinstance(config, dict) or not config:
         return header + "\n" + format_table(["parameter", "value"], sorted(trial.params.items()))
-    return header + "\n" + format_table(["parameter", "value"], config_rows(config))
+    values = trial.user_attrs.get("values")
+    own = [(f"values.{k}", v) for k, v in values.items()] if isinstance(values, dict) else []
+    return header + "\n" + format_table(["parameter", "value"], config_rows(config) + own)
 
 
 def top_trials_table(trials: Sequence[FrozenTrial]) -> str:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,6 +38,7 @@ from adamtune.config import (
     ScheduleConfig,
 )
 from adamtune.errors import ConfigError, SpaceError, did_you_mean, shown, unknown_key
+from adamtune.values import Spec, parse_model_section
 
 TOP_LEVEL = (
     "lr",
@@ -52,6 +53,7 @@ TOP_LEVEL = (
     "schedule",
     "max_grad_norm",
     "baseline",
+    "model",
 )
 SCHEDULE_KEYS = ("kind", "warmup_fraction", "final_lr_fraction", "gamma", "decays")
 LOG_BY_DEFAULT = {
@@ -177,6 +179,8 @@ class SearchSpace:
     text: str
     params: dict[str, Param]
     baseline: AdamConfig | None = None  # the space's own ``baseline:``; None: AdamW's defaults
+    # ``model:``: values of the user's own, drawn beside Adam's (adamtune.values)
+    model: dict[str, Spec] = field(default_factory=dict)
 
     def sample(self, trial: TrialLike) -> AdamConfig:
         """Suggest every searched value on ``trial`` and return the resolved config."""
@@ -291,11 +295,14 @@ def load_space(name_or_path: str) -> SearchSpace:
         if _is_export(data):  # an exported config: every field fixed at the trial's value
             exported = _export_config(data, "")
             params = parse_params(fixed_fields(exported))
-            return SearchSpace(name=name, source=source, text=text, params=params)
+            values = data.get("values") or {}
+            model = parse_model_section(values) if isinstance(values, dict) else {}
+            return SearchSpace(name=name, source=source, text=text, params=params, model=model)
         spec = data.pop("baseline", None)
+        model = parse_model_section(data.pop("model", {}))
         params = parse_params(data)
         own = None if spec is None else _baseline(spec, Path(source).parent)
-        return SearchSpace(name, source, text, params, own)
+        return SearchSpace(name, source, text, params, own, model)
     except (SpaceError, ConfigError) as exc:
         raise SpaceError(f"{source}: {exc}") from None
 

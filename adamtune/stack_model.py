@@ -42,6 +42,8 @@ def why_not_stackable(task: Task) -> str | None:
 def _why_not_stackable(task: Task) -> str | None:
     if task.train_loop is not None:
         return "it is a training loop of its own, train(trial)"
+    if task.per_trial is not None:
+        return "its factory takes the trial, so each trial builds its own task from its values"
     if task.uses_loader:
         return (
             "its batches come from a Dataset or its own compute_loss/evaluate hooks, and a "

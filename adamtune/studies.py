@@ -189,7 +189,14 @@ def exported_trial(study: optuna.Study, trial: int | None = None) -> ExportedTri
         best_step=_int_or_none(chosen.user_attrs.get("best_step")),
         chosen=chosen_because(study, chosen),
         precision=str(study.user_attrs.get("precision", "fp32")),
+        values=trial_values(chosen),
     )
+
+
+def trial_values(trial: FrozenTrial) -> dict[str, Any]:
+    """The trial's values of the user's own (adamtune.values); {} where it has none."""
+    values = trial.user_attrs.get("values")
+    return dict(values) if isinstance(values, dict) else {}
 
 
 def _int_or_none(value: Any) -> int | None:

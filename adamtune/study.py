@@ -29,7 +29,7 @@ from adamtune.confirm import (
     run_record,
     trial_epochs,
 )
-from adamtune.errors import StorageError, StudyError, describe, shown
+from adamtune.errors import SpaceError, StorageError, StudyError, describe, shown
 from adamtune.evaluations import Evaluated, Runner
 from adamtune.first_batch import check_one_batch
 from adamtune.gain import study_baseline
@@ -224,6 +224,19 @@ def trials_to_run(
     return n_trials
 
 
+def check_values_reach(task: Task, space: SearchSpace) -> None:
+    """A space's model: section needs a task that reads values: a loop, or a factory that
+    takes the trial."""
+    if space.model and task.train_loop is None and task.per_trial is None:
+        names = ", ".join(space.model)
+        raise SpaceError(
+            f"{space.source}: model: {names}: task {shown(task.name)} reads no values of its "
+            "own; make its factory take the trial (def make_task(trial) -> Task) or use a "
+            "training loop, and read them with trial.suggest_float/suggest_int/"
+            "suggest_categorical"
+        )
+
+
 # Optuna's n_startup_trials: trials its model-based samplers draw at random before modelling
 STARTUP_TRIALS = {"tpe": 10, "gp": 10}
 
@@ -327,6 +340,7 @@ def run_search(
     device = resolve_device(settings.device)
     prec = run_precision(settings.precision, device)  # refuses bf16 where it cannot run
     planned_steps(task, settings.epochs or task.epochs)  # refuses an endless run up front
+    check_values_reach(task, space)
     check_one_batch(task, device, prec)  # a task that cannot train fails now, not an epoch in
     rows = stack_rows(settings, task, device, warn)  # refuses a stack that cannot be, up front
     on_stale = StaleTrialHandler(settings.max_retries)
@@ -358,6 +372,7 @@ def run_search(
         objective.effective_patience,
         rows,
         settings.precision,
+        space.model,
     )
     failures = FailureLimit(settings.max_consecutive_failures)
     tracker.start_study(study.study_name, settings.redacted(), space.text)

@@ -150,6 +150,7 @@ def train(
     log: TrainingLog | None = None,
     patience: int | None = None,
     precision: str = "fp32",
+    values: Any = None,
 ) -> TrainResult:
     """Train ``task``'s model with ``config`` and return the final validation metrics.
 
@@ -160,6 +161,8 @@ def train(
     that many evaluations without a better metric; the result is then the best evaluation's,
     its ``best`` says which, and test metrics come from that evaluation's weights.
     ``precision`` is one of adamtune.precision.PRECISIONS (weights, autocast, loss scaling).
+    ``values`` (adamtune.values.Values) answers a loop's ``trial.suggest_*``; a task built by a
+    factory that takes the trial was built from them already.
     """
     started = time.perf_counter()
     device = torch.device(device) if isinstance(device, str) else device
@@ -176,6 +179,7 @@ def train(
             prec,
             divergence_factor,
             epochs or task.epochs,
+            values,
         )
     epochs = epochs or task.epochs
     total_steps = planned_steps(task, epochs)
@@ -301,6 +305,7 @@ def _train_loop(
     prec: Precision,
     divergence_factor: float,
     epochs: int,
+    values: Any = None,
 ) -> TrainResult:
     """The user's own training function as one run (adamtune.loops)."""
     from adamtune.loops import run_loop
@@ -325,6 +330,7 @@ def _train_loop(
         evaluation=Evaluation,
         check_divergence=check_divergence,
         epochs=epochs,
+        values=values,
     )
     log.step_metrics = step_metrics
     return TrainResult(value=value, metrics=metrics, log=log, stopped=stopped, seconds=seconds)

@@ -71,3 +71,12 @@ def test_the_dataset_task_example_runs_a_study(tmp_path, monkeypatch):
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
     assert study.best_value < 16  # better than guessing among 16 tokens
     assert any("cannot be stacked" in line for line in said)
+
+
+def test_the_model_section_example_loads(tmp_path):
+    path = tmp_path / "with-model.yaml"
+    path.write_text(block("yaml", "lr: {low: 1.0e-4, high: 1.0e-2}\nmodel:"))
+    assert load_space(str(path)).model == {
+        "width": ("categorical", [64, 128]),
+        "dropout": ("fixed", 0.1),
+    }

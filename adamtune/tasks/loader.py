@@ -51,7 +51,6 @@ def check_spec(spec: str) -> None:
 @functools.lru_cache(maxsize=8)
 def resolve_task(spec: str) -> Task:
     """Build the task named by ``spec`` (see module doc); errors are one TaskError line."""
-    from adamtune.tasks.base import Task
 
     check_spec(spec)
     if ":" not in spec:
@@ -63,26 +62,44 @@ def resolve_task(spec: str) -> Task:
     factory = getattr(module, func_name, None)
     if not callable(factory):
         raise TaskError(f"--task {spec!r}: {target} has no function {func_name!r}")
-    from adamtune.loops import is_training_loop
+    from adamtune.loops import is_task_factory, is_training_loop
 
     origin = (
         f"{Path(target).stem if target.endswith('.py') else target.rpartition('.')[2]}-{func_name}"
     )
-    if is_training_loop(factory):
+    takes_trial = is_task_factory(factory)
+    if not takes_trial and is_training_loop(factory):
         return replace(_loop_task(spec, func_name, factory), origin=origin)
+    if not takes_trial:
+        return replace(_built(spec, func_name, factory, ()), origin=origin)
+    from adamtune.values import Values
+
+    def per_trial(values: Any) -> Task:
+        return replace(_built(spec, func_name, factory, (values,)), origin=origin)
+
+    # the study's own task (name, metric, checks) is the one the values' defaults build
+    return replace(per_trial(Values()), per_trial=per_trial)
+
+
+def _built(spec: str, func_name: str, factory: Callable[..., Any], args: tuple[Any, ...]) -> Task:
+    from adamtune.tasks.base import Task
+
+    call = f"{func_name}(trial)" if args else f"{func_name}()"
     try:
-        task = factory()
-    except TaskError:
-        raise
+        task = factory(*args)
+    except TaskError as exc:
+        if not args:
+            raise
+        raise TaskError(f"--task {spec!r}: {exc}") from None
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001  (user code: sys.exit() included)
-        raise TaskError(f"--task {spec!r}: {func_name}() raised {describe(exc)}") from None
+        raise TaskError(f"--task {spec!r}: {call} raised {describe(exc)}") from None
     if not isinstance(task, Task):
         raise TaskError(
-            f"--task {spec!r}: {func_name}() must return adamtune.Task, got {type(task).__name__}"
+            f"--task {spec!r}: {call} must return adamtune.Task, got {type(task).__name__}"
         )
-    return replace(task, origin=origin)
+    return task
 
 
 def _loop_task(spec: str, name: str, function: Callable[..., Any]) -> Task:
