@@ -64,7 +64,12 @@ def test_consecutive_failures_stop_the_study_with_a_clear_message(storage, tmp_p
         "import torch\nfrom torch.nn import functional as F\nfrom adamtune import Task, accuracy\n"
         "def make_task():\n"
         "    x, y = torch.randn(8, 2), torch.zeros(8, dtype=torch.long)\n"
-        "    def boom(o, t):\n        raise ValueError('metric exploded')\n"
+        "    calls = []\n"
+        "    def boom(o, t):\n"
+        "        calls.append(1)\n"
+        "        if len(calls) > 1:  # the first is adamtune's one-batch try\n"
+        "            raise ValueError('metric exploded')\n"
+        "        return 0.0\n"
         "    return Task('broken', lambda: torch.nn.Linear(2, 2), (x, y), (x, y),\n"
         "                F.cross_entropy, boom, 'm', 'maximize', 1, 4)\n"
     )
