@@ -90,6 +90,9 @@ def test_consecutive_failures_stop_the_study_with_a_clear_message(storage, tmp_p
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
     assert study.trials[0].user_attrs["fail_reason"] == "ValueError: metric exploded"
     # Stacked (the default), the rows already running fail with it; none starts after.
+    from adamtune.tasks import resolve_task
+
+    resolve_task.cache_clear()  # as in a new process: its one-batch try passes again
     with pytest.raises(
         StudyError,
         match="stopped after 4 failed trials in a row; last: ValueError: metric exploded",
@@ -222,14 +225,14 @@ def test_a_nan_metric_fails_the_trial_with_its_reason(storage, tmp_path):
     assert trial.user_attrs["fail_reason"] == "val_accuracy is nan (not a finite number)"
 
 
-def test_a_metric_that_is_not_a_number_is_one_line(storage, tmp_path):
+def test_a_metric_that_is_not_a_number_is_one_line_before_any_trial(storage, tmp_path):
+    from adamtune.errors import TaskError
+
     task = write_task(tmp_path, "text", metric="text_metric")
-    with pytest.raises(StudyError) as info:
+    with pytest.raises(TaskError) as info:  # the one-batch try finds it
         run_search(settings(storage, task=task, n_trials=3, max_consecutive_failures=2, stack=1))
-    assert str(info.value) == (
-        "stopped after 2 failed trials in a row; last: TaskError: task 'text': metric must "
-        "return a number, got 'high' (str)"
-    )
+    assert str(info.value) == "task 'text': metric must return a number, got 'high' (str)"
+    assert optuna.get_all_study_names(storage) == []  # nothing made, nothing trained
 
 
 def test_a_task_metric_named_train_loss_is_not_overwritten(storage, tmp_path):
