@@ -33,6 +33,7 @@ from adamtune.batches import metric_value
 from adamtune.config import AdamConfig
 from adamtune.errors import DivergedError, describe
 from adamtune.precision import Precision, as_float
+from adamtune.readback import read_back
 from adamtune.schedules import learning_rates
 from adamtune.stack_model import RowLosses, StackedModel, why_not_stackable
 from adamtune.tasks.base import Task
@@ -207,6 +208,8 @@ def train_stack(
         for row_seed, order in orders.items():
             order.keep({row.epoch for row in live if row.seed == row_seed})
         shared = len({(row.seed, row.epoch) for row in live}) == 1
+        pending: list[torch.Tensor] = []  # each step's [rows] losses and norms, on the device
+        limits = _clip_limits(live, x_train.device)
         for start in range(0, size, batch_size):
             if shared:
                 index = orders[live[0].seed].get(live[0].epoch)[start : start + batch_size]
@@ -220,25 +223,12 @@ def train_stack(
             with prec.forward():
                 outputs = as_float(stack.forward(x_train[index], per_row=not shared))
                 losses = row_losses(outputs, y_train[index], per_row=not shared)
-            diverged = []
-            for r, (row, value) in enumerate(zip(live, losses.tolist(), strict=True)):
-                seen, lr = row.log.train_losses, step_lrs[r]
-                try:
-                    check_divergence(
-                        row.step, value, seen[0] if seen else value, divergence_factor, lr
-                    )
-                except DivergedError as exc:
-                    diverged.append(r)
-                    finish(row, f"diverged: {exc}")
-                    continue
-                seen.append(value)
+            for row, lr in zip(live, step_lrs, strict=True):
                 row.log.learning_rates.append(lr)
             losses.sum().backward()
             norms = _row_norms([p.grad for p in stack.params if p.grad is not None])
-            for r, (row, norm) in enumerate(zip(live, norms.tolist(), strict=True)):
-                if r not in diverged:
-                    row.log.grad_norms.append(norm)
-            _clip_rows(stack, live, norms)
+            pending.append(torch.stack([losses.detach().float(), norms.float()]))
+            _clip_rows(stack, limits, norms)
             last = start + batch_size >= size
             before = [p.detach().clone() for p in stack.params] if last else None
             optimizer.step()
@@ -246,10 +236,11 @@ def train_stack(
                 _update_ratios(stack, before, live)
             for row in live:
                 row.step += 1
-            if diverged:
-                live, optimizer = _leave(stack, optimizer, live, diverged, prec, seed)
-                if not live:
-                    break
+        # A diverged row trained on to the epoch's end on its own weights (rows share no
+        # parameter): it leaves now, its log cut at the step that diverged.
+        diverged = _settle(live, pending, divergence_factor, finish)
+        if diverged:
+            live, optimizer = _leave(stack, optimizer, live, diverged, prec, seed)
         if not live:
             stack = optimizer = None
             continue
@@ -343,6 +334,40 @@ def _check_uniform(configs: list[AdamConfig]) -> None:
         )
 
 
+def _settle(
+    live: list[_Row],
+    pending: list[torch.Tensor],
+    divergence_factor: float,
+    finish: Callable[[_Row, str], None],
+) -> list[int]:
+    """An epoch's [step][loss, norm][row] values, read back once, into each row's log, every
+    loss checked as at its step; the rows that diverged are finished with the step that did,
+    their logs cut there. Returns their positions."""
+    steps = read_back(pending)
+    pending.clear()
+    diverged = []
+    for r, row in enumerate(live):
+        seen, start = row.log.train_losses, row.step - len(steps)
+        for i, (losses, norms) in enumerate(steps):
+            step = start + i
+            try:
+                check_divergence(
+                    step,
+                    losses[r],
+                    seen[0] if seen else losses[r],
+                    divergence_factor,
+                    row.lrs[step],
+                )
+            except DivergedError as exc:
+                del row.log.learning_rates[step:]
+                diverged.append(r)
+                finish(row, f"diverged: {exc}")
+                break
+            seen.append(losses[r])
+            row.log.grad_norms.append(norms[r])
+    return diverged
+
+
 def _row_norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """[rows]: each row's global L2 norm over ``tensors`` (stacked, row first)."""
     if not tensors:
@@ -359,20 +384,25 @@ def _update_ratios(stack: StackedModel, before: list[torch.Tensor], live: list[_
         row.update_ratio = ratio
 
 
-def _clip_rows(stack: StackedModel, live: list[_Row], norms: torch.Tensor) -> None:
-    """Each row's gradients clipped by the row's own global norm (``norms``, [rows]), as
-    torch.nn.utils.clip_grad_norm_ clips one model's (the same coefficient and epsilon)."""
+def _clip_limits(live: list[_Row], device: torch.device) -> torch.Tensor | None:
+    """[rows]: each row's max_grad_norm (inf: no clipping), on the device once an epoch (the
+    rows change only between epochs); None when no row clips."""
     limits = [row.config.max_grad_norm for row in live]
     if all(limit is None for limit in limits):
+        return None
+    values = [math.inf if value is None else value for value in limits]
+    return torch.tensor(values, dtype=torch.float32).to(device)
+
+
+def _clip_rows(stack: StackedModel, limit: torch.Tensor | None, norms: torch.Tensor) -> None:
+    """Each row's gradients clipped by the row's own global norm (``norms``, [rows]), as
+    torch.nn.utils.clip_grad_norm_ clips one model's (the same coefficient and epsilon)."""
+    if limit is None:
         return
     grads = [p.grad for p in stack.params if p.grad is not None]
     if not grads:
         return
-    limit = torch.tensor(
-        [math.inf if value is None else value for value in limits],
-        dtype=norms.dtype,
-        device=norms.device,
-    )
+    limit = limit.to(norms.dtype)
     coefficient = (limit / (norms + 1e-6)).clamp(max=1.0)
     for g in grads:
         g.mul_(coefficient.view(-1, *([1] * (g.dim() - 1))))

@@ -4,8 +4,10 @@ returns one record, a TrainResult: the final metrics, why it stopped early if it
 TrainingLog of every step and evaluation.
 
 Divergence: a step whose loss is not finite, or exceeds ``divergence_factor`` times the first
-step's loss, stops training at once with DivergedError (a loss 100x above where it started
-means the run is lost; continuing would only burn the trial's budget).
+step's loss, stops training with DivergedError naming that step (a loss 100x above where it
+started means the run is lost). Losses and gradient norms stay on the device during an epoch
+and are read back once at its end (adamtune.readback), so the guard acts there: the error, and
+the log cut at the diverging step, are what a per-step check gives, without a host sync a step.
 
 Reproducibility: the seed fixes the initial weights (torch.manual_seed before build_model) and
 the batch order (a dedicated generator); the same config and seed give the same metrics on CPU.
@@ -27,6 +29,7 @@ from adamtune.builders import build_optimizer
 from adamtune.config import AdamConfig
 from adamtune.errors import ConfigError, DivergedError, TaskError
 from adamtune.precision import Precision, PrecisionUnavailable, as_float
+from adamtune.readback import read_back
 from adamtune.schedules import learning_rates as planned_learning_rates
 from adamtune.tasks.base import Batch, Task, split_size
 
@@ -209,6 +212,7 @@ def train(
     best_weights: dict[str, torch.Tensor] | None = None
     step, stopped = 0, None
     norms: list[torch.Tensor] = []  # this epoch's gradient norms, kept on the device
+    pending: list[torch.Tensor] = []  # this epoch's losses, kept on the device
     before: list[torch.Tensor] | None = None  # the weights before an epoch's last step
     try:
         for epoch in range(1, epochs + 1):
@@ -226,24 +230,16 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 with prec.forward():
                     loss = step_loss(task, model, batch)
-                loss_value = loss.item()
-                check_divergence(
-                    step,
-                    loss_value,
-                    losses[0] if losses else loss_value,
-                    divergence_factor,
-                    learning_rates[step],
-                )
+                pending.append(loss.detach().reshape(()))
                 prec.backward(loss)
                 prec.unscale(optimizer)
                 norms.append(_grad_norm(model, config.max_grad_norm))
                 last = position == per_epoch - 1
                 before = [p.detach().clone() for p in model.parameters()] if last else None
                 prec.step(optimizer)
-                losses.append(loss_value)
                 log.learning_rates.append(learning_rates[step])
                 step += 1
-            _flush(norms, log)
+            settle(log, pending, norms, learning_rates, divergence_factor)
             metrics = (
                 evaluate_split(task, model, task.validation, device, prec)
                 if loader
@@ -270,8 +266,8 @@ def train(
                     best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 if early.exhausted(epoch):
                     break
-    finally:  # a run that diverges mid-epoch keeps that epoch's norms
-        _flush(norms, log)
+    finally:  # a run that fails mid-epoch keeps the steps it took
+        keep(log, pending, norms)
 
     best = early.best if early is not None and not stopped else None
     final = dict((best or evaluations[-1]).metrics)
@@ -344,10 +340,43 @@ def run_precision(name: str, device: torch.device) -> Precision:
         raise ConfigError(str(exc)) from None
 
 
-def _flush(norms: list[torch.Tensor], log: TrainingLog) -> None:
-    """The gradient norms kept on the device, into the log: one sync an epoch, not one a step."""
-    if norms:
-        log.grad_norms += torch.stack(norms).tolist()
+def settle(
+    log: TrainingLog,
+    losses: list[torch.Tensor],
+    norms: list[torch.Tensor],
+    learning_rates: list[float],
+    divergence_factor: float,
+) -> None:
+    """An epoch's losses and gradient norms (on the device) into the log, in one read back,
+    each loss checked as it would be at its step; at the first that diverges the log is cut
+    there (its loss, norm and lr not kept) and DivergedError names it."""
+    if not losses:
+        return
+    start = len(log.train_losses)
+    values, grads = read_back([torch.stack(losses).float(), torch.stack(norms).float()])
+    losses.clear()
+    norms.clear()
+    seen = log.train_losses
+    for i, value in enumerate(values):
+        step = start + i
+        try:
+            check_divergence(
+                step, value, seen[0] if seen else value, divergence_factor, learning_rates[step]
+            )
+        except DivergedError:
+            log.grad_norms += grads[:i]
+            del log.learning_rates[step:]
+            raise
+        seen.append(value)
+    log.grad_norms += grads
+
+
+def keep(log: TrainingLog, losses: list[torch.Tensor], norms: list[torch.Tensor]) -> None:
+    """What an epoch stopped by an error (the user's code, Ctrl-C) did, into the log unchecked."""
+    if losses:
+        log.train_losses += [float(v) for v in read_back(losses)]
+        log.grad_norms += [float(v) for v in read_back(norms[: len(losses)])]
+        losses.clear()
         norms.clear()
 
 

@@ -110,7 +110,7 @@ def parity(suite: Suite) -> None:
                 params, **hyper, decoupled_weight_decay=True, backend=backend, **spec
             )
             pairs[backend] = (params, optimizer)
-        for step in range(steps):
+        for _ in range(steps):
             grads = [torch.randn(s, generator=g, device=suite.device).to(dtype) for s in shapes]
             for backend in pairs:
                 for p, grad in zip(pairs[backend][0], grads, strict=True):
@@ -127,7 +127,9 @@ def parity(suite: Suite) -> None:
                 mine_value = ours[1].state[mine][key]
                 torch.testing.assert_close(mine_value, value, **tolerance[value.dtype])
                 entries += 1
-        suite.say("parity", name, f"equal to the reference ({entries} state entries, {steps} steps)")
+        suite.say(
+            "parity", name, f"equal to the reference ({entries} state entries, {steps} steps)"
+        )
 
 
 # --- 2. step time ----------------------------------------------------------------------------
@@ -216,7 +218,9 @@ def stacked_search(suite: Suite) -> None:
             f"{trials} trials, --stack {stack}",
             f"{seconds[stack]:.1f} s, {60 * trials / seconds[stack]:.0f} trials/min ({', '.join(sorted(states))})",
         )
-    suite.say("stacked search", "trial phase, --stack auto vs 1", f"{seconds[1] / seconds['auto']:.2f}x")
+    suite.say(
+        "stacked search", "trial phase, --stack auto vs 1", f"{seconds[1] / seconds['auto']:.2f}x"
+    )
 
 
 # --- 4. the transformer ----------------------------------------------------------------------
@@ -319,7 +323,9 @@ SECTIONS = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, TRITON_INTERPRET=1")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="CPU, tiny sizes, TRITON_INTERPRET=1"
+    )
     parser.add_argument("--out", type=Path, help="where to write the markdown report")
     parser.add_argument("--only", help="comma-separated section names, to rerun a few")
     args = parser.parse_args()

@@ -50,10 +50,29 @@ def _triton_dtypes():
     }
 
 
-def _addresses(tensors: Sequence[torch.Tensor | None], device: torch.device) -> torch.Tensor:
-    return torch.tensor(
-        [t.data_ptr() if t is not None else 0 for t in tensors], dtype=torch.int64, device=device
-    )
+def _addresses(tensors: Sequence[torch.Tensor | None]) -> list[int]:
+    return [t.data_ptr() if t is not None else 0 for t in tensors]
+
+
+def _to_device(
+    tables: list[list[int]], coef: torch.Tensor, device: torch.device
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Every int64 table and the float64 coefficients in one host buffer, moved in one
+    transfer. On CUDA the buffer is pinned and the copy non-blocking: a copy from pageable
+    memory would make the host wait for the stream, once per table, at every step."""
+    coef = coef.to(dtype=torch.float64).contiguous()
+    # (coefficients already on the device go on their own)
+    coef_bits = None if coef.device.type != "cpu" else coef.reshape(-1).view(torch.int64)
+    sizes = [len(t) for t in tables]
+    flat = torch.tensor([v for t in tables for v in t], dtype=torch.int64)
+    host = torch.cat([flat, coef_bits]) if coef_bits is not None else flat
+    if device.type == "cuda":
+        moved = host.pin_memory().to(device, non_blocking=True)
+    else:
+        moved = host.to(device)
+    parts = list(moved.split([*sizes, host.numel() - sum(sizes)]))
+    on_device = coef.to(device) if coef_bits is None else parts[-1].view(torch.float64)
+    return parts[:-1], on_device.view(coef.shape)
 
 
 def step(
@@ -89,22 +108,26 @@ def step(
         raise RuntimeError(f"stochastic rounding needs bfloat16 parameters, got {params[0].dtype}")
     per_row = any(r != n for r, n in zip(row_sizes, numels, strict=True))
 
-    def table(values: list[int]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.int64, device=device)
-
+    tables, coefficients = _to_device(
+        [
+            _addresses(params),
+            _addresses(grads),
+            _addresses(exp_avgs),
+            _addresses(exp_avg_sqs),
+            _addresses(max_exp_avg_sqs if amsgrad else [None] * len(params)),
+            numels,
+            list(row_sizes),
+            list(coef_index),
+            list(salts) if salts is not None else [0],
+            block_tensor,
+            block_start,
+        ],
+        coef,
+        device,
+    )
     _kernel()[(len(block_tensor),)](
-        _addresses(params, device),
-        _addresses(grads, device),
-        _addresses(exp_avgs, device),
-        _addresses(exp_avg_sqs, device),
-        _addresses(max_exp_avg_sqs if amsgrad else [None] * len(params), device),
-        table(numels),
-        table(row_sizes),
-        table(coef_index),
-        table(salts if salts is not None else [0]),
-        table(block_tensor),
-        table(block_start),
-        coef.to(device=device, dtype=torch.float64).contiguous(),
+        *tables,
+        coefficients,
         AMSGRAD=amsgrad,
         MAXIMIZE=maximize,
         PER_ROW=per_row,
