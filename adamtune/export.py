@@ -215,6 +215,24 @@ def _torch_imports(schedule: ScheduleConfig) -> list[str]:
     )
 
 
+def _torch_builders(config: AdamConfig) -> list[str]:
+    """build_optimizer(params), lr_multiplier and build_scheduler(optimizer, total_steps) with
+    torch's own optimizer and LambdaLR: the torch and hf exports' shared core."""
+    return [
+        "def build_optimizer(params):",
+        f"    return {_torch_optimizer_call(config, 'params')}",
+        "",
+        "",
+        *_multiplier_function(config.schedule),
+        "",
+        "",
+        "def build_scheduler(optimizer, total_steps: int):",
+        "    return torch.optim.lr_scheduler.LambdaLR(",
+        "        optimizer, lambda step: lr_multiplier(step, total_steps)",
+        "    )",
+    ]
+
+
 # --- formats ---------------------------------------------------------------------------------
 
 
@@ -231,17 +249,7 @@ def _torch(trial: ExportedTrial) -> str:
         *imports,
         "",
         "",
-        "def build_optimizer(params):",
-        f"    return {_torch_optimizer_call(config, 'params')}",
-        "",
-        "",
-        *_multiplier_function(config.schedule),
-        "",
-        "",
-        "def build_scheduler(optimizer, total_steps: int):",
-        "    return torch.optim.lr_scheduler.LambdaLR(",
-        "        optimizer, lambda step: lr_multiplier(step, total_steps)",
-        "    )",
+        *_torch_builders(config),
     ]
     if config.max_grad_norm is not None:
         lines += _clip_function(repr(config.max_grad_norm))
@@ -333,17 +341,7 @@ def _hf(trial: ExportedTrial) -> str:
         "}",
         "",
         "",
-        "def build_optimizer(params):",
-        f"    return {_torch_optimizer_call(config, 'params')}",
-        "",
-        "",
-        *_multiplier_function(config.schedule),
-        "",
-        "",
-        "def build_scheduler(optimizer, total_steps: int):",
-        "    return torch.optim.lr_scheduler.LambdaLR(",
-        "        optimizer, lambda step: lr_multiplier(step, total_steps)",
-        "    )",
+        *_torch_builders(config),
         "",
         "",
         "def build_optimizers(model, total_steps: int):",

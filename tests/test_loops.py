@@ -251,14 +251,19 @@ def monitored_loop():
     return _loop_task("test", "body", training_loop("val_loss", "minimize", epochs=2)(body))
 
 
-def test_a_loops_run_logs_its_own_params_and_the_monitoring_metrics_not_a_batch_size(storage):
+def one_trial_record(storage, task):
     tracker = Records()
     run_search(
         SearchSettings(task="x", storage=storage, n_trials=1, space="lr-only", baseline=False),
-        task=monitored_loop(),
+        task=task,
         tracker=tracker,
     )
     (record,) = tracker.trials
+    return record
+
+
+def test_a_loops_run_logs_its_own_params_and_the_monitoring_metrics_not_a_batch_size(storage):
+    record = one_trial_record(storage, monitored_loop())
     assert record.params["batch_size"] == 8 and record.params["accumulation_steps"] == 2
     assert len(record.grad_norms) == 8 and all(g > 0 for g in record.grad_norms)
     assert [step for _, step, _ in record.evaluations] == [4, 8]  # optimizer steps, as built-ins
@@ -271,13 +276,7 @@ def test_a_loops_run_logs_its_own_params_and_the_monitoring_metrics_not_a_batch_
 
 
 def test_a_loop_without_params_of_its_own_logs_no_batch_size(storage):
-    tracker = Records()
-    run_search(
-        SearchSettings(task="x", storage=storage, n_trials=1, space="lr-only", baseline=False),
-        task=loop(),
-        tracker=tracker,
-    )
-    assert "batch_size" not in tracker.trials[0].params
+    assert "batch_size" not in one_trial_record(storage, loop()).params
 
 
 @pytest.mark.parametrize(
