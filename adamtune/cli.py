@@ -420,7 +420,7 @@ def _search(settings: SearchSettings, workers: int, tracker: Tracker) -> tuple[o
             on_epoch=progress.epoch,
             on_stack=progress.stack,
             on_confirm=progress.confirm_run,
-            warn=lambda message: click.echo(message, err=True),
+            warn=progress.say,
         )
     except KeyboardInterrupt:
         progress.close()

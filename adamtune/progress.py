@@ -81,6 +81,7 @@ class Progress:
         self._line_text = ""  # the last status line drawn
         self._epoch_line_at = -float("inf")  # when running trials were last drawn or printed
         self._confirm_started: float | None = None  # when confirmation's first run finished
+        self._open = False  # a terminal line drawn in place and not yet ended
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         with self._lock:
@@ -89,6 +90,7 @@ class Progress:
             self._line_text = self._line(study, trial)
             if self.live:
                 self.stream.write("\r\033[K" + self._line_text + self._running_text())
+                self._open = True
             else:
                 self.stream.write(self._line_text + "\n")
             self.stream.flush()
@@ -154,6 +156,19 @@ class Progress:
     def _redraw(self) -> None:
         text = self._line_text + self._running_text()
         self.stream.write("\r\033[K" + (text if self._line_text else text[3:]))
+        self._open = True
+
+    def say(self, message: str) -> None:
+        """A line of its own (a warning, a note) below the bar, which is drawn again after it."""
+        with self._lock:
+            self._end_line()
+            self.stream.write(message + "\n")
+            self.stream.flush()
+
+    def _end_line(self) -> None:
+        if self._open:
+            self.stream.write("\n")
+            self._open = False
 
     def _where(self, trials: list[tuple[int, _Running]]) -> str:
         """``at epoch 3/20, best trial 5 val_accuracy 0.61, ~9s left`` for these trials."""
@@ -194,8 +209,7 @@ class Progress:
         with self._lock:
             if self._confirm_started is None:
                 self._confirm_started = now
-                if self.live and self.done:
-                    self.stream.write("\n")
+                self._end_line()
             final = done >= total
             if not final and now - self._epoch_line_at < (
                 REDRAW_EVERY if self.live else EPOCH_LINE_EVERY
@@ -208,14 +222,14 @@ class Progress:
             text = f"{bar} {done}/{total} confirmation runs{shown} | {now - self._confirm_started:.0f}s"
             if self.live:
                 self.stream.write("\r\033[K" + text + ("\n" if final else ""))
+                self._open = not final
             else:
                 self.stream.write(text + "\n")
             self.stream.flush()
 
     def close(self) -> None:
-        if self.live and self.done:
-            self.stream.write("\n")
-            self.stream.flush()
+        self._end_line()
+        self.stream.flush()
 
     def _line(self, study: optuna.Study, trial: FrozenTrial) -> str:
         now = time.perf_counter()

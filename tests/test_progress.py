@@ -176,3 +176,15 @@ def test_a_stacked_search_reports_each_epoch_of_all_its_rows_at_once(storage):
     assert [sorted((n, e) for n, e, _, _ in rows) for rows in calls] == [
         [(n, e) for n in range(3)] for e in (1, 2)
     ]
+
+
+def test_a_message_below_a_live_bar_starts_on_a_line_of_its_own():
+    stream = io.StringIO()
+    progress = Progress(2, "val_accuracy", stream=stream, live=True)
+    study = optuna.create_study(direction="maximize")
+    progress(study, study.tell(study.ask(), 0.5))
+    progress.say("Confirmation: the top 2 instead of 5")
+    progress.say("Confirming the top 2 trials")
+    assert stream.getvalue().endswith(
+        " | 0s\nConfirmation: the top 2 instead of 5\nConfirming the top 2 trials\n"
+    )
