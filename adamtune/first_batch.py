@@ -3,7 +3,9 @@ on a training batch, one evaluation on a few validation batches.
 
 A task that cannot work (a batch the loss cannot take, an ``evaluate`` hook that is missing or
 returns the wrong thing, a loss with no gradient) then fails in one line naming the hook and
-the shape or type it found, in seconds, not after a whole epoch of the first trial. The try
+the shape or type it found, in seconds, not after a whole epoch of the first trial. An
+evaluation that raises on the few batches is tried once more on the whole validation split
+(a metric such as an AUC may need every class), and only that refuses the task. The try
 runs under a forked random state (torch's, Python's and NumPy's), so no trial's seed, weights
 or batches change because it ran. A training loop of the user's own, train(trial), is not tried:
 its model and data live inside it.
@@ -52,11 +54,15 @@ def check_one_batch(task: Task, device: torch.device, prec: Precision) -> None:
             evaluate_split(quick, model, validation, device, prec)
         except (TaskError, KeyboardInterrupt):
             raise
-        except BaseException as exc:  # noqa: BLE001  (user code: SystemExit included)
-            raise TaskError(
-                f"task {task.name!r}: {where} on {EVAL_BATCHES} validation batches raised "
-                f"{describe(exc)}"
-            ) from None
+        except BaseException:  # noqa: BLE001  (user code; a metric may need the whole split)
+            try:  # e.g. an AUC needs both classes: only the whole split can refuse the task
+                evaluate_split(quick, model, quick.validation, device, prec)
+            except (TaskError, KeyboardInterrupt):
+                raise
+            except BaseException as exc:  # noqa: BLE001  (user code: SystemExit included)
+                raise TaskError(
+                    f"task {task.name!r}: {where} on the validation split raised {describe(exc)}"
+                ) from None
 
 
 def _build(task: Task, device: torch.device, prec: Precision) -> torch.nn.Module:

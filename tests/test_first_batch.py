@@ -85,7 +85,7 @@ def test_a_loss_that_cannot_take_the_batch_names_the_shapes():
         ),
         (
             {"evaluate": lambda model, batches: 1 / 0},
-            r"evaluate on 2 validation batches raised ZeroDivisionError",
+            r"evaluate on the validation split raised ZeroDivisionError",
         ),
         (
             {"compute_loss": lambda model, batch: model(**batch).logits},
@@ -155,3 +155,17 @@ def test_a_training_loop_is_not_tried():
 
     loop = Task("loop", None, None, None, None, None, "value", "minimize", 1, 1, train_loop=train)
     check(loop)
+
+
+def test_an_evaluation_that_needs_the_whole_split_is_not_refused_on_a_few_batches():
+    """A metric that raises on a part of the split (an AUC with one class in it) is retried on
+    the whole split, which it can score."""
+
+    def needs_every_row(model, batches):
+        rows = sum(len(batch["labels"]) for batch in batches)
+        if rows < 64:
+            raise ValueError("Only one class present in y_true")
+        return {"val_perplexity": 1.0}
+
+    whole = Dicts(*toy_task().train)  # 64 rows: the try's first 2 batches hold 32 of them
+    check(hooked_task(evaluate=needs_every_row, validation=whole))
