@@ -477,6 +477,8 @@ def confirm(
     DEFAULT_TOP trials, fewer where they would train more than half the search's epochs."""
     if confirmation_turn(study, say) is None:
         return
+    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        return  # nothing to confirm: no "Confirming ..." line before "no trial completed"
     seeds = settings.confirm
     top = settings.confirm_top
     if top is None:

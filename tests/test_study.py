@@ -335,3 +335,20 @@ def test_no_random_start_line_past_the_start_up_or_for_other_samplers(overrides,
     said = []
     say_random_start(settings("sqlite://", **overrides), study, said.append)
     assert said == []
+
+
+def test_a_study_with_no_completed_trial_says_no_confirming_line(storage, tmp_path):
+    from adamtune.loops import training_loop
+    from adamtune.tasks.loader import _loop_task
+
+    def body(trial):
+        raise RuntimeError("no data")
+
+    said = []
+    study = run_search(
+        settings(storage, task="x", n_trials=2, confirm=3, max_consecutive_failures=0),
+        task=_loop_task("x", "body", training_loop()(body)),
+        warn=said.append,
+    )
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
+    assert not [line for line in said if line.startswith("Confirming")], said
