@@ -6,34 +6,37 @@ torch, optuna and mlflow load only when a name that needs them is first used.
 
 from __future__ import annotations
 
-from adamtune._lazy import lazy_getattr
+from adamtune._util import moved
+from adamtune._util.lazy import lazy_getattr
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
-    "AdamConfig": "adamtune.config",
-    "ScheduleConfig": "adamtune.config",
+    "AdamConfig": "adamtune.config.adam",
+    "ScheduleConfig": "adamtune.config.adam",
     "AdamtuneError": "adamtune.errors",
-    "SearchSpace": "adamtune.space",
-    "load_space": "adamtune.space",
+    "SearchSpace": "adamtune.space.search_space",
+    "load_space": "adamtune.space.search_space",
     "Task": "adamtune.tasks",
     "accuracy": "adamtune.tasks",
     "mean_squared_error": "adamtune.tasks",
     "resolve_task": "adamtune.tasks",
-    "train": "adamtune.train",
-    "TrainResult": "adamtune.train",
-    "SearchSettings": "adamtune.settings",
-    "run_search": "adamtune.study",
-    "load_study": "adamtune.studies",
-    "load_config": "adamtune.studies",
-    "build_optimizer": "adamtune.builders",
-    "build_scheduler": "adamtune.builders",
-    "training_loop": "adamtune.loops",
-    "task_factory": "adamtune.loops",
-    "LoopTrial": "adamtune.loops",
+    "train": "adamtune.training.single",
+    "TrainResult": "adamtune.training.single",
+    "SearchSettings": "adamtune.config.settings",
+    "run_search": "adamtune.search.run",
+    "load_study": "adamtune.results.studies",
+    "load_config": "adamtune.results.studies",
+    "build_optimizer": "adamtune.training.builders",
+    "build_scheduler": "adamtune.training.builders",
+    "training_loop": "adamtune.tasks.marks",
+    "task_factory": "adamtune.tasks.marks",
+    "LoopTrial": "adamtune.training.user_loop",
 }
 
 __all__ = sorted(_EXPORTS)
+
+moved.install()
 
 
 __getattr__ = lazy_getattr(__name__, _EXPORTS, globals())

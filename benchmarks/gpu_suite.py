@@ -192,7 +192,7 @@ def timed(suite: Suite, call: Callable[[], Any], repeats: int) -> float:
 
 
 def stacked_search(suite: Suite) -> None:
-    from adamtune.study import SearchSettings, run_search
+    from adamtune.search.run import SearchSettings, run_search
 
     trials = 4 if suite.dry else 64
     seconds = {}
@@ -227,9 +227,9 @@ def stacked_search(suite: Suite) -> None:
 
 
 def transformer(suite: Suite) -> None:
-    from adamtune.config import AdamConfig
+    from adamtune.config.adam import AdamConfig
     from adamtune.tasks import resolve_task
-    from adamtune.train import train
+    from adamtune.training.single import train
 
     precision = "fp32" if suite.dry else "bf16"
     task = resolve_task("charlm-transformer")
@@ -281,9 +281,9 @@ def default_command(suite: Suite) -> None:
 
 def host_syncs(suite: Suite) -> None:
     """Syncs a stacked epoch makes: CUDA's sync debug mode warns at each one."""
-    from adamtune.config import AdamConfig
-    from adamtune.stacked import train_stacked
+    from adamtune.config.adam import AdamConfig
     from adamtune.tasks import resolve_task
+    from adamtune.training.stacked.loop import train_stacked
 
     torch = suite.torch
     task = resolve_task("mnist1d-mlp")

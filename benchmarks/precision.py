@@ -23,9 +23,9 @@ PRECISIONS = ("fp32", "bf16", "fp16", "bf16-pure")
 CHILD = r"""
 import json, resource, sys, time
 import torch
-from adamtune.config import AdamConfig
+from adamtune.config.adam import AdamConfig
 from adamtune.tasks import resolve_task
-from adamtune.train import train
+from adamtune.training.single import train
 task_name, precision, device = sys.argv[1:4]
 task = resolve_task(task_name)
 if task.threads is not None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
-from adamtune.study import SearchSettings, run_search
+from adamtune.search.run import SearchSettings, run_search
 from adamtune.tasks import resolve_task
 
 

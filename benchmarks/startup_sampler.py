@@ -21,8 +21,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-import adamtune.samplers
-from adamtune.study import SearchSettings, run_search
+import adamtune.search.samplers
+from adamtune.search.run import SearchSettings, run_search
 from adamtune.tasks import resolve_task
 
 STARTUP = 10  # TPE's n_startup_trials
@@ -60,7 +60,7 @@ class QmcStart(optuna.samplers.BaseSampler):
         self._for(trial).after_trial(study, trial, state, values)
 
 
-PLAIN = adamtune.samplers.make_sampler
+PLAIN = adamtune.search.samplers.make_sampler
 
 
 def with_qmc_start(name: str, seed: int, space: Any = None) -> optuna.samplers.BaseSampler:
@@ -70,7 +70,7 @@ def with_qmc_start(name: str, seed: int, space: Any = None) -> optuna.samplers.B
 
 def best_so_far(task_name: str, trials: int, seed: int, qmc: bool) -> list[float]:
     """The best value among the first 10, 20, ... trials of one search."""
-    adamtune.samplers.make_sampler = with_qmc_start if qmc else PLAIN
+    adamtune.search.samplers.make_sampler = with_qmc_start if qmc else PLAIN
     try:
         with tempfile.TemporaryDirectory() as folder:
             settings = SearchSettings(
@@ -82,7 +82,7 @@ def best_so_far(task_name: str, trials: int, seed: int, qmc: bool) -> list[float
             )
             study = run_search(settings, task=resolve_task(task_name))
     finally:
-        adamtune.samplers.make_sampler = PLAIN
+        adamtune.search.samplers.make_sampler = PLAIN
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     trials_by_number = sorted(study.trials, key=lambda t: t.number)
     out = []

@@ -12,9 +12,9 @@ import time
 
 import torch
 
-from adamtune.config import AdamConfig
+from adamtune.config.adam import AdamConfig
 from adamtune.tasks import resolve_task
-from adamtune.train import train
+from adamtune.training.single import train
 
 TASKS = ("digits-mlp", "mnist1d-mlp", "mnist1d-cnn")
 

@@ -19,13 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from adamtune.confirm import confirm_study
-from adamtune.evaluations import Runner
-from adamtune.gain import mean_sd, study_baseline
-from adamtune.study import SearchSettings, confirmation_rows, run_search
+from adamtune.results.gain import mean_sd, study_baseline
+from adamtune.search.confirm import confirm_study
+from adamtune.search.run import SearchSettings, confirmation_rows, run_search
 from adamtune.tasks import resolve_task
 from adamtune.tracking import NullTracker
-from adamtune.train import resolve_device
+from adamtune.training.runner import Runner
+from adamtune.training.single import resolve_device
 
 
 def one_seed(task_name: str, trials: int, seed: int, max_k: int, top: int) -> dict:

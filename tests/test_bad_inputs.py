@@ -7,7 +7,7 @@ import optuna
 import pytest
 from click.testing import CliRunner
 
-from adamtune.cli import cli
+from adamtune.cli.app import cli
 
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"

@@ -3,10 +3,10 @@
 import pytest
 from optuna.trial import FixedTrial
 
-from adamtune.baseline import ADAMW_DEFAULTS, baseline_config, baseline_params
-from adamtune.config import AdamConfig, ScheduleConfig
+from adamtune.config.adam import AdamConfig, ScheduleConfig
 from adamtune.errors import SpaceError
-from adamtune.space import load_space
+from adamtune.space.baseline import ADAMW_DEFAULTS, baseline_config, baseline_params
+from adamtune.space.search_space import load_space
 
 
 def write(tmp_path, text, name="space.yaml"):

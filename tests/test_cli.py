@@ -5,7 +5,7 @@ import optuna
 import pytest
 from click.testing import CliRunner
 
-from adamtune.cli import cli
+from adamtune.cli.app import cli
 from tests.servers import tracking_workers
 
 FAST = ["--task", "digits-mlp", "--epochs", "1", "--space", "lr-only"]

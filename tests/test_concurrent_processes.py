@@ -18,7 +18,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from adamtune.claims import claim_name
+from adamtune.storage.claims import claim_name
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 ADAMTUNE = str(Path(sys.executable).with_name("adamtune"))
@@ -103,7 +103,7 @@ def test_processes_started_together_on_fresh_sqlite_stores(tmp_path, attempt):
 
 
 def test_processes_started_together_on_a_fresh_journal(tmp_path):
-    from adamtune.storage import open_storage
+    from adamtune.storage.store import open_storage
 
     journal, tracking = f"journal:{tmp_path / 'study.log'}", f"sqlite:///{tmp_path / 'ml.db'}"
     results = start_together(tmp_path, journal, tracking)

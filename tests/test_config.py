@@ -1,6 +1,6 @@
 import pytest
 
-from adamtune.config import AdamConfig, ScheduleConfig
+from adamtune.config.adam import AdamConfig, ScheduleConfig
 from adamtune.errors import ConfigError
 
 
@@ -70,7 +70,7 @@ def test_from_dict_rejects_unknown_keys():
 
 
 def test_max_grad_norm_is_off_by_default_positive_when_set_and_read_from_old_exports():
-    from adamtune.config import AdamConfig
+    from adamtune.config.adam import AdamConfig
     from adamtune.errors import ConfigError
 
     assert AdamConfig().max_grad_norm is None

@@ -7,10 +7,8 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
-from adamtune.config import AdamConfig
-from adamtune.confirm import confirm_study, confirmation_seeds
-from adamtune.evaluations import Evaluated, Runner
-from adamtune.gain import (
+from adamtune.config.adam import AdamConfig
+from adamtune.results.gain import (
     best_line,
     confirmed_line,
     gain_text,
@@ -18,10 +16,12 @@ from adamtune.gain import (
     study_confirmation,
     summary_metrics,
 )
-from adamtune.report import gain_cell, gain_report
-from adamtune.studies import exported_trial
+from adamtune.results.report import gain_cell, gain_report
+from adamtune.results.studies import exported_trial
+from adamtune.search.confirm import confirm_study, confirmation_seeds
 from adamtune.tasks import resolve_task
 from adamtune.tracking import NullTracker
+from adamtune.training.runner import Evaluated, Runner
 
 
 @dataclass

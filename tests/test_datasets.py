@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from adamtune.config import AdamConfig
+from adamtune.config.adam import AdamConfig
 from adamtune.errors import TaskError
-from adamtune.stacked import train_stacked
-from adamtune.study import SearchSettings, run_search
+from adamtune.search.run import SearchSettings, run_search
 from adamtune.tasks import Task, accuracy
-from adamtune.train import train
+from adamtune.training.single import train
+from adamtune.training.stacked.loop import train_stacked
 from tests.test_train import toy_task
 
 CONFIG = AdamConfig(lr=1e-2, decoupled=True, weight_decay=0.01)

@@ -10,13 +10,13 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from adamtune.cli import cli
-from adamtune.config import AdamConfig, ScheduleConfig
+from adamtune.cli.app import cli
+from adamtune.config.adam import AdamConfig, ScheduleConfig
+from adamtune.config.schedules import learning_rates
 from adamtune.errors import ConfigError
-from adamtune.export import ExportedTrial, render
-from adamtune.schedules import learning_rates
-from adamtune.studies import load_config, load_trial
-from adamtune.study import SearchSettings, run_search
+from adamtune.results.export import ExportedTrial, render
+from adamtune.results.studies import load_config, load_trial
+from adamtune.search.run import SearchSettings, run_search
 
 SCHEDULES = [
     ScheduleConfig("constant"),

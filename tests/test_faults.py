@@ -14,10 +14,10 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from adamtune.config import AdamConfig
-from adamtune.study import SearchSettings, run_search
+from adamtune.config.adam import AdamConfig
+from adamtune.search.run import SearchSettings, run_search
 from adamtune.tasks import Task, accuracy
-from adamtune.train import train
+from adamtune.training.single import train
 from tests.servers import tracking_workers
 
 ADAMTUNE = str(Path(sys.executable).with_name("adamtune"))

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import adamtune.study
+import adamtune.search.run
 from adamtune.errors import TaskError
-from adamtune.first_batch import check_one_batch
-from adamtune.precision import Precision
-from adamtune.study import SearchSettings, run_search
+from adamtune.search.run import SearchSettings, run_search
+from adamtune.training.first_batch import check_one_batch
+from adamtune.training.precision import Precision
 from tests.test_datasets import Dicts, WithLoss, dataset_task, hooked_task
 from tests.test_train import toy_task
 

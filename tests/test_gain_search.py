@@ -7,9 +7,9 @@ import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from adamtune.cli import cli
-from adamtune.config import AdamConfig
-from adamtune.study import SearchSettings, run_search
+from adamtune.cli.app import cli
+from adamtune.config.adam import AdamConfig
+from adamtune.search.run import SearchSettings, run_search
 
 pytestmark = pytest.mark.slow
 

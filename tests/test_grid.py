@@ -4,10 +4,10 @@ import optuna
 import pytest
 from click.testing import CliRunner
 
-from adamtune.cli import cli
+from adamtune.cli.app import cli
 from adamtune.errors import SpaceError
-from adamtune.space import load_space
-from adamtune.study import SearchSettings, run_search
+from adamtune.search.run import SearchSettings, run_search
+from adamtune.space.search_space import load_space
 
 GRID = """
 lr: {low: 1.0e-4, high: 1.0e-1, points: 4}

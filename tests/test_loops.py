@@ -8,15 +8,15 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from adamtune.config import AdamConfig, ScheduleConfig
+from adamtune.config.adam import AdamConfig, ScheduleConfig
+from adamtune.config.schedules import learning_rates
 from adamtune.errors import DivergedError, TaskError
-from adamtune.loops import is_training_loop, training_loop
-from adamtune.schedules import learning_rates
-from adamtune.study import SearchSettings, run_search
+from adamtune.search.run import SearchSettings, run_search
 from adamtune.tasks import resolve_task
 from adamtune.tasks.loader import _loop_task
 from adamtune.tracking import NullTracker
-from adamtune.train import train
+from adamtune.training.single import train
+from adamtune.tasks.marks import is_training_loop, training_loop
 
 EXAMPLE = f"{Path(__file__).parent.parent / 'examples' / 'plain_loop.py'}:train"
 CONFIG = AdamConfig(lr=1e-2, decoupled=True, schedule=ScheduleConfig("cosine", warmup_fraction=0.1))

@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-from adamtune.config import AdamConfig
+from adamtune.config.adam import AdamConfig
 from adamtune.errors import DivergedError
-from adamtune.stacked import train_stacked
 from adamtune.tasks import resolve_task
 from adamtune.tracking.plots import _lr_axis, _schedules
-from adamtune.train import TrainingLog, train
+from adamtune.training.single import TrainingLog, train
+from adamtune.training.stacked.loop import train_stacked
 
 
 def plain_loop_norms(task, config, epochs):

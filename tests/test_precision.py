@@ -7,14 +7,14 @@ import optuna
 import pytest
 import torch
 
-from adamtune.config import AdamConfig
+from adamtune.config.adam import AdamConfig
 from adamtune.errors import ConfigError, StudyError
 from adamtune.optim import FusedAdam
-from adamtune.precision import Precision, PrecisionUnavailable, check_device_supports
-from adamtune.stacked import train_stacked
-from adamtune.study import SearchSettings, run_search
+from adamtune.search.run import SearchSettings, run_search
 from adamtune.tasks import resolve_task
-from adamtune.train import train
+from adamtune.training.precision import Precision, PrecisionUnavailable, check_device_supports
+from adamtune.training.single import train
+from adamtune.training.stacked.loop import train_stacked
 from tests.test_train import toy_task
 
 CONFIG = AdamConfig(lr=1e-2, decoupled=True, weight_decay=0.01)

@@ -4,7 +4,7 @@ import io
 
 import optuna
 
-from adamtune.progress import Progress
+from adamtune.cli.progress import Progress
 
 
 def _line(study, trial, total=5):
@@ -31,7 +31,7 @@ def test_with_nothing_else_running_the_count_is_left_out():
 
 
 def test_between_reads_of_the_study_this_processs_trials_update_the_best(monkeypatch):
-    import adamtune.progress
+    import adamtune.cli.progress
 
     monkeypatch.setattr(adamtune.progress, "READ_EVERY", 3600.0)  # however slow the machine
     study = optuna.create_study(direction="minimize")
@@ -76,7 +76,7 @@ class Clock:
 
 def test_a_log_gets_a_line_per_evaluation_of_a_long_trial_with_the_time_left(monkeypatch):
     clock = Clock()
-    monkeypatch.setattr("adamtune.progress.time.perf_counter", clock)
+    monkeypatch.setattr("adamtune.cli.progress.time.perf_counter", clock)
     stream = io.StringIO()
     progress = Progress(5, "val_accuracy", stream=stream, live=False)
     progress.epoch(3, 1, 4, {"val_accuracy": 0.5})
@@ -94,7 +94,7 @@ def test_a_log_gets_a_line_per_evaluation_of_a_long_trial_with_the_time_left(mon
 
 def test_a_terminal_shows_where_the_running_trials_are(monkeypatch):
     clock = Clock()
-    monkeypatch.setattr("adamtune.progress.time.perf_counter", clock)
+    monkeypatch.setattr("adamtune.cli.progress.time.perf_counter", clock)
     stream = io.StringIO()
     progress = Progress(5, "val_accuracy", stream=stream, live=True)
     progress.epoch(7, 1, 20, {})
@@ -112,7 +112,7 @@ def test_a_terminal_shows_where_the_running_trials_are(monkeypatch):
 
 
 def test_every_evaluation_of_every_trial_reaches_on_epoch(storage):
-    from adamtune.study import SearchSettings, run_search
+    from adamtune.search.run import SearchSettings, run_search
 
     for stack in (1, 3):
         seen = []
@@ -129,7 +129,7 @@ def test_every_evaluation_of_every_trial_reaches_on_epoch(storage):
 
 def test_confirmation_shows_runs_done_the_best_mean_and_the_time(monkeypatch):
     now = iter(float(t) for t in range(100))
-    monkeypatch.setattr("adamtune.progress.time.perf_counter", lambda: next(now))
+    monkeypatch.setattr("adamtune.cli.progress.time.perf_counter", lambda: next(now))
     out = io.StringIO()
     progress = Progress(4, "val_accuracy", stream=out, live=False)
     progress.confirm_run(0, 9, "")
@@ -146,7 +146,7 @@ def test_confirmation_shows_runs_done_the_best_mean_and_the_time(monkeypatch):
 
 def test_a_stacks_epoch_is_one_line_with_its_rows_epoch_best_row_and_time_left(monkeypatch):
     clock = Clock()
-    monkeypatch.setattr("adamtune.progress.time.perf_counter", clock)
+    monkeypatch.setattr("adamtune.cli.progress.time.perf_counter", clock)
     stream = io.StringIO()
     progress = Progress(16, "val_loss", stream=stream, live=False, maximize=False)
     progress.stack([(n, 1, 20, {"val_loss": 1.0 + n}) for n in range(4)])
@@ -165,7 +165,7 @@ def test_a_stacks_epoch_is_one_line_with_its_rows_epoch_best_row_and_time_left(m
 
 
 def test_a_stacked_search_reports_each_epoch_of_all_its_rows_at_once(storage):
-    from adamtune.study import SearchSettings, run_search
+    from adamtune.search.run import SearchSettings, run_search
 
     calls = []
     settings = SearchSettings(

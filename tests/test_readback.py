@@ -5,14 +5,14 @@ divergence guard, checked at that read, still names the step and cuts the log th
 import pytest
 import torch
 
-import adamtune.stacked
-import adamtune.train
-from adamtune.config import AdamConfig
+import adamtune.training.single
+import adamtune.training.stacked.loop
+from adamtune.config.adam import AdamConfig
 from adamtune.errors import DivergedError
-from adamtune.readback import read_back
-from adamtune.stacked import train_stacked
 from adamtune.tasks import resolve_task
-from adamtune.train import TrainingLog, train
+from adamtune.training.readback import read_back
+from adamtune.training.single import TrainingLog, train
+from adamtune.training.stacked.loop import train_stacked
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from adamtune.optim import FusedAdam
-from adamtune.space import load_space
-from adamtune.study import SearchSettings, run_search
+from adamtune.search.run import SearchSettings, run_search
+from adamtune.space.search_space import load_space
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 

@@ -13,12 +13,12 @@ import pytest
 from click.testing import CliRunner
 from optuna.distributions import FloatDistribution
 
-from adamtune.cli import cli
-from adamtune.confirm import affordable_top, confirm_study, confirmation_turn
-from adamtune.export import write_export
-from adamtune.journal import mend_torn_tail
-from adamtune.storage import open_storage
-from adamtune.studies import exported_trial
+from adamtune.cli.app import cli
+from adamtune.results.export import write_export
+from adamtune.results.studies import exported_trial
+from adamtune.search.confirm import affordable_top, confirm_study, confirmation_turn
+from adamtune.storage.journal import mend_torn_tail
+from adamtune.storage.store import open_storage
 from adamtune.tasks import resolve_task
 from adamtune.tracking.store_setup import open_client
 from tests.test_confirm import Recorder, ScriptedRunner, study_with
@@ -217,7 +217,7 @@ def test_export_on_a_full_disk_leaves_no_temporary_file(tmp_path, monkeypatch):
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("adamtune.export.os.fsync", full)
+    monkeypatch.setattr("adamtune.results.export.os.fsync", full)
     with pytest.raises(Exception, match="No space left on device"):
         write_export("text", str(tmp_path / "best.py"))
     assert os.listdir(tmp_path) == []

@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from adamtune.processes import shares
+from adamtune.search.workers import shares
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 ADAMTUNE = str(Path(sys.executable).with_name("adamtune"))

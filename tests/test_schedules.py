@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from adamtune.config import AdamConfig, ScheduleConfig
-from adamtune.schedules import learning_rates, multiplier, multipliers, warmup_steps
+from adamtune.config.adam import AdamConfig, ScheduleConfig
+from adamtune.config.schedules import learning_rates, multiplier, multipliers, warmup_steps
 
 
 def test_constant_without_warmup_is_the_peak_everywhere():

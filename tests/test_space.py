@@ -2,9 +2,15 @@ import optuna
 import pytest
 from optuna.trial import FixedTrial
 
-from adamtune.config import AdamConfig
+from adamtune.config.adam import AdamConfig
 from adamtune.errors import SpaceError
-from adamtune.space import Categorical, FloatRange, IntRange, load_space, shipped_spaces
+from adamtune.space.search_space import (
+    Categorical,
+    FloatRange,
+    IntRange,
+    load_space,
+    shipped_spaces,
+)
 
 SHIPPED = ["adam", "adamw", "algoperf", "default", "grid", "lr-only"]
 

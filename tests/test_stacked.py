@@ -5,11 +5,11 @@ import dataclasses
 import pytest
 import torch
 
-from adamtune.config import AdamConfig, ScheduleConfig
-from adamtune.stack_model import why_not_stackable
-from adamtune.stacked import train_stacked
+from adamtune.config.adam import AdamConfig, ScheduleConfig
 from adamtune.tasks import Task, accuracy, resolve_task
-from adamtune.train import train
+from adamtune.training.single import train
+from adamtune.training.stacked.loop import train_stacked
+from adamtune.training.stacked.model import why_not_stackable
 
 CONFIGS = [
     AdamConfig(lr=3e-3),
@@ -105,7 +105,7 @@ def test_a_stopped_row_is_handed_out_when_it_stops_not_when_the_stack_ends():
 
 @pytest.mark.parametrize("name", ["wine-mlp", "mnist1d-cnn"])  # batched matmuls; vmap
 def test_a_freed_slot_takes_the_next_configuration_which_trains_as_it_would_alone(name):
-    from adamtune.stacked import train_stack
+    from adamtune.training.stacked.loop import train_stack
 
     task = resolve_task(name)
     cnn = name == "mnist1d-cnn"  # see test_each_row_trains_as_its_configuration_alone
@@ -210,8 +210,8 @@ def test_a_model_that_does_not_stack_the_same_is_found_before_training(model, re
 def test_a_stacked_search_gives_each_trial_its_own_outcome(storage):
     from optuna.trial import TrialState
 
-    from adamtune.config import AdamConfig
-    from adamtune.study import SearchSettings, run_search
+    from adamtune.config.adam import AdamConfig
+    from adamtune.search.run import SearchSettings, run_search
 
     settings = SearchSettings(
         task="digits-mlp",
@@ -242,9 +242,9 @@ def test_a_pruned_row_is_told_to_optuna_while_its_stack_mates_train_on(storage):
     import optuna
     from optuna.trial import TrialState
 
-    from adamtune.objective import Objective
-    from adamtune.space import load_space
-    from adamtune.stack_search import run_stacked
+    from adamtune.search.objective import Objective
+    from adamtune.search.stacked import run_stacked
+    from adamtune.space.search_space import load_space
 
     class PruneEvenTrials(optuna.pruners.BasePruner):
         def prune(self, study, trial):
@@ -272,7 +272,7 @@ def test_a_pruned_row_is_told_to_optuna_while_its_stack_mates_train_on(storage):
 def test_a_stacked_search_logs_every_row_to_mlflow(tmp_path, storage):
     from mlflow import MlflowClient
 
-    from adamtune.study import SearchSettings, run_search
+    from adamtune.search.run import SearchSettings, run_search
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     space = tmp_path / "clip.yaml"
@@ -313,7 +313,7 @@ def test_a_stacked_search_logs_every_row_to_mlflow(tmp_path, storage):
 
 def test_stack_refusals_are_one_line(tmp_path, storage):
     from adamtune.errors import AdamtuneError, StudyError
-    from adamtune.study import SearchSettings, run_search
+    from adamtune.search.run import SearchSettings, run_search
 
     with pytest.raises(
         AdamtuneError, match="--stack 4: stacked trials train with --optimizer fused"
@@ -353,8 +353,8 @@ def test_stack_refusals_are_one_line(tmp_path, storage):
     "options", [{"optimizer": "torch"}, {"n_jobs": 2}, {"n_trials": 1}, {"stack": 1}]
 )
 def test_auto_trains_one_at_a_time_where_the_user_chose_what_cannot_stack(options):
-    from adamtune.settings import SearchSettings
-    from adamtune.study import stack_rows
+    from adamtune.config.settings import SearchSettings
+    from adamtune.search.run import stack_rows
 
     said = []
     settings = SearchSettings(**options)
@@ -364,8 +364,8 @@ def test_auto_trains_one_at_a_time_where_the_user_chose_what_cannot_stack(option
 
 
 def test_auto_stacks_sixteen_on_cpu_within_the_trials_asked_for():
-    from adamtune.settings import SearchSettings
-    from adamtune.study import stack_rows
+    from adamtune.config.settings import SearchSettings
+    from adamtune.search.run import stack_rows
 
     task, cpu = resolve_task("wine-mlp"), torch.device("cpu")
     assert stack_rows(SearchSettings(n_trials=100), task, cpu, print) == 16
@@ -386,9 +386,9 @@ def test_trials_sampled_with_other_kernel_settings_wait_for_a_stack_of_their_own
     import optuna
     from optuna.trial import TrialState
 
-    from adamtune.objective import Objective
-    from adamtune.space import load_space
-    from adamtune.stack_search import run_stacked
+    from adamtune.search.objective import Objective
+    from adamtune.search.stacked import run_stacked
+    from adamtune.space.search_space import load_space
 
     space = tmp_path / "mixed.yaml"
     space.write_text(
@@ -403,7 +403,7 @@ def test_trials_sampled_with_other_kernel_settings_wait_for_a_stack_of_their_own
     )
     stacks = []
     objective = Objective(task, load_space(str(space)), epochs=2)
-    import adamtune.stack_search as stack_search
+    import adamtune.search.stacked as stack_search
 
     real = stack_search.train_stack
 
@@ -433,9 +433,9 @@ def test_a_row_whose_own_metric_raises_fails_only_its_trial(storage):
     import optuna
     from optuna.trial import TrialState
 
-    from adamtune.objective import Objective
-    from adamtune.space import load_space
-    from adamtune.stack_search import run_stacked
+    from adamtune.search.objective import Objective
+    from adamtune.search.stacked import run_stacked
+    from adamtune.space.search_space import load_space
 
     task = resolve_task("wine-mlp")
     calls = []
@@ -461,7 +461,7 @@ def test_a_row_whose_own_metric_raises_fails_only_its_trial(storage):
 
 
 def test_epoch_orders_replay_train_s_orders_and_keep_only_the_epochs_in_use():
-    from adamtune.stacked import _EpochOrders
+    from adamtune.training.stacked.loop import _EpochOrders
 
     generator = torch.Generator().manual_seed(7)
     expected = [torch.randperm(50, generator=generator) for _ in range(4)]
@@ -474,9 +474,9 @@ def test_epoch_orders_replay_train_s_orders_and_keep_only_the_epochs_in_use():
 
 
 def test_an_explicit_stack_larger_than_the_free_memory_is_one_line(monkeypatch):
-    import adamtune.study as study_module
+    import adamtune.search.run as study_module
+    from adamtune.config.settings import SearchSettings
     from adamtune.errors import StudyError
-    from adamtune.settings import SearchSettings
 
     monkeypatch.setattr(study_module, "_free_memory", lambda device: int(0.3 * 2**30))
     task, cpu = resolve_task("digits-mlp"), torch.device("cpu")  # 26,122 parameters: 0.4 MB a row
@@ -507,7 +507,7 @@ def test_each_row_is_clipped_by_its_own_gradient_norm_as_it_would_be_alone():
 
 
 def test_train_clips_as_torch_clip_grad_norm_does():
-    from adamtune.builders import build_optimizer
+    from adamtune.training.builders import build_optimizer
 
     task = resolve_task("wine-mlp")
     config = AdamConfig(lr=1e-2, max_grad_norm=0.1)
@@ -529,7 +529,7 @@ def test_train_clips_as_torch_clip_grad_norm_does():
 
 
 def test_early_stopping_stops_each_row_as_it_would_stop_alone():
-    from adamtune.stacked import train_stack
+    from adamtune.training.stacked.loop import train_stack
 
     task = resolve_task("mnist1d-mlp")
     # Configurations whose runs float32 rounding does not move across a tie of the metric in

@@ -1,8 +1,8 @@
 import pytest
 
+from adamtune._util.urls import redact
 from adamtune.errors import StorageError
-from adamtune.storage import open_storage
-from adamtune.urls import redact
+from adamtune.storage.store import open_storage
 
 
 def test_redact_hides_passwords_only():
@@ -83,7 +83,7 @@ def test_schema_race_between_workers_is_retried(monkeypatch, tmp_path):
         return real(url, **options)
 
     monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
-    monkeypatch.setattr("adamtune.storage.time.sleep", lambda seconds: None)
+    monkeypatch.setattr("adamtune.storage.store.time.sleep", lambda seconds: None)
     assert open_storage(f"sqlite:///{tmp_path / 'race.db'}") is not None
     assert len(calls) == 3
 
@@ -106,7 +106,7 @@ def test_other_storage_errors_are_not_retried(monkeypatch, tmp_path):
 def test_reading_never_creates_or_alters_a_store(tmp_path):
     import optuna
 
-    from adamtune.studies import list_studies, load_study
+    from adamtune.results.studies import list_studies, load_study
 
     missing = tmp_path / "missing.db"
     assert list_studies(f"sqlite:///{missing}") == []
@@ -124,7 +124,7 @@ def test_journal_trials_without_heartbeat_for_three_intervals_are_stale(tmp_path
 
     import optuna
 
-    from adamtune.journal import HEARTBEAT_ATTR
+    from adamtune.storage.journal import HEARTBEAT_ATTR
 
     stale = []
     storage = open_storage(
@@ -146,7 +146,7 @@ def test_journal_trials_without_heartbeat_for_three_intervals_are_stale(tmp_path
 CLAIM_SCRIPT = """
 import sys, time
 import optuna
-from adamtune.storage import open_storage
+from adamtune.storage.store import open_storage
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 study = optuna.load_study(study_name="s", storage=open_storage(sys.argv[1]))
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all processes ask at one moment

@@ -8,8 +8,8 @@ import pytest
 from optuna.trial import TrialState
 
 from adamtune.errors import StudyError
-from adamtune.studies import load_study, top_trials
-from adamtune.study import SearchSettings, run_search
+from adamtune.results.studies import load_study, top_trials
+from adamtune.search.run import SearchSettings, run_search
 
 
 def settings(storage, **overrides):
@@ -276,8 +276,8 @@ def test_settings_refuse_bad_values_when_built(overrides, message):
 def test_patience_ends_trials_at_their_best_and_records_where(storage, stack, tmp_path):
     from mlflow import MlflowClient
 
-    from adamtune.export import render
-    from adamtune.studies import load_trial
+    from adamtune.results.export import render
+    from adamtune.results.studies import load_trial
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     study = run_search(
@@ -327,7 +327,7 @@ def test_a_budget_inside_tpes_random_start_is_said_to_be_a_random_search(storage
     [({"n_trials": 11}, 0), ({"n_trials": 9}, 2), ({"n_trials": 3, "sampler": "random"}, 0)],
 )
 def test_no_random_start_line_past_the_start_up_or_for_other_samplers(overrides, already):
-    from adamtune.study import say_random_start
+    from adamtune.search.run import say_random_start
 
     study = optuna.create_study()
     for _ in range(already):
@@ -338,8 +338,8 @@ def test_no_random_start_line_past_the_start_up_or_for_other_samplers(overrides,
 
 
 def test_a_study_with_no_completed_trial_says_no_confirming_line(storage, tmp_path):
-    from adamtune.loops import training_loop
     from adamtune.tasks.loader import _loop_task
+    from adamtune.tasks.marks import training_loop
 
     def body(trial):
         raise RuntimeError("no data")

@@ -4,7 +4,7 @@ study resumed with another model or loop is refused, whatever the tasks' names."
 import optuna
 from click.testing import CliRunner
 
-from adamtune.cli import cli
+from adamtune.cli.app import cli
 
 QUICK = ["--n-trials", "1", "--no-tracking", "--confirm", "0", "--epochs", "1"]
 LOOP = "def train(trial):\n    return {{'value': {value}}}\n"

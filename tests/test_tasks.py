@@ -189,8 +189,8 @@ def test_charlm_corpus_is_generated_the_same_everywhere():
 
 
 def test_charlm_transformer_uses_datasets_and_hooks_and_learns():
-    from adamtune.config import AdamConfig
-    from adamtune.train import train
+    from adamtune.config.adam import AdamConfig
+    from adamtune.training.single import train
 
     task = resolve_task("charlm-transformer")
     assert task.uses_loader and task.direction == "minimize" and task.metric_name == "val_loss"

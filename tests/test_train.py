@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from adamtune.config import AdamConfig, ScheduleConfig
+from adamtune.config.adam import AdamConfig, ScheduleConfig
+from adamtune.config.schedules import learning_rates
 from adamtune.errors import DivergedError, TaskError
-from adamtune.schedules import learning_rates
 from adamtune.tasks import Task, accuracy, resolve_task
-from adamtune.train import train
+from adamtune.training.single import train
 
 
 def toy_task(epochs=3):
@@ -117,7 +117,7 @@ def error_ratio(error):
 def test_both_optimizer_implementations_train_to_the_same_result(implementation):
     from functools import partial
 
-    from adamtune.builders import build_optimizer
+    from adamtune.training.builders import build_optimizer
 
     config = AdamConfig(lr=1e-2, weight_decay=0.01)
     result = train(

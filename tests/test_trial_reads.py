@@ -5,7 +5,7 @@ import threading
 import optuna
 from sqlalchemy import event
 
-from adamtune.trial_reads import one_read_of_trials
+from adamtune.storage.reads import one_read_of_trials
 
 
 def _study(tmp_path, name="r"):

@@ -5,8 +5,8 @@ import optuna
 import pytest
 from sqlalchemy import event
 
-from adamtune import trial_writes
-from adamtune.trial_writes import report_all, set_user_attrs
+from adamtune.storage import writes as trial_writes
+from adamtune.storage.writes import report_all, set_user_attrs
 
 
 def _study(url):

@@ -9,16 +9,16 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from adamtune.config.values import Values, parse_model_section
 from adamtune.errors import SpaceError, TaskError
-from adamtune.export import render
-from adamtune.loops import training_loop
-from adamtune.space import load_space
-from adamtune.studies import exported_trial
-from adamtune.study import SearchSettings, run_search
+from adamtune.results.export import render
+from adamtune.results.studies import exported_trial
+from adamtune.search.run import SearchSettings, run_search
+from adamtune.space.search_space import load_space
 from adamtune.tasks import resolve_task
 from adamtune.tasks.loader import _loop_task
 from adamtune.tracking import NullTracker
-from adamtune.values import Values, parse_model_section
+from adamtune.tasks.marks import training_loop
 
 
 def test_values_come_from_the_optuna_trial_then_from_what_was_stored_then_defaults():
@@ -233,7 +233,7 @@ def test_a_model_section_for_a_task_that_reads_no_values_is_refused(storage, tmp
 def test_a_yaml_export_with_values_loads_back_as_a_space(tmp_path):
     from dataclasses import replace
 
-    from adamtune.config import AdamConfig
+    from adamtune.config.adam import AdamConfig
     from tests.test_export import exported
 
     trial = replace(exported(AdamConfig(lr=0.01)), values={"dropout": 0.2, "width": 64})

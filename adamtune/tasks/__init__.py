@@ -6,7 +6,7 @@ torch.
 
 from __future__ import annotations
 
-from adamtune._lazy import lazy_getattr
+from adamtune._util.lazy import lazy_getattr
 
 _EXPORTS = {
     "Task": "adamtune.tasks.base",

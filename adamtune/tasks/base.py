@@ -78,7 +78,7 @@ class Task:
     # resolve_task): default study names come from it, since two files' ``name``s can agree.
     origin: str = ""
     # A factory that takes the trial (``def make_task(trial)``): this trial's task, built from
-    # its values (adamtune.values.Values); the Task holding it was built from the defaults.
+    # its values (adamtune.config.values.Values); the Task holding it was built from the defaults.
     per_trial: Callable[[Any], Task] | None = None
 
     @property

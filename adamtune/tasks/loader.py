@@ -62,7 +62,7 @@ def resolve_task(spec: str) -> Task:
     factory = getattr(module, func_name, None)
     if not callable(factory):
         raise TaskError(f"--task {spec!r}: {target} has no function {func_name!r}")
-    from adamtune.loops import is_task_factory, is_training_loop
+    from adamtune.tasks.marks import is_task_factory, is_training_loop
 
     origin = (
         f"{Path(target).stem if target.endswith('.py') else target.rpartition('.')[2]}-{func_name}"
@@ -72,7 +72,7 @@ def resolve_task(spec: str) -> Task:
         return replace(_loop_task(spec, func_name, factory), origin=origin)
     if not takes_trial:
         return replace(_built(spec, func_name, factory, ()), origin=origin)
-    from adamtune.values import Values
+    from adamtune.config.values import Values
 
     def per_trial(values: Any) -> Task:
         return replace(_built(spec, func_name, factory, (values,)), origin=origin)
@@ -104,8 +104,8 @@ def _built(spec: str, func_name: str, factory: Callable[..., Any], args: tuple[A
 
 def _loop_task(spec: str, name: str, function: Callable[..., Any]) -> Task:
     """A ``train(trial)`` function as a Task that carries it (adamtune.loops)."""
-    from adamtune.loops import loop_settings
     from adamtune.tasks.base import Task
+    from adamtune.tasks.marks import loop_settings
 
     settings = loop_settings(function)
     try:

@@ -28,9 +28,9 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
+from adamtune._util.urls import redact, scrub
 from adamtune.errors import one_line
 from adamtune.tracking.base import TrialRecord
-from adamtune.urls import redact, scrub
 
 # The worker is bookkeeping: one thread per numeric library, or its BLAS/OpenMP pools take
 # every core and slow training (benchmarks/results/tracking_overhead_cpu.md).

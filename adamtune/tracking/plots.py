@@ -9,9 +9,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from adamtune.config import AdamConfig
-from adamtune.schedules import learning_rates
-from adamtune.studies import best_first, trial_config
+from adamtune.config.adam import AdamConfig
+from adamtune.config.schedules import learning_rates
+from adamtune.results.studies import best_first, trial_config
 
 TOP = 5
 MIN_TRIALS_FOR_IMPORTANCES = 5  # below this, any ranking of parameters is noise

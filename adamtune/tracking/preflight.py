@@ -13,8 +13,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from adamtune._util.urls import redact, scrub, sqlite_path, unencoded_userinfo
 from adamtune.errors import TrackingError, describe, one_line, safe_str
-from adamtune.urls import redact, scrub, sqlite_path, unencoded_userinfo
 
 CONNECT_SECONDS = 3.0
 OPTUNA_TABLES = {"studies", "trials", "version_info"}
@@ -196,7 +196,7 @@ def _check_sqlite(uri: str, where: str, storage_url: str | None) -> None:
         return
     if not path.is_file():
         raise TrackingError(f"{where}: {str(path)!r} is not a regular file")
-    from adamtune.storage import sqlite_tables
+    from adamtune.storage.store import sqlite_tables
 
     try:
         tables = sqlite_tables(path)

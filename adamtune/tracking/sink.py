@@ -37,7 +37,7 @@ class MlflowSink:
     def prepare_summary(self) -> None:
         """Open the Optuna storage now, not after the last trial (while the user waits)."""
         if self.storage_url and self._storage is None:
-            from adamtune.storage import open_storage
+            from adamtune.storage.store import open_storage
 
             self._storage = open_storage(self.storage_url)
 
@@ -246,10 +246,10 @@ class MlflowSink:
         from mlflow.entities import Metric, Param, RunTag
         from optuna.trial import TrialState
 
-        from adamtune.export import render
-        from adamtune.gain import summary_metrics
-        from adamtune.report import config_rows
-        from adamtune.studies import exported_trial, maximizes, trial_config
+        from adamtune.results.export import render
+        from adamtune.results.gain import summary_metrics
+        from adamtune.results.report import config_rows
+        from adamtune.results.studies import exported_trial, maximizes, trial_config
         from adamtune.tracking.plots import study_figures
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)

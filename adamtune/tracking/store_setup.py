@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from adamtune.urls import sqlite_path
+from adamtune._util.urls import sqlite_path
 
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 TRIES = 10  # with backoff: about 30 s in all before the error stands

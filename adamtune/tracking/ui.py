@@ -8,9 +8,9 @@ import signal
 import subprocess
 import sys
 
+from adamtune._util.urls import redact, sqlite_path
 from adamtune.errors import AdamtuneError, TrackingError, describe, shown
 from adamtune.tracking.preflight import check_tracking_uri
-from adamtune.urls import redact, sqlite_path
 
 
 def check_store(tracking_uri: str) -> None:

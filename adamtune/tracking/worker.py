@@ -69,7 +69,7 @@ def _sqlite_without_fsync_per_commit() -> None:
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
-    from adamtune.storage import write_ahead_log
+    from adamtune.storage.store import write_ahead_log
 
     @event.listens_for(Engine, "connect")
     def _pragmas(connection, _record):  # type: ignore[no-untyped-def]
@@ -88,8 +88,8 @@ def _close_sqlite() -> None:
 
 
 def _say_failing(tracking_uri: str | None, error: str) -> None:
+    from adamtune._util.urls import redact, scrub
     from adamtune.errors import one_line
-    from adamtune.urls import redact, scrub
 
     where = f" at {redact(tracking_uri)}" if tracking_uri else ""
     text = one_line(scrub(error, [tracking_uri] if tracking_uri else []), 300)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from adamtune.study import SearchSettings, run_search
+from adamtune.search.run import SearchSettings, run_search
 from tests.servers import free_port
 
 pytestmark = pytest.mark.e2e

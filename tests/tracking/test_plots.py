@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from adamtune.config import AdamConfig, ScheduleConfig
+from adamtune.config.adam import AdamConfig, ScheduleConfig
 from adamtune.tracking.plots import MIN_TRIALS_FOR_IMPORTANCES, study_figures
 
 CONFIG = AdamConfig(schedule=ScheduleConfig(kind="cosine", warmup_fraction=0.1)).to_dict()

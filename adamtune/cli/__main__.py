@@ -1,0 +1,3 @@
+from adamtune.cli import main
+
+main()
