@@ -14,9 +14,9 @@ from adamtune.errors import DivergedError, TaskError
 from adamtune.search.run import SearchSettings, run_search
 from adamtune.tasks import resolve_task
 from adamtune.tasks.loader import _loop_task
+from adamtune.tasks.marks import is_training_loop, training_loop
 from adamtune.tracking import NullTracker
 from adamtune.training.single import train
-from adamtune.tasks.marks import is_training_loop, training_loop
 
 EXAMPLE = f"{Path(__file__).parent.parent / 'examples' / 'plain_loop.py'}:train"
 CONFIG = AdamConfig(lr=1e-2, decoupled=True, schedule=ScheduleConfig("cosine", warmup_fraction=0.1))

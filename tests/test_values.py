@@ -17,8 +17,8 @@ from adamtune.search.run import SearchSettings, run_search
 from adamtune.space.search_space import load_space
 from adamtune.tasks import resolve_task
 from adamtune.tasks.loader import _loop_task
-from adamtune.tracking import NullTracker
 from adamtune.tasks.marks import training_loop
+from adamtune.tracking import NullTracker
 
 
 def test_values_come_from_the_optuna_trial_then_from_what_was_stored_then_defaults():

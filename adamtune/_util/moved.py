@@ -12,6 +12,7 @@ import importlib.abc
 import importlib.machinery
 import sys
 import warnings
+from collections.abc import Sequence
 from types import ModuleType
 
 MOVED = {
@@ -69,7 +70,13 @@ class _Alias(importlib.abc.Loader):
 
 
 class _MovedFinder(importlib.abc.MetaPathFinder):
-    def find_spec(self, name: str, path: object = None, target: object = None) -> object:
+    def find_spec(
+        self,
+        name: str,
+        path: Sequence[str] | None = None,
+        target: ModuleType | None = None,
+        /,
+    ) -> importlib.machinery.ModuleSpec | None:
         new = MOVED.get(name)
         if new is None:
             return None

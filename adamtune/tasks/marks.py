@@ -8,7 +8,6 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-
 LOOP_MARK = "__adamtune_training_loop__"
 
 
