@@ -80,7 +80,7 @@ def test_on_a_database_many_writes_are_one_commit(tmp_path):
 def test_without_optunas_helpers_each_write_is_its_own_call(tmp_path, monkeypatch):
     study = _study(f"sqlite:///{tmp_path / 'w.db'}")
     trials = [study.ask() for _ in range(4)]
-    monkeypatch.setattr(trial_writes, "_rdb_with", lambda trial, helper: None)
+    monkeypatch.setattr(trial_writes, "rdb_backend", lambda trial, helper: None)
     commits = _count_commits(study)
     report_all([(t, 0.5, 0) for t in trials])
     set_user_attrs(trials[0], {"a": 1, "b": 2})

@@ -29,6 +29,7 @@ from adamtune.results.report import config_rows
 from adamtune.results.studies import best_first, maximizes, trial_config
 from adamtune.space.baseline import TRIAL_ATTR
 from adamtune.storage.claims import claim
+from adamtune.storage.optuna_private import heartbeat_enabled
 from adamtune.tracking import Tracker, TrialRecord
 from adamtune.training.runner import Evaluated, Runner
 from adamtune.training.single import Evaluation
@@ -47,9 +48,7 @@ def confirmation_turn(study: optuna.Study, say: Callable[[str], None]) -> int | 
     to them (the last one to finish sees none running); of processes finishing together,
     the one that claims ``confirm-N`` (N finished trials, adamtune.claims) confirms, so a
     study resumed with more trials is confirmed again, over all of them."""
-    from optuna.storages._heartbeat import is_heartbeat_enabled
-
-    if is_heartbeat_enabled(study._storage):  # a dead worker's trials are not running
+    if heartbeat_enabled(study):  # a dead worker's trials are not running
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)

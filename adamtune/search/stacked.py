@@ -30,6 +30,14 @@ from optuna.trial import FrozenTrial, TrialState
 from adamtune.config.adam import AdamConfig
 from adamtune.errors import describe
 from adamtune.search.objective import INTERRUPTED, Objective, TrialOutcome
+from adamtune.storage.optuna_private import (
+    heartbeat_enabled,
+    heartbeat_thread,
+    optimize_loop,
+    stop_requested,
+    storage_of,
+    trial_id,
+)
 from adamtune.storage.reads import one_read_of_trials
 from adamtune.storage.writes import report_all
 from adamtune.training.single import Evaluation, TrainingLog, TrainResult
@@ -55,17 +63,20 @@ def run_stacked(
     deadline = time.monotonic() + timeout if timeout is not None else None
 
     def may_start() -> bool:
-        if stop() or study._stop_flag or (deadline is not None and time.monotonic() >= deadline):
+        if (
+            stop()
+            or stop_requested(study)
+            or (deadline is not None and time.monotonic() >= deadline)
+        ):
             return False
         return n_trials is None or search.asked < n_trials
 
     # This loop is the study's optimize loop: a sampler or callback may call study.stop() (the
     # grid sampler does when its grid is done), which then ends it as it ends study.optimize.
-    study._stop_flag = False
-    study._thread_local.in_optimize_loop = True
     try:
-        while search.pending or may_start():
-            search.run_stack(may_start)
+        with optimize_loop(study):
+            while search.pending or may_start():
+                search.run_stack(may_start)
     except KeyboardInterrupt:
         for trial in list(search.running.values()):
             search.finish(trial, INTERRUPTED, None, TrainingLog())
@@ -74,7 +85,6 @@ def run_stacked(
         search.abandon(f"the search stopped: {describe(exc)}")
         raise
     finally:
-        study._thread_local.in_optimize_loop = False
         for heartbeat in search.heartbeats.values():
             heartbeat.join()
 
@@ -152,10 +162,8 @@ class _Search:
     def start_trial(self) -> tuple[optuna.Trial, AdamConfig] | None:
         """Ask the sampler for a trial (after failing dead workers' trials) and sample its
         configuration; None when sampling failed (the trial is then told FAIL)."""
-        from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
-
         study = self.study
-        if is_heartbeat_enabled(study._storage):
+        if heartbeat_enabled(study):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
@@ -164,9 +172,7 @@ class _Search:
             trial = study.ask()
         self.asked += 1
         self.running[trial.number] = trial
-        heartbeat = self.heartbeats[trial.number] = get_heartbeat_thread(
-            trial._trial_id, study._storage
-        )
+        heartbeat = self.heartbeats[trial.number] = heartbeat_thread(study, trial)
         heartbeat.start()
         self.objective.tracker.start_trial(trial.number)
         try:
@@ -210,7 +216,7 @@ class _Search:
                 study.tell(trial, outcome.value)
             else:
                 study.tell(trial, state=STATES[outcome.state])
-        frozen = study._storage.get_trial(trial._trial_id)
+        frozen = storage_of(study).get_trial(trial_id(trial))
         for callback in self.callbacks:
             callback(study, frozen)
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import optuna
 
+from adamtune.storage.optuna_private import storage_of
+
 MARK = ".adamtune-claim."
 
 
@@ -40,5 +42,5 @@ def create_or_load(storage: Any, study_name: str, **options: Any) -> tuple[optun
 
 def claim(study: optuna.Study, what: str) -> bool:
     """True for exactly one of the processes that claim ``what`` for ``study``, ever."""
-    _, created = create_or_load(study._storage, claim_name(study.study_name, what))
+    _, created = create_or_load(storage_of(study), claim_name(study.study_name, what))
     return created

@@ -13,46 +13,19 @@ of the machines sharing a journal must agree to well within the grace period.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
+
+from adamtune.storage.optuna_private import HeartbeatJournalStorage
 
 HEARTBEAT_ATTR = "adamtune:heartbeat"
 BLOCK = 1 << 16
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
-
-
-class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
-    def __init__(self, backend: Any, heartbeat: int, on_stale: StaleCallback | None) -> None:
-        super().__init__(backend)
-        self.heartbeat_interval = heartbeat
-        self.grace_period = 3 * heartbeat
-        self.on_stale = on_stale
-
-    def record_heartbeat(self, trial_id: int) -> None:
-        self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
-
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        now = time.time()
-        return [
-            trial._trial_id
-            for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
-            if HEARTBEAT_ATTR in trial.system_attrs
-            and now - float(trial.system_attrs[HEARTBEAT_ATTR]) > self.grace_period
-        ]
-
-    def get_heartbeat_interval(self) -> int | None:
-        return self.heartbeat_interval
-
-    def get_heartbeat_stale_trial_callback(self) -> StaleCallback | None:
-        return self.on_stale
 
 
 def mend_torn_tail(path: Path) -> int:
@@ -98,5 +71,5 @@ def open_journal(path: str, heartbeat: int, on_stale: StaleCallback | None) -> J
     """The journal at ``path``; with ``heartbeat`` > 0, one whose dead trials are failed."""
     backend = JournalFileBackend(path)
     if heartbeat:
-        return HeartbeatJournalStorage(backend, heartbeat, on_stale)
+        return HeartbeatJournalStorage(backend, heartbeat, on_stale, HEARTBEAT_ATTR)
     return JournalStorage(backend)

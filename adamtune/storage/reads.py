@@ -21,6 +21,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from adamtune.storage.optuna_private import replace_trial_reads, storage_of
+
 _local = threading.local()
 _MARK = "_adamtune_one_read"
 
@@ -28,7 +30,7 @@ _MARK = "_adamtune_one_read"
 @contextmanager
 def one_read_of_trials(study: optuna.Study) -> Iterator[None]:
     """Within the block, this thread reads the study's trials from storage once."""
-    storage = study._storage
+    storage = storage_of(study)
     if not getattr(storage, _MARK, False):
         _serve_from_snapshot(storage)
     outer = getattr(_local, "snapshots", None)
@@ -41,7 +43,6 @@ def one_read_of_trials(study: optuna.Study) -> Iterator[None]:
 
 def _serve_from_snapshot(storage: Any) -> None:
     """Make ``storage.get_all_trials`` answer from this thread's snapshot while it has one."""
-    read = storage.get_all_trials
 
     def get_all_trials(
         study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
@@ -54,5 +55,5 @@ def _serve_from_snapshot(storage: Any) -> None:
         trials = [t for t in snapshots[study_id] if states is None or t.state in states]
         return copy.deepcopy(trials) if deepcopy else trials
 
-    storage.get_all_trials = get_all_trials
+    read = replace_trial_reads(storage, get_all_trials)
     setattr(storage, _MARK, True)

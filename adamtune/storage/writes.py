@@ -16,6 +16,15 @@ from typing import Any
 
 import optuna
 
+from adamtune.storage.optuna_private import (
+    cached_trial,
+    one_session,
+    rdb_backend,
+    set_intermediate_without_commit,
+    set_user_attr_without_commit,
+    trial_id,
+)
+
 Write = Callable[[Any], None]  # one write inside an open SQLAlchemy session
 
 
@@ -27,64 +36,44 @@ def report_all(reports: Sequence[tuple[optuna.Trial, float, int]]) -> None:
         value, step = float(value), int(step)
         if step < 0:
             raise ValueError(f"report step must be >= 0, got {step}")
-        if step not in trial._cached_frozen_trial.intermediate_values:
+        if step not in cached_trial(trial).intermediate_values:
             pending.append((trial, value, step))
     if not pending:
         return
-    rdb = _rdb_with(pending[0][0], "_set_trial_intermediate_value_without_commit")
+    rdb = rdb_backend(pending[0][0], "_set_trial_intermediate_value_without_commit")
 
     def write(trial: optuna.Trial, value: float, step: int) -> Write:
-        return lambda session: rdb._set_trial_intermediate_value_without_commit(
-            session, trial._trial_id, step, value
-        )
+        return lambda session: set_intermediate_without_commit(rdb, session, trial, step, value)
 
     if rdb is None or not _in_one_transaction(rdb, [write(*p) for p in pending]):
         for trial, value, step in pending:
-            trial.storage.set_trial_intermediate_value(trial._trial_id, step, value)
+            trial.storage.set_trial_intermediate_value(trial_id(trial), step, value)
     for trial, value, step in pending:
-        trial._cached_frozen_trial.intermediate_values[step] = value
+        cached_trial(trial).intermediate_values[step] = value
 
 
 def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
     """``trial.set_user_attr(key, value)`` for every item, in one transaction where possible."""
     if not attrs:
         return
-    rdb = _rdb_with(trial, "_set_trial_attr_without_commit")
+    rdb = rdb_backend(trial, "_set_trial_attr_without_commit")
 
     def write(key: str, value: Any) -> Write:
-        from optuna.storages._rdb import models
-
-        return lambda session: rdb._set_trial_attr_without_commit(
-            session, models.TrialUserAttributeModel, trial._trial_id, key, value
-        )
+        return lambda session: set_user_attr_without_commit(rdb, session, trial, key, value)
 
     if rdb is None or not _in_one_transaction(rdb, [write(k, v) for k, v in attrs.items()]):
         for key, value in attrs.items():
-            trial.storage.set_trial_user_attr(trial._trial_id, key, value)
-    trial._cached_frozen_trial.user_attrs.update(attrs)
-
-
-def _rdb_with(trial: optuna.Trial, helper: str) -> Any:
-    """The trial's RDBStorage when it has ``helper`` (and the session helper), else None."""
-    storage = trial.storage
-    backend = getattr(storage, "_backend", storage)  # optuna wraps RDBStorage in a cache
-    if not isinstance(backend, optuna.storages.RDBStorage) or not hasattr(backend, helper):
-        return None
-    try:
-        from optuna.storages._rdb.storage import _create_scoped_session  # noqa: F401
-    except ImportError:
-        return None
-    return backend
+            trial.storage.set_trial_user_attr(trial_id(trial), key, value)
+    cached_trial(trial).user_attrs.update(attrs)
 
 
 def _in_one_transaction(rdb: Any, writes: list[Write]) -> bool:
     """Run ``writes`` in one session and commit; False (nothing written) when the database
     refused the batch on a key conflict, so the caller writes one by one as Optuna would."""
     import sqlalchemy.exc
-    from optuna.storages._rdb.storage import _create_scoped_session
 
     try:
-        with _create_scoped_session(rdb.scoped_session) as session:
+        with one_session(rdb) as session:
             for write in writes:
                 write(session)
     except sqlalchemy.exc.IntegrityError:

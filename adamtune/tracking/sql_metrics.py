@@ -8,8 +8,8 @@ with one executemany into MLflow's ``metrics`` table. The run's ``latest_metrics
 through the store's own method, one row per key, inside one transaction. The result is what
 ``log_batch`` stores: the same rows, with NaN stored as MLflow stores it.
 
-This reaches past MLflow's public client into its store (``_tracking_client.store``, the
-``SqlMetric`` model, the store's session and latest-metrics helper). Any error on that path
+This reaches past MLflow's public client into its store (the client's store, the
+``SqlMetric`` model, the store's session and latest-metrics helper: adamtune.tracking.mlflow_private). Any error on that path
 (another MLflow version, a store of another kind) falls back to ``log_batch``, so a metric is
 never lost, only logged the slow way.
 """
@@ -18,6 +18,13 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+
+from adamtune.tracking.mlflow_private import (
+    check_run_active,
+    metric_model,
+    sql_store,
+    update_latest_metrics,
+)
 
 MAX_PER_REQUEST = 1000  # MLflow's limit of entities per log_batch (the fallback)
 log = logging.getLogger(__name__)
@@ -28,7 +35,7 @@ def log_metrics(client: Any, run_id: str, metrics: list[Any]) -> None:
     else (or when that fails) through ``log_batch`` in requests MLflow accepts."""
     if not metrics:
         return
-    store = _sql_store(client)
+    store = sql_store(client)
     if store is not None:
         try:
             _bulk_insert(store, run_id, metrics)
@@ -39,19 +46,8 @@ def log_metrics(client: Any, run_id: str, metrics: list[Any]) -> None:
         client.log_batch(run_id, metrics=metrics[i : i + MAX_PER_REQUEST])
 
 
-def _sql_store(client: Any) -> Any:
-    try:
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-        store = client._tracking_client.store
-    except Exception:  # noqa: BLE001  (no SQL store support, or another client layout)
-        return None
-    return store if isinstance(store, SqlAlchemyStore) else None
-
-
 def _bulk_insert(store: Any, run_id: str, metrics: list[Any]) -> None:
-    from mlflow.store.tracking.dbmodels.models import SqlMetric
-
+    SqlMetric = metric_model()  # noqa: N806  (a class)
     rows, seen = [], set()
     latest: dict[str, dict[str, Any]] = {}
     for m in metrics:
@@ -77,9 +73,6 @@ def _bulk_insert(store: Any, run_id: str, metrics: list[Any]) -> None:
         ):
             latest[m.key] = row
     with store.ManagedSessionMaker() as session:
-        run = store._get_run(run_uuid=run_id, session=session)
-        store._check_run_is_active(run)
+        check_run_active(store, run_id, session)
         session.execute(SqlMetric.__table__.insert(), rows)
-        store._update_latest_metrics_if_necessary(
-            [SqlMetric(**row) for row in latest.values()], session
-        )
+        update_latest_metrics(store, [SqlMetric(**row) for row in latest.values()], session)

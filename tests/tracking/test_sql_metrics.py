@@ -37,7 +37,7 @@ def client(tmp_path):
 def test_bulk_insert_stores_what_log_batch_stores(client):
     experiment = client.get_experiment_by_name("x").experiment_id
     fast, slow = (client.create_run(experiment).info.run_id for _ in range(2))
-    assert sql_metrics._sql_store(client) is not None  # the SQL path is the one taken
+    assert sql_metrics.sql_store(client) is not None  # the SQL path is the one taken
     sql_metrics.log_metrics(client, fast, metrics())
     for i in range(0, len(metrics()), 1000):
         client.log_batch(slow, metrics=metrics()[i : i + 1000])

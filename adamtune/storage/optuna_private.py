@@ -1,0 +1,153 @@
+"""Every use of Optuna's private names, in one place, so an Optuna release that moves one breaks
+here and in ``tests/storage/test_optuna_private.py``, not in six modules.
+
+Written against Optuna 5.0 (``WRITTEN_AGAINST``). What each is for:
+- a study's storage and a trial's id (``Study._storage``, ``Trial._trial_id``): the stacked
+  loop tells trials by id, claims create marker studies in the same storage;
+- the optimize loop's flags (``Study._stop_flag``, ``Study._thread_local``): the stacked loop is
+  an optimize loop, so ``study.stop()`` from a sampler or callback ends it as it ends
+  ``study.optimize``;
+- heartbeats (``optuna.storages._heartbeat``): the stacked loop sends them as optimize does, and
+  journal storage gets them (Optuna gives them to RDBStorage only);
+- RDBStorage's ``*_without_commit`` writes and scoped session: a stack's N reports in one
+  transaction (adamtune.storage.writes);
+- ``Trial._cached_frozen_trial``: the copy ``should_prune`` reads, kept in step with those writes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.trial import FrozenTrial, TrialState
+
+WRITTEN_AGAINST = "5.0"
+StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+def storage_of(study: optuna.Study) -> Any:
+    return study._storage
+
+
+def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
+    return trial._trial_id
+
+
+def cached_trial(trial: optuna.Trial) -> FrozenTrial:
+    """The trial's own cached copy, which ``should_prune`` and the pruners read."""
+    return trial._cached_frozen_trial
+
+
+def stop_requested(study: optuna.Study) -> bool:
+    return bool(study._stop_flag)
+
+
+@contextmanager
+def optimize_loop(study: optuna.Study) -> Iterator[None]:
+    """Inside the block this thread runs the study's optimize loop: ``study.stop()`` is allowed
+    and ends it (``stop_requested``)."""
+    study._stop_flag = False
+    study._thread_local.in_optimize_loop = True
+    try:
+        yield
+    finally:
+        study._thread_local.in_optimize_loop = False
+
+
+def heartbeat_enabled(study: optuna.Study) -> bool:
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    return bool(is_heartbeat_enabled(study._storage))
+
+
+def heartbeat_thread(study: optuna.Study, trial: optuna.Trial) -> Any:
+    """Optuna's heartbeat sender for ``trial`` (a no-op one where heartbeats are off): start()
+    it when the trial starts, join() it when the trial is told."""
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    return get_heartbeat_thread(trial._trial_id, study._storage)
+
+
+class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """Journal storage with heartbeats (adamtune.storage.journal): a running trial's heartbeat
+    is a system attribute holding the writer's wall-clock time; one older than 3 heartbeats
+    is stale, and Optuna's ``fail_stale_trials`` fails it and calls back."""
+
+    def __init__(
+        self, backend: Any, heartbeat: int, on_stale: StaleCallback | None, attr: str
+    ) -> None:
+        super().__init__(backend)
+        self.heartbeat_interval = heartbeat
+        self.grace_period = 3 * heartbeat
+        self.on_stale = on_stale
+        self.attr = attr
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self.set_trial_system_attr(trial_id, self.attr, time.time())
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:  # Optuna's hook
+        now = time.time()
+        return [
+            trial._trial_id
+            for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+            if self.attr in trial.system_attrs
+            and now - float(trial.system_attrs[self.attr]) > self.grace_period
+        ]
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self.heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self) -> StaleCallback | None:
+        return self.on_stale
+
+
+def rdb_backend(trial: optuna.Trial, helper: str) -> Any:
+    """The trial's RDBStorage when this Optuna has ``helper`` and the scoped session, else
+    None (the caller then writes through the public calls)."""
+    storage = trial.storage
+    backend = getattr(storage, "_backend", storage)  # optuna wraps RDBStorage in a cache
+    if not isinstance(backend, optuna.storages.RDBStorage) or not hasattr(backend, helper):
+        return None
+    try:
+        from optuna.storages._rdb.storage import _create_scoped_session  # noqa: F401
+    except ImportError:
+        return None
+    return backend
+
+
+def set_intermediate_without_commit(
+    rdb: Any, session: Any, trial: optuna.Trial, step: int, value: float
+) -> None:
+    rdb._set_trial_intermediate_value_without_commit(session, trial._trial_id, step, value)
+
+
+def set_user_attr_without_commit(
+    rdb: Any, session: Any, trial: optuna.Trial, key: str, value: Any
+) -> None:
+    from optuna.storages._rdb import models
+
+    rdb._set_trial_attr_without_commit(
+        session, models.TrialUserAttributeModel, trial._trial_id, key, value
+    )
+
+
+@contextmanager
+def one_session(rdb: Any) -> Iterator[Any]:
+    """One RDBStorage session, committed at the end of the block (rolled back on an error)."""
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(rdb.scoped_session) as session:
+        yield session
+
+
+def replace_trial_reads(storage: Any, get_all_trials: Callable[..., list[FrozenTrial]]) -> Any:
+    """Swap ``storage.get_all_trials`` (adamtune.storage.reads serves a sampler's many reads of
+    one moment from one); returns the storage's own read."""
+    read = storage.get_all_trials
+    storage.get_all_trials = get_all_trials
+    return read
