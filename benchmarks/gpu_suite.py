@@ -192,7 +192,8 @@ def timed(suite: Suite, call: Callable[[], Any], repeats: int) -> float:
 
 
 def stacked_search(suite: Suite) -> None:
-    from adamtune.search.run import SearchSettings, run_search
+    from adamtune.config.settings import SearchSettings
+    from adamtune.search.run import run_search
 
     trials = 4 if suite.dry else 64
     seconds = {}

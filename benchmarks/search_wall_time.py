@@ -20,7 +20,8 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
-from adamtune.search.run import SearchSettings, run_search
+from adamtune.config.settings import SearchSettings
+from adamtune.search.run import run_search
 from adamtune.tasks import resolve_task
 
 

@@ -22,7 +22,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 import adamtune.search.samplers
-from adamtune.search.run import SearchSettings, run_search
+from adamtune.config.settings import SearchSettings
+from adamtune.search.run import run_search
 from adamtune.tasks import resolve_task
 
 STARTUP = 10  # TPE's n_startup_trials

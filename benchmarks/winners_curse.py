@@ -19,13 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from adamtune.config.settings import SearchSettings
 from adamtune.results.gain import mean_sd, study_baseline
 from adamtune.search.confirm import confirm_study
-from adamtune.search.run import SearchSettings, confirmation_rows, run_search
+from adamtune.search.run import run_search
 from adamtune.tasks import resolve_task
 from adamtune.tracking import NullTracker
 from adamtune.training.runner import Runner
 from adamtune.training.single import resolve_device
+from adamtune.training.stacked.sizing import confirmation_rows
 
 
 def one_seed(task_name: str, trials: int, seed: int, max_k: int, top: int) -> dict:

@@ -40,7 +40,7 @@ MOVED = {
     "adamtune.stack_search": "adamtune.search.stacked",
     "adamtune.stacked": "adamtune.training.stacked.loop",
     "adamtune.studies": "adamtune.results.studies",
-    "adamtune.study": "adamtune.search.run",
+    "adamtune.study": "adamtune.search",  # its names now live in several search modules
     "adamtune.train": "adamtune.training.single",
     "adamtune.trial_reads": "adamtune.storage.reads",
     "adamtune.trial_writes": "adamtune.storage.writes",

@@ -23,7 +23,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from adamtune.config.adam import AdamConfig
-from adamtune.config.settings import SEED_LIMIT
+from adamtune.config.settings import SEED_LIMIT, SearchSettings
 from adamtune.results.gain import Confirmation, mean_sd, study_baseline, study_confirmation
 from adamtune.results.report import config_rows
 from adamtune.results.studies import best_first, maximizes, trial_config
@@ -290,4 +290,49 @@ def run_record(
         final_metrics=run.metrics,
         started=run.started,
         ended=run.ended,
+    )
+
+
+def confirm_finished_study(
+    study: optuna.Study,
+    runner: Runner,
+    settings: SearchSettings,
+    tracker: Tracker,
+    say: Callable[[str], None],
+    on_run: RunProgress | None = None,
+) -> None:
+    """``--confirm K``, once per finished study (adamtune.search.confirm.confirmation_turn): the top
+    trials and the baseline under K further seeds. Without ``--confirm-top`` at most
+    DEFAULT_TOP trials, fewer where they would train more than half the search's epochs."""
+    if confirmation_turn(study, say) is None:
+        return
+    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        return  # nothing to confirm: no "Confirming ..." line before "no trial completed"
+    seeds = settings.confirm
+    top = settings.confirm_top
+    if top is None:
+        trials = study.get_trials(deepcopy=False)
+        searched = trial_epochs(trials)
+        epochs = runner.epochs or runner.task.epochs
+        top = affordable_top(searched, seeds, epochs)
+        if top < DEFAULT_TOP and sum(t.state == TrialState.COMPLETE for t in trials) > top:
+            say(
+                f"Confirmation: the top {top} instead of {DEFAULT_TOP}, so that it trains at "
+                f"most half of the search's {searched} trial-epochs ({seeds} seeds x "
+                f"{epochs} epochs a candidate); --confirm-top {DEFAULT_TOP} confirms "
+                f"{DEFAULT_TOP}."
+            )
+    say(
+        f"Confirming the top {top} trial{'s' if top != 1 else ''} and the baseline under {seeds} "
+        f"further seed{'s' if seeds != 1 else ''}..."
+    )
+    confirm_study(
+        study,
+        runner,
+        k=seeds,
+        top=top,
+        seed=settings.seed,
+        tracker=tracker,
+        on_run=on_run,
+        say=say,
     )

@@ -26,7 +26,7 @@ from adamtune.config.values import Values
 from adamtune.errors import DivergedError, describe
 from adamtune.results.gain import Baseline
 from adamtune.results.report import config_rows
-from adamtune.space.baseline import record_baseline_trial
+from adamtune.search.baseline import record_baseline_trial
 from adamtune.space.search_space import SearchSpace
 from adamtune.storage.reads import one_read_of_trials
 from adamtune.storage.writes import set_user_attrs

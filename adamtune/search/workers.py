@@ -21,23 +21,15 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from adamtune.config.settings import SearchSettings
 from adamtune.errors import StudyError
 from adamtune.search.confirm import RunProgress
-from adamtune.search.run import (
-    SearchSettings,
-    check_values_reach,
-    confirm,
-    open_or_create,
-    run_search,
-    start_baseline,
-    trials_to_run,
-)
-from adamtune.space.search_space import SearchSpace, load_space
-from adamtune.tasks import Task, resolve_task
+from adamtune.search.plan import Plan, WorkerPlan, from_worker_plan, prepare
+from adamtune.search.run import around_trials, run_search
+from adamtune.search.study import open_or_create, trials_to_run
+from adamtune.space.search_space import SearchSpace
+from adamtune.tasks import Task
 from adamtune.tracking import make_tracker
-from adamtune.training.first_batch import check_one_batch
-from adamtune.training.runner import Runner
-from adamtune.training.single import resolve_device, run_precision
 
 POLL_SECONDS = 1.0
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -66,7 +58,7 @@ def _interrupt_once(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _worker_main(settings: SearchSettings, gpu: str | None, errors: Any, threads: int) -> None:
+def _worker_main(plain: WorkerPlan, gpu: str | None, errors: Any, threads: int) -> None:
     """One worker: its errors go back to the parent, which prints them as one line. It takes
     its share of the cores (``threads``): a stack would otherwise take every core in every
     worker."""
@@ -79,15 +71,16 @@ def _worker_main(settings: SearchSettings, gpu: str | None, errors: Any, threads
     torch.set_num_threads(threads)
     from adamtune.errors import AdamtuneError, describe
 
+    worker = plain.settings.worker
     try:
-        run_search(settings)
+        run_search(plain.settings, plan=from_worker_plan(plain))
     except AdamtuneError as exc:
-        errors.put(f"worker {settings.worker}: {exc}")
+        errors.put(f"worker {worker}: {exc}")
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except Exception as exc:
-        errors.put(f"worker {settings.worker}: unexpected {describe(exc)}")
+        errors.put(f"worker {worker}: unexpected {describe(exc)}")
         raise SystemExit(1) from None
 
 
@@ -100,67 +93,52 @@ def run_workers(
     warn: Callable[[str], None] = lambda message: None,
     on_confirm: RunProgress | None = None,
 ) -> optuna.Study:
-    """Run ``settings.n_trials`` trials over ``workers`` processes; return the study. Each
-    process resolves the task and the space again: objects do not cross a spawn. This process
-    evaluates a new study's baseline first and confirms the top trials at the end (with a
-    tracker of its own: one more parent run in MLflow)."""
+    """Run ``settings.n_trials`` trials over ``workers`` processes; return the study. The plan
+    is prepared here, once; each worker receives its plain data (objects do not cross a
+    spawn). This process runs what goes around the trials, as run_search does: the baseline
+    first and the confirmation at the end (with a tracker of its own: one more parent run in
+    MLflow), one at a time while the workers hold the cores."""
     if settings.n_trials is None and settings.timeout is None and settings.sampler != "grid":
         raise StudyError("--workers needs --n-trials or --timeout")
-    task = task or resolve_task(settings.task)
-    space = space or load_space(settings.space)
-    if settings.sampler == "grid":
-        space = space.for_grid()
-    study, created = open_or_create(settings, task, space)
+    plan = prepare(settings, task=task, space=space, warn=warn)
+    study, created = open_or_create(settings, plan.task, plan.space)
     settings = replace(settings, study_name=study.study_name)  # the workers open this one
-    n_trials = trials_to_run(settings, study, space, warn)
-    # The baseline and the confirmation run here, once, around the workers' trials.
-    device = resolve_device(settings.device)
-    check_values_reach(task, space)
-    check_one_batch(task, device, run_precision(settings.precision, device))
-    runner = Runner(
-        task,
-        settings.epochs,
-        device,
-        settings.optimizer,
-        settings.patience,
-        precision=settings.precision,
-        declared=space.model,
-    )
+    plan = replace(plan, settings=settings)
+    n_trials = trials_to_run(settings, study, plan.space, warn)
     tracker = make_tracker(settings.tracking_uri, settings.experiment, settings.storage)
-    tracker.start_study(study.study_name, settings.redacted(), space.text)
-    finished = False
+
+    def trials() -> bool:
+        _run_processes(study, plan, n_trials, workers, on_trial)
+        return True
+
     try:
-        if settings.baseline:
-            start_baseline(study, space, settings, runner, tracker, warn, created)
-        _run_processes(study, replace(settings, n_trials=n_trials), workers, on_trial)
-        if settings.confirm:
-            confirm(study, runner, settings, tracker, warn, on_confirm)
-        finished = True
+        around_trials(plan, study, created, tracker, trials, 1, warn, on_confirm)
     finally:
-        tracker.end_study(study.study_name, interrupted=not finished)
         tracker.close()
     return study
 
 
 def _run_processes(
     study: optuna.Study,
-    settings: SearchSettings,
+    plan: Plan,
+    n_trials: int | None,
     workers: int,
     on_trial: Callable[[optuna.Study, FrozenTrial], None] | None,
 ) -> None:
-    if settings.n_trials == 0:  # a grid with no point left
+    settings = plan.settings
+    if n_trials == 0:  # a grid with no point left
         return
     seen = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
     context = multiprocessing.get_context("spawn")  # no forked copies of torch's threads
     errors = context.SimpleQueue()
-    counts = shares(settings.n_trials, workers) if settings.n_trials else [None] * workers
+    counts = shares(n_trials, workers) if n_trials else [None] * workers
     threads = max(1, (os.cpu_count() or 1) // sum(count != 0 for count in counts))
     processes = [
         context.Process(
             target=_worker_main,
             name=f"adamtune-worker-{i}",
             args=(
-                replace(settings, n_trials=count, worker=i, baseline=False, confirm=0),
+                plan.for_worker(n_trials=count, worker=i, baseline=False, confirm=0),
                 gpu_for(i, settings.device),
                 errors,
                 threads,

@@ -33,10 +33,6 @@ _EXPORTS = {
     "SPACE_LABEL": "adamtune.space.baseline",
     "baseline_config": "adamtune.space.baseline",
     "baseline_params": "adamtune.space.baseline",
-    "Outcome": "adamtune.space.baseline",
-    "OutcomeT": "adamtune.space.baseline",
-    "prepare_baseline": "adamtune.space.baseline",
-    "record_baseline_trial": "adamtune.space.baseline",
 }
 
 __all__ = sorted(_EXPORTS)

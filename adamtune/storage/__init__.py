@@ -23,9 +23,12 @@ _EXPORTS = {
     "HEARTBEAT_ATTR": "adamtune.storage.journal",
     "BLOCK": "adamtune.storage.journal",
     "StaleCallback": "adamtune.storage.journal",
-    "HeartbeatJournalStorage": "adamtune.storage.journal",
     "mend_torn_tail": "adamtune.storage.journal",
     "open_journal": "adamtune.storage.journal",
+    "one_read_of_trials": "adamtune.storage.reads",
+    "Write": "adamtune.storage.writes",
+    "report_all": "adamtune.storage.writes",
+    "set_user_attrs": "adamtune.storage.writes",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -15,6 +15,10 @@ _EXPORTS = {
     "ELEMENTWISE": "adamtune.training.stacked.model",
     "StackedModel": "adamtune.training.stacked.model",
     "RowLosses": "adamtune.training.stacked.model",
+    "AUTO_ROWS": "adamtune.training.stacked.sizing",
+    "MEMORY_SHARE": "adamtune.training.stacked.sizing",
+    "stack_rows": "adamtune.training.stacked.sizing",
+    "confirmation_rows": "adamtune.training.stacked.sizing",
 }
 
 __all__ = sorted(_EXPORTS)
