@@ -168,7 +168,7 @@ def mnist1d_arrays() -> dict[str, np.ndarray]:
     ``y_test``, and the fixed split of ``x`` (``train_index``, ``val_index``: what
     ``_sklearn_split`` gives, stratified, seed 0). Read from the copy shipped with adamtune
     (8 ms), since importing and running the generator takes about 6 s per process and
-    importing scikit-learn for the split 2.7 s; tests/test_tasks.py checks the copy against
+    importing scikit-learn for the split 2.7 s; tests/tasks/test_tasks.py checks the copy against
     the generator and the split against scikit-learn's."""
     from importlib import resources
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from adamtune.search.run import SearchSettings, run_search
+from adamtune.config.settings import SearchSettings
+from adamtune.search.run import run_search
 from tests.servers import free_port
 
 pytestmark = pytest.mark.e2e

@@ -7,7 +7,8 @@ from mlflow import MlflowClient
 
 from adamtune.config.adam import AdamConfig
 from adamtune.config.schedules import learning_rates
-from adamtune.search.run import SearchSettings, run_search
+from adamtune.config.settings import SearchSettings
+from adamtune.search.run import run_search
 from adamtune.tracking.mlflow_tracker import MlflowTracker
 
 HOT_SPACE = "lr: {choices: [10.0, 0.003]}\nschedule:\n  kind: cosine\n  warmup_fraction: 0.2\n"
@@ -171,7 +172,7 @@ def test_storage_password_never_reaches_mlflow(tracked, tmp_path):
     run_search(settings)
     _, _, parents, _ = runs_of(settings)
     assert "***" not in parents[0].data.params["storage"]  # sqlite has no password to hide
-    from adamtune.search.run import SearchSettings
+    from adamtune.config.settings import SearchSettings
 
     public = SearchSettings(storage="postgresql://bob:s3cret@db/optuna").redacted()
     assert public["storage"] == "postgresql://bob:***@db/optuna"
