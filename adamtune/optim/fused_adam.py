@@ -40,10 +40,6 @@ Hyper = float | torch.Tensor
 Kernel = Callable[..., None]
 
 
-def _is_rows(value: Any) -> bool:
-    return isinstance(value, torch.Tensor) and value.dim() == 1
-
-
 def _check_range(name: str, value: Hyper, ok: Callable[[Any], bool]) -> None:
     values = value.detach().cpu().flatten().tolist() if isinstance(value, torch.Tensor) else [value]
     for v in values:

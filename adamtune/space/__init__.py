@@ -22,7 +22,6 @@ _EXPORTS = {
     "space_text": "adamtune.space.search_space",
     "load_space": "adamtune.space.search_space",
     "fixed_fields": "adamtune.space.search_space",
-    "parse_space": "adamtune.space.search_space",
     "parse_params": "adamtune.space.search_space",
     "STUDY_ATTR": "adamtune.space.baseline",
     "TRIAL_ATTR": "adamtune.space.baseline",

@@ -358,13 +358,6 @@ def _baseline(spec: Any, folder: Path) -> AdamConfig:
     return AdamConfig.from_dict(spec, source="baseline")
 
 
-def parse_space(text: str) -> dict[str, Param]:
-    """Parse YAML text into validated params (errors carry the key, not the file)."""
-    data = _mapping(text)
-    data.pop("baseline", None)
-    return parse_params(data)
-
-
 def _mapping(text: str) -> dict[str, Any]:
     try:
         data = yamlfile.parse(text)

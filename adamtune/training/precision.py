@@ -62,10 +62,6 @@ class Precision:
         scaler = torch.amp.GradScaler(device.type) if name == "fp16" else None
         return cls(name, device, scaler)
 
-    @property
-    def weight_dtype(self) -> torch.dtype:
-        return torch.bfloat16 if self.name == "bf16-pure" else torch.float32
-
     def model(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model on its device, its weights in this precision's dtype."""
         if self.name == "bf16-pure":

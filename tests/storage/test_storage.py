@@ -10,9 +10,16 @@ def test_redact_hides_passwords_only():
     assert redact("sqlite:///adamtune.db") == "sqlite:///adamtune.db"
 
 
-def test_sqlite_and_journal_storages_open(tmp_path):
-    assert open_storage(f"sqlite:///{tmp_path / 'a.db'}") is not None
-    assert open_storage(f"journal:{tmp_path / 'a.log'}") is not None
+@pytest.mark.parametrize("url", ["sqlite:///{}/a.db", "journal:{}/a.log"])
+def test_sqlite_and_journal_storages_open_and_keep_a_study(tmp_path, url):
+    import optuna
+
+    url = url.format(tmp_path)
+    study = optuna.create_study(study_name="s", storage=open_storage(url))
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    again = optuna.load_study(study_name="s", storage=open_storage(url))  # a fresh open
+    assert [t.value for t in again.trials] == [t.value for t in study.trials]
+    assert len(again.trials) == 2
 
 
 @pytest.mark.parametrize(
@@ -84,7 +91,8 @@ def test_schema_race_between_workers_is_retried(monkeypatch, tmp_path):
 
     monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
     monkeypatch.setattr("adamtune.storage.store.time.sleep", lambda seconds: None)
-    assert open_storage(f"sqlite:///{tmp_path / 'race.db'}") is not None
+    storage = open_storage(f"sqlite:///{tmp_path / 'race.db'}")
+    assert storage.get_all_studies() == []  # the third try opened a working storage
     assert len(calls) == 3
 
 
@@ -141,6 +149,10 @@ def test_journal_trials_without_heartbeat_for_three_intervals_are_stale(tmp_path
     assert states == ["FAIL", "RUNNING", "RUNNING"]  # never: no heartbeat, never judged
     assert stale == [0]
     assert never.number == 2
+    reopened = optuna.load_study(
+        study_name="j", storage=open_storage(f"journal:{tmp_path / 'j.log'}")
+    )
+    assert [t.state.name for t in reopened.trials] == states  # the FAIL is in the file
 
 
 CLAIM_SCRIPT = """
