@@ -20,6 +20,10 @@ half a bf16 ulp still move the weights on average (seeded by ``rounding_seed``: 
 gives the same bits; see reference.round_stochastic).
 """
 
+# Over 400 lines: the optimizer class with torch.optim's whole argument surface (per-row
+# tensors, amsgrad, maximize, state dtypes, stochastic rounding) and its checks; the kernels
+# live apart (cpu.py, triton_adam.py), and this package imports only torch.
+
 from __future__ import annotations
 
 import array

@@ -18,6 +18,10 @@ AdamConfig's defaults. Every rule a config obeys (adamtune.config.adam.DOMAINS) 
 when the file loads, not in the middle of a study.
 """
 
+# Over 400 lines: loading (files, shipped names, the grid) and parsing (every parameter's
+# rules and their messages) in one module; the parse half is the next to move out
+# (space/params.py) when the space gains fields.
+
 from __future__ import annotations
 
 import contextlib
