@@ -8,7 +8,7 @@ _EXPORTS = {
     "search": "adamtune.search.launch",
     "Callback": "adamtune.search.run",
     "FailureLimit": "adamtune.search.run",
-    "check_values_reach": "adamtune.search.run",
+    "check_values_reach": "adamtune.search.plan",
     "run_search": "adamtune.search.run",
     "around_trials": "adamtune.search.run",
     "run_trials": "adamtune.search.run",

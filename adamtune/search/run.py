@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from adamtune._util.urls import redact
 from adamtune.config.settings import SearchSettings
-from adamtune.errors import SpaceError, StorageError, StudyError, describe, shown
+from adamtune.errors import StorageError, StudyError, describe
 from adamtune.results.gain import study_baseline
 from adamtune.search.baseline import start_baseline
 from adamtune.search.confirm import DEFAULT_TOP, RunProgress, confirm_finished_study
@@ -56,19 +56,6 @@ class FailureLimit:
     @property
     def tripped(self) -> bool:
         return bool(self.limit) and self.streak >= self.limit
-
-
-def check_values_reach(task: Task, space: SearchSpace) -> None:
-    """A space's model: section needs a task that reads values: a loop, or a factory that
-    takes the trial."""
-    if space.model and task.train_loop is None and task.per_trial is None:
-        names = ", ".join(space.model)
-        raise SpaceError(
-            f"{space.source}: model: {names}: task {shown(task.name)} reads no values of its "
-            "own; make its factory take the trial (def make_task(trial) -> Task) or use a "
-            "training loop, and read them with trial.suggest_float/suggest_int/"
-            "suggest_categorical"
-        )
 
 
 def run_search(
