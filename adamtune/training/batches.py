@@ -9,7 +9,7 @@ the device as it is; anything else is the task's error, in one line.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -41,12 +41,27 @@ def batches(
             yield to_device((x[index], y[index]), device, prec)
         return
     sampler = _Permutation(len(data), generator) if generator is not None else None
+    yield from loaded(
+        task, data, sampler, generator.initial_seed() if generator else 0, device, prec
+    )
+
+
+def loaded(
+    task: Task,
+    data: Any,
+    sampler: Any,
+    seed: int,
+    device: torch.device,
+    prec: Precision,
+) -> Iterator[Any]:
+    """One pass of a DataLoader over the Dataset ``data`` in ``sampler``'s order (None: in
+    order), its batches on ``device``; ``seed`` is the loader's workers' base seed."""
     loader = torch.utils.data.DataLoader(
         data,
         batch_size=task.batch_size,
         sampler=sampler,
         # the loader draws its workers' base seed from this one, never from the order's
-        generator=torch.Generator().manual_seed(generator.initial_seed() if generator else 0),
+        generator=torch.Generator().manual_seed(seed),
         collate_fn=task.collate_fn,
         num_workers=task.num_workers,
     )
@@ -130,15 +145,23 @@ def evaluate_split(
     """The metrics of ``model`` on a whole split, model left in eval mode: the task's
     ``evaluate`` hook, else ``val_loss`` (the loss averaged over rows) and the metric on the
     split's outputs."""
+    return evaluate_batches(task, model, lambda: batches(task, data, device, prec), prec)
+
+
+@torch.no_grad()
+def evaluate_batches(
+    task: Task, model: torch.nn.Module, split: Callable[[], Iterable[Any]], prec: Precision
+) -> dict[str, float]:
+    """``evaluate_split`` over the batches ``split()`` gives (on the device already)."""
     model.eval()
     if task.evaluate is not None:
         with prec.forward():
-            metrics = task.evaluate(model, batches(task, data, device, prec))
+            metrics = task.evaluate(model, split())
         return _checked(task, metrics)
     total, count = 0.0, 0
     outputs, targets = [], []
     with prec.forward():
-        for batch in batches(task, data, device, prec):
+        for batch in split():
             n = rows(batch)
             if task.compute_loss is not None:
                 total += float(step_loss(task, model, batch)) * n
@@ -146,10 +169,32 @@ def evaluate_split(
             outputs.append(as_float(model(x)))
             targets.append(y)
             count += n
-    out, y = torch.cat(outputs), torch.cat(targets)
+    out, y = concatenated(outputs, f"task {task.name!r}"), torch.cat(targets)
     # without compute_loss, the loss of the whole split at once, as the tensor path takes it
     val_loss = total / count if task.compute_loss is not None else task.loss_of(out, y).item()
     return {"val_loss": val_loss, task.metric_name: metric_value(task, out, y)}
+
+
+def concatenated(chunks: list[Any], where: str = "task") -> Any:
+    """Outputs of a split's chunks as one: tensors, or tuples, lists and dicts of them, joined
+    along the first dimension; one chunk as it is (an output object of any kind)."""
+    if len(chunks) == 1:
+        return chunks[0]
+    if all(isinstance(c, torch.Tensor) for c in chunks):
+        return torch.cat(chunks)
+    from torch.utils._pytree import tree_flatten, tree_unflatten
+
+    flat = [tree_flatten(c) for c in chunks]
+    if any(spec != flat[0][1] for _, spec in flat) or not all(
+        isinstance(leaf, torch.Tensor) for leaves, _ in flat for leaf in leaves
+    ):
+        raise TaskError(
+            f"{where}: its model's outputs are {type(chunks[0]).__name__}, "
+            "which cannot be joined across batches; return a tensor, tuple, list or dict of "
+            "tensors, or give the task evaluate(model, batches)"
+        )
+    joined = [torch.cat(parts) for parts in zip(*(leaves for leaves, _ in flat), strict=True)]
+    return tree_unflatten(joined, flat[0][1])
 
 
 def _checked(task: Task, metrics: Any) -> dict[str, float]:

@@ -34,7 +34,7 @@ def check_one_batch(task: Task, device: torch.device, prec: Precision) -> None:
     if task.train_loop is not None:
         return
     quick = replace(task, num_workers=0)  # one batch is not worth starting loader processes
-    with _forked_random():
+    with forked_random():
         model = _build(quick, device, prec)
         model.train()
         batch = _first(quick, quick.train, device, prec, "train")
@@ -137,7 +137,7 @@ def _kind(value: Any) -> str:
 
 
 @contextlib.contextmanager
-def _forked_random() -> Iterator[None]:
+def forked_random() -> Iterator[None]:
     """Every random state the try may draw from, restored after it."""
     python = random.getstate()
     numpy_state = None

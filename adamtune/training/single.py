@@ -32,7 +32,13 @@ from adamtune.config.adam import AdamConfig
 from adamtune.config.schedules import learning_rates as planned_learning_rates
 from adamtune.errors import ConfigError, DivergedError, TaskError
 from adamtune.tasks.base import Batch, Task, split_size
-from adamtune.training.batches import batches, evaluate_split, metric_value, step_loss
+from adamtune.training.batches import (
+    batches,
+    concatenated,
+    evaluate_split,
+    metric_value,
+    step_loss,
+)
 from adamtune.training.builders import build_optimizer
 from adamtune.training.precision import Precision, PrecisionUnavailable, as_float
 from adamtune.training.readback import read_back
@@ -448,7 +454,7 @@ def evaluate(
     prec = precision or Precision()
     with prec.forward():
         chunks = [model(x[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)]
-    outputs = as_float(torch.cat(chunks))
+    outputs = as_float(concatenated(chunks, f"task {task.name!r}"))
     return {
         "val_loss": task.loss_of(outputs, y).item(),
         task.metric_name: metric_value(task, outputs, y),

@@ -342,14 +342,22 @@ def test_sigterm_to_a_workers_search_stops_every_worker_cleanly(slow_task, in_tm
         MARKER=str(in_tmp / "m"),
     )
     wait_for(in_tmp / "m")
-    time.sleep(2)  # both workers are inside a trial
+    name, storage = "slow_task-make_task-lr-only", _optuna_url("journal:j.log")
+    deadline = time.time() + 120
+    while True:  # until both workers are inside a trial (the parent's start-up takes a while)
+        assert time.time() < deadline, "the workers never ran two trials at once"
+        try:
+            trials = optuna.load_study(study_name=name, storage=storage).trials
+        except KeyError:  # the study is not created yet
+            trials = []
+        if sum(t.state == TrialState.RUNNING for t in trials) >= 2:
+            break
+        time.sleep(0.1)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert "Traceback" not in err
-    study = optuna.load_study(
-        study_name="slow_task-make_task-lr-only", storage=_optuna_url("journal:j.log")
-    )
+    study = optuna.load_study(study_name=name, storage=storage)
     assert study.trials and all(t.state != TrialState.RUNNING for t in study.trials)
     assert {t.user_attrs.get("fail_reason") for t in study.trials} == {
         "interrupted (Ctrl-C or SIGTERM)"

@@ -125,21 +125,28 @@ def test_a_task_with_a_test_dataset_reports_test_metrics():
     assert result.metrics["test_accuracy"] == result.metrics["val_accuracy"]
 
 
-def test_a_dataset_task_is_trained_one_at_a_time_with_a_line_saying_why(storage, tmp_path):
-    with pytest.raises(ValueError, match="cannot be stacked: its batches come from a Dataset"):
-        train_stacked(dataset_task(), [CONFIG, CONFIG])
+def test_a_dataset_task_stacks_each_row_as_it_trains_alone(storage, tmp_path):
+    configs = [CONFIG, AdamConfig(lr=3e-3), AdamConfig(lr=3e-2, beta1=0.8)]
+    stacked = train_stacked(dataset_task(), configs, seed=2)
+    for config, row in zip(configs, stacked, strict=True):
+        alone = train(dataset_task(), config, seed=2)
+        torch.testing.assert_close(row.train_losses, alone.train_losses, rtol=1e-5, atol=1e-6)
+        assert row.metrics == pytest.approx(alone.metrics, rel=1e-4, abs=1e-6)
     path = tmp_path / "dataset_task.py"
     path.write_text(
         "from tests.training.test_datasets import dataset_task\n\ndef task():\n    return dataset_task()\n"
     )
     said = []
     settings = SearchSettings(
-        task=f"{path}:task", storage=storage, n_trials=3, space="lr-only", baseline=False
+        task=f"{path}:task", storage=storage, n_trials=3, space="lr-only", baseline=False, stack=3
     )
     study = run_search(settings, warn=said.append)
-    assert any("cannot be stacked (its batches come from a Dataset" in line for line in said)
+    assert not any("cannot be stacked" in line for line in said)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
     assert [t.user_attrs["total_steps"] for t in study.trials] == [12] * 3
+    from adamtune.search.plan import prepare
+
+    assert prepare(settings).rows == 3  # the search trained them as one stack
 
 
 class Strings(Pairs):

@@ -155,13 +155,13 @@ def test_mixed_decoupling_is_refused():
         train_stacked(resolve_task("wine-mlp"), [AdamConfig(), AdamConfig(decoupled=False)])
 
 
-def test_models_with_running_statistics_or_dropout_do_not_stack():
+def test_layers_without_a_per_row_version_do_not_stack():
     def task(*layers):
         return tiny_task(lambda: torch.nn.Sequential(torch.nn.Linear(4, 4), *layers))
 
-    assert "BatchNorm1d" in why_not_stackable(task(torch.nn.BatchNorm1d(4)))
-    assert "Dropout" in why_not_stackable(task(torch.nn.Dropout(0.1)))
-    assert why_not_stackable(task(torch.nn.ReLU())) is None
+    assert "SyncBatchNorm (1)" in why_not_stackable(task(torch.nn.SyncBatchNorm(4)))
+    assert "AlphaDropout (1)" in why_not_stackable(task(torch.nn.AlphaDropout(0.1)))
+    assert why_not_stackable(task(torch.nn.BatchNorm1d(4), torch.nn.Dropout(0.1))) is None
     assert why_not_stackable(resolve_task("mnist1d-cnn")) is None
 
 
@@ -198,7 +198,7 @@ class _CountsCalls(torch.nn.Module):  # state outside the parameters: stacked !=
     "model, reason",
     [
         (_ItemInForward, "torch.func cannot stack its model"),
-        (_Pair, "its model returns tuple, not one tensor"),
+        (_Pair, "its loss on one training batch of the model alone raised TypeError"),
         (_CountsCalls, "its stacked forward pass does not give what the model alone gives"),
     ],
 )
@@ -330,14 +330,15 @@ def test_stack_refusals_are_one_line(tmp_path, storage):
         "def make_task():\n"
         "    x, y = torch.randn(16, 4), torch.zeros(16, dtype=torch.long)\n"
         "    return Task('bn', lambda: torch.nn.Sequential(torch.nn.Linear(4, 4),\n"
-        "                torch.nn.BatchNorm1d(4)), (x, y), (x, y), F.cross_entropy, accuracy,\n"
+        "                torch.nn.SyncBatchNorm(4)), (x, y), (x, y), F.cross_entropy, accuracy,\n"
         "                'val_accuracy', 'maximize', 1, 8)\n"
     )
     task = f"{path}:make_task"
     with pytest.raises(
         StudyError,
         match=r"--stack 4: task 'bn' cannot be stacked: its model has "
-        r"BatchNorm1d \(1\); use --stack 1",
+        r"SyncBatchNorm \(1\), whose statistics are shared across processes, not kept per "
+        r"row; use --stack 1",
     ):
         run_search(SearchSettings(storage=storage, task=task, stack=4, n_trials=2))
     assert not (tmp_path / "studies.db").exists()  # refused before any storage is touched
@@ -348,7 +349,8 @@ def test_stack_refusals_are_one_line(tmp_path, storage):
     )
     assert len(study.trials) == 2
     assert [line for line in said if line.startswith("--stack")] == [
-        "--stack auto: task 'bn' cannot be stacked (its model has BatchNorm1d (1)); one at a time"
+        "--stack auto: task 'bn' cannot be stacked (its model has SyncBatchNorm (1), whose "
+        "statistics are shared across processes, not kept per row); one at a time"
     ]
 
 
@@ -464,15 +466,16 @@ def test_a_row_whose_own_metric_raises_fails_only_its_trial(storage):
 
 
 def test_epoch_orders_replay_train_s_orders_and_keep_only_the_epochs_in_use():
-    from adamtune.training.stacked.loop import _EpochOrders
+    from adamtune.training.stacked.feed import EpochOrders
 
     generator = torch.Generator().manual_seed(7)
     expected = [torch.randperm(50, generator=generator) for _ in range(4)]
-    orders = _EpochOrders(50, 7, torch.device("cpu"))
+    orders = EpochOrders(50, 7, torch.device("cpu"))
     assert torch.equal(orders.get(3), expected[3])  # later epochs first
     assert torch.equal(orders.get(0), expected[0])
     assert torch.equal(orders.get(2), expected[2])
-    assert orders.keep({2, 3}) == {2, 3} and sorted(orders.cached) == [2, 3]
+    orders.keep({2, 3})
+    assert sorted(orders.cached) == [2, 3]
     assert torch.equal(orders.get(0), expected[0])  # replayed from the saved state
 
 

@@ -20,17 +20,15 @@ Rows share the optimizer's non-numeric settings: ``decoupled`` and ``amsgrad`` m
 across a stack (callers group configurations by them).
 """
 
-# Over 400 lines, train_stack over 80: the stacked loop reads top to bottom as train() does,
-# and its parts share the loop's state (rows joining at epoch boundaries, per-row batches and
-# schedules). Issue 26 (BatchNorm, Datasets, hooks in the stack) rewrites this loop; it is
-# split there, on the shape that work gives it.
+# train_stack over 80 lines: it reads top to bottom as train() does (rows join, an epoch
+# trains, rows leave); its parts live in feed.py (batches), rows.py (joining, leaving, the
+# optimizer, per-row norms) and evaluation.py.
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import torch
 
@@ -38,12 +36,9 @@ from adamtune.config.adam import AdamConfig
 from adamtune.config.schedules import learning_rates
 from adamtune.errors import DivergedError, describe
 from adamtune.tasks.base import Task
-from adamtune.training.batches import metric_value
-from adamtune.training.precision import Precision, as_float
+from adamtune.training.precision import Precision
 from adamtune.training.readback import read_back
 from adamtune.training.single import (
-    _BUILD_LOCK,
-    EVAL_CHUNK,
     EarlyStopping,
     Evaluation,
     TrainingLog,
@@ -52,7 +47,19 @@ from adamtune.training.single import (
     planned_steps,
     run_precision,
 )
-from adamtune.training.stacked.model import RowLosses, StackedModel, why_not_stackable
+from adamtune.training.stacked.evaluation import Splits
+from adamtune.training.stacked.feed import Feed
+from adamtune.training.stacked.layers import row_keys
+from adamtune.training.stacked.model import StackedModel, why_not_stackable
+from adamtune.training.stacked.rows import (
+    Row,
+    clip_limits,
+    clip_rows,
+    join_rows,
+    leave_rows,
+    row_norms,
+    update_ratios,
+)
 
 # Once per epoch, every running configuration's evaluation -> the ones to stop, with why.
 OnEpoch = Callable[[dict[int, Evaluation]], dict[int, str]]
@@ -109,23 +116,6 @@ def train_stacked(
     return [results[i] for i in range(len(configs))]
 
 
-@dataclass
-class _Row:
-    """One configuration's place in the stack; ``id`` counts configurations in arrival order."""
-
-    id: int
-    config: AdamConfig
-    seed: int  # its initial weights and its batch orders
-    lrs: list[float]
-    log: TrainingLog
-    started: float
-    early: EarlyStopping | None = None
-    epoch: int = 0  # epochs completed
-    step: int = 0  # steps taken
-    best_params: list[torch.Tensor] | None = None  # its weights at its best evaluation (test)
-    update_ratio: float = math.nan  # its epoch's last update norm over its weight norm
-
-
 def train_stack(
     task: Task,
     source: Source,
@@ -155,27 +145,24 @@ def train_stack(
     scaler is one model's and cannot be shared by rows (stack_rows trains fp16 one at a time)."""
     device = torch.device(device) if isinstance(device, str) else device
     prec = run_precision(precision, device)
-    reason = why_not_stackable(task) if task.uses_loader else None
-    if reason:
-        raise ValueError(f"task {task.name!r} cannot be stacked: {reason}")
     if prec.scaler is not None:
         raise ValueError("fp16 trials cannot be stacked: their loss scaler is one model's")
+    reason = why_not_stackable(task)
+    if reason:
+        raise ValueError(f"task {task.name!r} cannot be stacked: {reason}")
     epochs = epochs or task.epochs
     total_steps = planned_steps(task, epochs)
-    x_train, y_train = prec.inputs(task.train[0].to(device)), task.train[1].to(device)
-    validation = (prec.inputs(task.validation[0].to(device)), task.validation[1].to(device))
-    size, batch_size = len(x_train), task.batch_size
-    orders: dict[int, _EpochOrders] = {}  # by seed
-    row_losses = RowLosses(task.loss_of)
+    feed = Feed(task, device, prec)
+    splits = Splits(task, device, prec)
     patience = patience if patience is not None else task.patience
-    live: list[_Row] = []
+    live: list[Row] = []
     stack: StackedModel | None = None
     optimizer: torch.optim.Optimizer | None = None
     arrived = 0
     exhausted = False
 
     def finish(
-        row: _Row,
+        row: Row,
         reason: str | None,
         test: dict[str, float] | None = None,
         failed: str | None = None,
@@ -186,76 +173,90 @@ def train_stack(
             on_result(row.id, result)
 
     while True:
-        joining: list[_Row] = []
+        joining: list[Row] = []
         while not exhausted and len(live) + len(joining) < rows:
             item = source()
             if item is None:
                 exhausted = True
                 break
             config, row_seed = item if isinstance(item, tuple) else (item, seed)
-            if row_seed not in orders:
-                orders[row_seed] = _EpochOrders(size, row_seed, device)
             if live or joining:
                 _check_uniform([(live or joining)[0].config, config])
             log = TrainingLog(total_steps=total_steps)
             lrs = learning_rates(config.lr, config.schedule, total_steps)
             early = EarlyStopping(task.metric_name, task.direction, patience) if patience else None
-            joining.append(_Row(arrived, config, row_seed, lrs, log, time.perf_counter(), early))
+            joining.append(Row(arrived, config, row_seed, lrs, log, time.perf_counter(), early))
             arrived += 1
         if joining:
-            stack, optimizer = _join(task, prec, seed, stack, optimizer, live, joining)
+            stack, optimizer = join_rows(task, prec, seed, stack, optimizer, live, joining)
             live = live + joining
         if not live:
             return
         assert stack is not None and optimizer is not None
-        for row_seed in [k for k in orders if all(row.seed != k for row in live)]:
-            del orders[row_seed]  # no row trains with that seed any more
-        for row_seed, order in orders.items():
-            order.keep({row.epoch for row in live if row.seed == row_seed})
-        shared = len({(row.seed, row.epoch) for row in live}) == 1
-        pending: list[torch.Tensor] = []  # each step's [rows] losses and norms, on the device
-        limits = _clip_limits(live, x_train.device)
-        for start in range(0, size, batch_size):
-            if shared:
-                index = orders[live[0].seed].get(live[0].epoch)[start : start + batch_size]
-            else:  # [rows, batch]: each row's batch from its own seed's and epoch's order
-                index = torch.stack(
-                    [orders[row.seed].get(row.epoch)[start : start + batch_size] for row in live]
-                )
-            step_lrs = [row.lrs[row.step] for row in live]  # one contiguous row per step
-            optimizer.param_groups[0]["lr"] = torch.tensor(step_lrs, dtype=torch.float64)
-            optimizer.zero_grad(set_to_none=True)
-            with prec.forward():
-                outputs = as_float(stack.forward(x_train[index], per_row=not shared))
-                losses = row_losses(outputs, y_train[index], per_row=not shared)
-            for row, lr in zip(live, step_lrs, strict=True):
-                row.log.learning_rates.append(lr)
-            losses.sum().backward()
-            norms = _row_norms([p.grad for p in stack.params if p.grad is not None])
-            pending.append(torch.stack([losses.detach().float(), norms.float()]))
-            _clip_rows(stack, limits, norms)
-            last = start + batch_size >= size
-            before = [p.detach().clone() for p in stack.params] if last else None
-            optimizer.step()
-            if before is not None:
-                _update_ratios(stack, before, live)
-            for row in live:
-                row.step += 1
+        pending = train_epoch(task, stack, optimizer, live, feed, prec)
         # A diverged row trained on to the epoch's end on its own weights (rows share no
         # parameter): it leaves now, its log cut at the step that diverged.
         diverged = _settle(live, pending, divergence_factor, finish)
         if diverged:
-            live, optimizer = _leave(stack, optimizer, live, diverged, prec, seed)
+            live, optimizer = leave_rows(stack, optimizer, live, diverged, prec, seed)
         if not live:
             stack = optimizer = None
             continue
         for row in live:
             row.epoch += 1
         live, optimizer = _end_epoch(
-            task, epochs, stack, optimizer, live, validation, on_epoch, finish, prec, seed
+            task, epochs, stack, optimizer, live, splits, on_epoch, finish, prec, seed
         )
         if not live:  # every row left: the next configurations start a new stack
             stack = optimizer = None
+
+
+def train_epoch(
+    task: Task,
+    stack: StackedModel,
+    optimizer: torch.optim.Optimizer,
+    live: list[Row],
+    feed: Feed,
+    prec: Precision,
+    go_on: Callable[[int], bool] | None = None,
+) -> list[torch.Tensor]:
+    """One epoch of every row, each on its own batches; each step's [rows] losses and
+    gradient norms, kept on the device until the epoch's end, are returned. ``go_on(steps)``,
+    asked after every step, may end the epoch early (measure.py times steps with it)."""
+    pending: list[torch.Tensor] = []
+    device = stack.params[0].device
+    limits = clip_limits(live, device)
+    seeds = torch.tensor([row.seed for row in live], dtype=torch.int64)
+    first_keys = row_keys(seeds, torch.tensor([row.step for row in live])).to(device)
+    steps = feed.epoch([(row.seed, row.epoch) for row in live])
+    per_epoch = task.steps_per_epoch()
+    stack.train(True)
+    for i, step in enumerate(steps):
+        step_lrs = [row.lrs[row.step] for row in live]  # one contiguous row per step
+        optimizer.param_groups[0]["lr"] = torch.tensor(step_lrs, dtype=torch.float64)
+        optimizer.zero_grad(set_to_none=True)
+        keys = first_keys + i
+        with prec.forward():
+            if step.groups is not None:
+                losses = stack.group_losses(task, step.groups, keys)
+            else:
+                losses = stack.task_losses(task, step.batch, keys, step.per_row)
+        for row, lr in zip(live, step_lrs, strict=True):
+            row.log.learning_rates.append(lr)
+        losses.sum().backward()
+        norms = row_norms([p.grad for p in stack.params if p.grad is not None])
+        pending.append(torch.stack([losses.detach().float(), norms.float()]))
+        clip_rows(stack, limits, norms)
+        last = i == per_epoch - 1
+        before = [p.detach().clone() for p in stack.params] if last else None
+        optimizer.step()
+        if before is not None:
+            update_ratios(stack, before, live)
+        for row in live:
+            row.step += 1
+        if go_on is not None and not go_on(i + 1):
+            break
+    return pending
 
 
 def _end_epoch(
@@ -263,21 +264,21 @@ def _end_epoch(
     epochs: int,
     stack: StackedModel,
     optimizer: torch.optim.Optimizer,
-    live: list[_Row],
-    validation: tuple[torch.Tensor, torch.Tensor],
+    live: list[Row],
+    splits: Splits,
     on_epoch: OnEpoch | None,
     finish: Callable[..., None],
     prec: Precision,
     seed: int,
-) -> tuple[list[_Row], torch.optim.Optimizer]:
+) -> tuple[list[Row], torch.optim.Optimizer]:
     """Evaluate every row, ask ``on_epoch`` which to stop, finish the stopped, diverged and
     completed rows and take them out of the stack."""
     per_epoch = task.steps_per_epoch()
     leaving: dict[int, str | None] = {}  # position in the stack -> why (None: completed)
     failed: dict[int, str] = {}  # position -> why its own evaluation raised
     judged: dict[int, Evaluation] = {}
-    weights = _row_norms(stack.params).tolist()  # every row's weight norm (param_norm)
-    rows_metrics = _evaluate(task, stack, validation, prec)
+    weights = row_norms(stack.params).tolist()  # every row's weight norm (param_norm)
+    rows_metrics = splits.evaluate(stack, splits.validation)
     for r, (row, metrics) in enumerate(zip(live, rows_metrics, strict=True)):
         if isinstance(metrics, BaseException):  # this row's loss or metric raised: only it fails
             leaving[r] = failed[r] = describe(metrics)
@@ -286,12 +287,14 @@ def _end_epoch(
         metrics.setdefault("train_loss", sum(epoch_losses) / len(epoch_losses))
         metrics.setdefault("param_norm", weights[r])
         metrics.setdefault("update_ratio", row.update_ratio)
-        metrics.setdefault("val_train_gap", metrics["val_loss"] - metrics["train_loss"])
+        if "val_loss" in metrics:
+            metrics.setdefault("val_train_gap", metrics["val_loss"] - metrics["train_loss"])
         evaluation = Evaluation(row.epoch, row.step, metrics)
         row.log.evaluations.append(evaluation)
-        if not math.isfinite(metrics["val_loss"]):
+        watched = metrics.get("val_loss", metrics[task.metric_name])
+        if not math.isfinite(watched):
             lr = row.log.learning_rates[-1]
-            leaving[r] = f"diverged: {DivergedError(row.step - 1, metrics['val_loss'], lr)}"
+            leaving[r] = f"diverged: {DivergedError(row.step - 1, watched, lr)}"
         else:
             judged[row.id] = evaluation
     reasons = on_epoch(judged) if on_epoch is not None and judged else {}
@@ -303,20 +306,16 @@ def _end_epoch(
             continue
         improved = row.early is not None and row.early.improved(row.log.evaluations[-1])
         if improved and task.test is not None:  # the weights its test metrics will come from
-            row.best_params = [p[r].detach().clone() for p in stack.params]
+            row.best_state = stack.row_state(r)
         if row.epoch >= epochs or (row.early is not None and row.early.exhausted(row.epoch)):
             leaving[r] = None
     completed = [r for r, why in leaving.items() if why is None]
     tests: dict[int, dict[str, float]] = {}
     if completed and task.test is not None:
-        device = stack.params[0].device
-        test = (prec.inputs(task.test[0].to(device)), task.test[1].to(device))
-        every = _evaluate(task, stack, test, prec)
+        every = splits.evaluate(stack, splits.test)
         for r in completed:  # rows with early stopping: their best weights, not their last
-            best_params = live[r].best_params
-            if best_params is not None:
-                with stack.holding(r, best_params):
-                    every[r] = _evaluate(task, stack, test, prec)[r]
+            if live[r].best_state is not None:
+                every[r] = splits.evaluate_row(stack, splits.test, r, live[r].best_state)
         for r in completed:
             metrics = every[r]
             if isinstance(metrics, BaseException):
@@ -327,7 +326,7 @@ def _end_epoch(
         finish(live[r], leaving[r], tests.get(r), failed.get(r))
     if not leaving:
         return live, optimizer
-    return _leave(stack, optimizer, live, sorted(leaving), prec, seed)
+    return leave_rows(stack, optimizer, live, sorted(leaving), prec, seed)
 
 
 def _check_uniform(configs: list[AdamConfig]) -> None:
@@ -340,10 +339,10 @@ def _check_uniform(configs: list[AdamConfig]) -> None:
 
 
 def _settle(
-    live: list[_Row],
+    live: list[Row],
     pending: list[torch.Tensor],
     divergence_factor: float,
-    finish: Callable[[_Row, str], None],
+    finish: Callable[[Row, str], None],
 ) -> list[int]:
     """An epoch's [step][loss, norm][row] values, read back once, into each row's log, every
     loss checked as at its step; the rows that diverged are finished with the step that did,
@@ -373,171 +372,6 @@ def _settle(
     return diverged
 
 
-def _row_norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """[rows]: each row's global L2 norm over ``tensors`` (stacked, row first)."""
-    if not tensors:
-        return torch.zeros(0)
-    return torch.stack([t.detach().float().pow(2).flatten(1).sum(1) for t in tensors]).sum(0).sqrt()
-
-
-def _update_ratios(stack: StackedModel, before: list[torch.Tensor], live: list[_Row]) -> None:
-    """Each row's last update norm over its weight norm before it (train.weight_diagnostics)."""
-    with torch.no_grad():
-        update = _row_norms([p - b for p, b in zip(stack.params, before, strict=True)])
-        ratios = (update / _row_norms(before).clamp_min(1e-30)).tolist()
-    for row, ratio in zip(live, ratios, strict=True):
-        row.update_ratio = ratio
-
-
-def _clip_limits(live: list[_Row], device: torch.device) -> torch.Tensor | None:
-    """[rows]: each row's max_grad_norm (inf: no clipping), on the device once an epoch (the
-    rows change only between epochs); None when no row clips."""
-    limits = [row.config.max_grad_norm for row in live]
-    if all(limit is None for limit in limits):
-        return None
-    values = [math.inf if value is None else value for value in limits]
-    return torch.tensor(values, dtype=torch.float32).to(device)
-
-
-def _clip_rows(stack: StackedModel, limit: torch.Tensor | None, norms: torch.Tensor) -> None:
-    """Each row's gradients clipped by the row's own global norm (``norms``, [rows]), as
-    torch.nn.utils.clip_grad_norm_ clips one model's (the same coefficient and epsilon)."""
-    if limit is None:
-        return
-    grads = [p.grad for p in stack.params if p.grad is not None]
-    if not grads:
-        return
-    limit = limit.to(norms.dtype)
-    coefficient = (limit / (norms + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(coefficient.view(-1, *([1] * (g.dim() - 1))))
-
-
-def _join(
-    task: Task,
-    prec: Precision,
-    seed: int,
-    stack: StackedModel | None,
-    optimizer: torch.optim.Optimizer | None,
-    live: list[_Row],
-    joining: list[_Row],
-) -> tuple[StackedModel, torch.optim.Optimizer]:
-    """Add ``joining``'s rows, each built from its seed as train() builds its model, with fresh
-    optimizer state (per-row step counts at 0)."""
-    models = []
-    with _BUILD_LOCK:
-        for row in joining:  # each copy starts from its row's seed: the weights it gets alone
-            torch.manual_seed(row.seed)
-            models.append(prec.model(task.build_model()))
-    old_state: list[dict[str, torch.Tensor]] = []
-    if stack is None:
-        stack = StackedModel(models[0], models)
-    else:
-        assert optimizer is not None
-        old_state = [optimizer.state[p] for p in stack.params]
-        stack.append(models)
-    fresh = _optimizer(stack, [row.config for row in live + joining], prec, seed)
-    added = len(joining)
-    for k, p in enumerate(stack.params):
-        state = fresh.state[p]
-        if old_state:
-            for key, value in old_state[k].items():
-                zeros = torch.zeros(
-                    (added, *value.shape[1:]), dtype=value.dtype, device=value.device
-                )
-                state[key] = torch.cat([value, zeros])
-    return stack, fresh
-
-
-def _leave(
-    stack: StackedModel,
-    optimizer: torch.optim.Optimizer,
-    live: list[_Row],
-    rows: list[int],
-    prec: Precision,
-    seed: int,
-) -> tuple[list[_Row], torch.optim.Optimizer]:
-    """Take stack positions ``rows`` out: parameters, optimizer state and hyperparameters."""
-    keep = [r for r in range(len(live)) if r not in rows]
-    live = [live[r] for r in keep]
-    if not live:
-        return live, optimizer
-    old_state = [optimizer.state[p] for p in stack.params]
-    stack.keep(keep)
-    fresh = _optimizer(stack, [row.config for row in live], prec, seed)
-    for k, p in enumerate(stack.params):
-        index = torch.tensor(keep, device=p.device)
-        fresh.state[p] = {
-            key: value.index_select(0, index.to(value.device))
-            for key, value in old_state[k].items()
-        }
-    return live, fresh
-
-
-def _optimizer(
-    stack: StackedModel, configs: list[AdamConfig], prec: Precision, seed: int
-) -> torch.optim.Optimizer:
-    """One FusedAdam over the stack, one row of hyperparameters per configuration, and state
-    with a step count per row (rows join at different times); float32 moments for bf16-pure."""
-    from adamtune.optim import FusedAdam
-
-    def column(values: list[float]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.float64)
-
-    first = configs[0]
-    optimizer = FusedAdam(
-        stack.params,
-        lr=column([c.lr for c in configs]),
-        betas=(column([c.beta1 for c in configs]), column([c.beta2 for c in configs])),
-        eps=column([c.eps for c in configs]),
-        weight_decay=column([c.weight_decay for c in configs]),
-        decoupled_weight_decay=first.decoupled,
-        amsgrad=first.amsgrad,
-    )
-    prec.optimizer(optimizer, seed)
-    moments = torch.float32 if prec.name == "bf16-pure" else None
-    for p in stack.params:
-        keys = (
-            ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-            if first.amsgrad
-            else ("exp_avg", "exp_avg_sq")
-        )
-        optimizer.state[p] = {
-            "step": torch.zeros(len(configs), dtype=torch.float32),
-            **{key: torch.zeros_like(p, dtype=moments) for key in keys},
-        }
-    return optimizer
-
-
-@torch.no_grad()
-def _evaluate(
-    task: Task,
-    stack: StackedModel,
-    data: tuple[torch.Tensor, torch.Tensor],
-    prec: Precision,
-) -> list[dict[str, float] | BaseException]:
-    """Every row's loss and metric on ``data``; for a row whose loss or metric raised (user
-    code, SystemExit included), the exception, so that only that row fails."""
-    x, y = data
-    with prec.forward():
-        chunks = [stack.forward(x[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)]
-    outputs = as_float(torch.cat(chunks, dim=1))
-    rows: list[dict[str, float] | BaseException] = []
-    for out in outputs:
-        try:
-            rows.append(
-                {
-                    "val_loss": task.loss_of(out, y).item(),
-                    task.metric_name: metric_value(task, out, y),
-                }
-            )
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # noqa: BLE001  (user code)
-            rows.append(exc)
-    return rows
-
-
 def _result(
     task: Task,
     log: TrainingLog,
@@ -553,32 +387,3 @@ def _result(
     value = final.get(task.metric_name, math.nan)
     seconds = time.perf_counter() - started
     return TrainResult(value, final, log, reason, seconds, failed, best)
-
-
-class _EpochOrders:
-    """The batch order train() uses in each epoch (one randperm per epoch from one generator
-    seeded with ``seed``), regenerated from the generator's saved state for any epoch a row is
-    in, and kept only while some row is in it: rows at many epochs, never every epoch's order
-    of a large data set at once."""
-
-    def __init__(self, size: int, seed: int, device: torch.device) -> None:
-        self.size, self.device = size, device
-        self.generator = torch.Generator().manual_seed(seed)
-        self.states: list[torch.Tensor] = []  # the generator's state as epoch e starts
-        self.cached: dict[int, torch.Tensor] = {}
-
-    def get(self, epoch: int) -> torch.Tensor:
-        if epoch not in self.cached:
-            while len(self.states) <= epoch:
-                self.states.append(self.generator.get_state())
-                torch.randperm(self.size, generator=self.generator)
-            replay = torch.Generator()
-            replay.set_state(self.states[epoch])
-            self.cached[epoch] = torch.randperm(self.size, generator=replay).to(self.device)
-        return self.cached[epoch]
-
-    def keep(self, epochs: set[int]) -> set[int]:
-        """Forget the orders of epochs no row is in; return ``epochs``."""
-        for epoch in [e for e in self.cached if e not in epochs]:
-            del self.cached[epoch]
-        return epochs

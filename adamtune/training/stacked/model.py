@@ -1,42 +1,47 @@
 """The stacked model: N copies of one task's model as one, a row each, and the check that a
 task's model can be stacked at all.
 
-Every parameter of the N copies becomes one tensor with a leading dimension of N
-(``torch.func.stack_module_state``). A plain MLP (nn.Sequential of Linear layers and
-elementwise activations, every built-in MLP) runs as batched matrix products, about 1.7x faster
-per row than the general path, torch.func's vmap over functional_call, which serves every other
-model. Inputs are shared by every row or, for rows at different epochs, one per row.
+Every parameter and buffer of the N copies becomes one tensor with a leading dimension of N
+(``torch.func.stack_module_state``), so every row keeps its own BatchNorm statistics. A
+training step computes every row's loss in one call: ``vmap`` over the task's own loss
+(``compute_loss(model, batch)``, or ``loss(model(x), y)``) with a per-row functional model, so
+models that return tuples, dicts or output objects, and hooks that call ``model(**batch)``, run
+unchanged. A plain MLP (nn.Sequential of Linear layers, elementwise activations and dropout,
+every built-in MLP) runs as batched matrix products instead, about 1.7x faster per row.
+Random layers draw each row's own noise (adamtune.training.stacked.layers).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
-from adamtune.tasks.base import Task
+from adamtune.tasks.base import Task, is_tensor_pair
+from adamtune.training.precision import as_float
+from adamtune.training.stacked.layers import per_row, row_noise, why_not_layer
 
-UNSTACKABLE = (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.AlphaDropout)
+# A row's training loss: (model, batch) -> scalar (the task's compute_loss, or its loss)
+RowLoss = Callable[[Any, Any], torch.Tensor]
 
 
 def why_not_stackable(task: Task) -> str | None:
-    """Why ``task``'s model cannot be trained stacked, or None when it can: running statistics
-    (BatchNorm), random layers (dropout), a model, loss or backward pass that fails or that
-    torch.func cannot batch, or a stacked forward pass that does not give what the model alone
-    gives (tried on one real minibatch, with a shared input and with one input per row). User
-    code that raises anything here, SystemExit included, makes the task one not to stack: the
-    trials then meet the same error one at a time, each failing with its reason."""
+    """Why ``task``'s model cannot be trained stacked, or None when it can: a layer with no
+    per-row version, a model, loss or hook that fails or that torch.func cannot batch, or a
+    stacked step that does not give what the model alone gives (tried on one real training
+    batch, with a shared batch and with one batch per row). User code that raises anything
+    here, SystemExit included, makes the task one not to stack: the trials then meet the same
+    error one at a time, each failing with its reason."""
     try:
         return _why_not_stackable(task)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001  (user code: build_model, forward, loss)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return f"trying a stacked step raised {type(exc).__name__}: {first[:120]}"
+        return f"trying a stacked step raised {_first_line(exc)}"
 
 
 def _why_not_stackable(task: Task) -> str | None:
@@ -44,52 +49,115 @@ def _why_not_stackable(task: Task) -> str | None:
         return "it is a training loop of its own, train(trial)"
     if task.per_trial is not None:
         return "its factory takes the trial, so each trial builds its own task from its values"
-    if task.uses_loader:
-        return (
-            "its batches come from a Dataset or its own compute_loss/evaluate hooks, and a "
-            "stack shares one forward pass over in-memory tensors"
-        )
     model = task.build_model()
     if not isinstance(model, nn.Module):
         return f"build_model() returned {type(model).__name__}, not a torch.nn.Module"
-    for name, module in model.named_modules():
-        if isinstance(module, UNSTACKABLE):
-            return f"its model has {type(module).__name__} ({name or 'the model'})"
-    x, y = task.train
-    x, y = x[: task.batch_size], y[: task.batch_size]
-    with torch.no_grad():
-        alone = model(x)
-    if not isinstance(alone, torch.Tensor):
-        return f"its model returns {type(alone).__name__}, not one tensor"
+    reason = why_not_layer(model)
+    if reason is not None:
+        return reason
+    batch = first_batch(task)
+    loss = task_loss(task)
+    alone = per_row(model)
+    keys = torch.tensor([11, 12])
+    expected = []
+    try:
+        for key in keys:  # the row alone: the same per-row layers, the row's key, no vmap
+            with row_noise(key):
+                expected.append(loss(alone, batch).detach().reshape(-1))
+    except Exception as exc:  # the trials meet it one at a time, each failing with it
+        return f"its loss on one training batch of the model alone raised {_first_line(exc)}"
     try:
         stack = StackedModel(model, [model, copy.deepcopy(model)])
-        losses = RowLosses(task.loss_of)
-        shared = stack.forward(x)
-        row_losses = losses(shared, y)
-        if row_losses.shape != (2,):  # one number per row, as train() takes loss.item()
-            return f"its loss gives shape {tuple(row_losses.shape[1:])} per model, not one number"
-        row_losses.sum().backward()
-        per_row = stack.forward(torch.stack([x, x]), per_row=True)
-        losses(per_row, torch.stack([y, y]), per_row=True).sum().backward()
+        shared = stack.losses(loss, batch, keys)
+        if shared.shape != (2,):  # one number per row, as train() takes loss.item()
+            return f"its loss gives shape {tuple(shared.shape[1:])} per model, not one number"
+        shared.sum().backward()
+        stack = StackedModel(model, [model, copy.deepcopy(model)])
+        each = stack.losses(loss, stack_batches([batch, batch]), keys, per_row=True)
+        each.sum().backward()
     except Exception as exc:  # torch.func could not batch it
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return f"torch.func cannot stack its model ({type(exc).__name__}: {first[:120]})"
-    for outputs in (shared, per_row):
-        if outputs.shape[1:] != alone.shape or not torch.allclose(
-            outputs.detach(), alone.expand_as(outputs), rtol=1e-4, atol=1e-5
-        ):
+        return f"torch.func cannot stack its model ({_first_line(exc)})"
+    want = torch.cat(expected)
+    if want.shape != (2,):
+        return f"its loss gives shape {tuple(expected[0].shape)} per model, not one number"
+    for got in (shared, each):
+        if not torch.allclose(got.detach().float(), want.float(), rtol=1e-4, atol=1e-5):
             return "its stacked forward pass does not give what the model alone gives"
     return None
+
+
+def _first_line(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first[:120]}"
+
+
+def first_batch(task: Task) -> Any:
+    """One training batch, on the CPU, as a trial's first step sees it."""
+    from adamtune.training.batches import batches
+    from adamtune.training.precision import Precision
+
+    if is_tensor_pair(task.train):
+        x, y = task.train
+        return x[: task.batch_size], y[: task.batch_size]
+    head = torch.utils.data.Subset(task.train, range(min(task.batch_size, len(task.train))))
+    single = copy.copy(task)
+    object.__setattr__(single, "num_workers", 0)
+    return next(iter(batches(single, head, torch.device("cpu"), Precision())))
+
+
+def task_loss(task: Task) -> RowLoss:
+    """The task's training loss of one batch as a function of (model, batch)."""
+    from adamtune.training.batches import step_loss
+
+    return lambda model, batch: step_loss(task, model, batch)
+
+
+def stack_batches(batches: list[Any]) -> Any:
+    """One batch per row as one batch with a leading row dimension (every tensor stacked)."""
+    from torch.utils._pytree import tree_flatten, tree_unflatten
+
+    flat = [tree_flatten(b) for b in batches]
+    leaves = [torch.stack(parts) for parts in zip(*(f[0] for f in flat), strict=True)]
+    return tree_unflatten(leaves, flat[0][1])
+
+
+def same_shapes(batches: list[Any]) -> bool:
+    from torch.utils._pytree import tree_flatten
+
+    flat = [tree_flatten(b) for b in batches]
+    first_leaves, spec = flat[0]
+    return all(
+        s == spec
+        and all(
+            isinstance(a, torch.Tensor) and a.shape == b.shape
+            for a, b in zip(leaves, first_leaves, strict=True)
+        )
+        for leaves, s in flat
+    )
 
 
 ELEMENTWISE = (nn.ReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Identity)
 
 
+class _RowModel:
+    """One row of the stack as a model a user's hook can call: ``model(...)`` runs the task's
+    module on the row's parameters and buffers; attributes come from the module."""
+
+    def __init__(self, base: nn.Module, state: dict[str, Any]) -> None:
+        self._base, self._state = base, state
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from torch.func import functional_call
+
+        return functional_call(self._base, self._state, args, kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+
 class StackedModel:
-    """The stacked parameters of N copies of one model, and their forward pass on a shared
-    input. A plain MLP (nn.Sequential of Linear layers and elementwise activations, every
-    built-in MLP) runs as batched matrix products, about 1.7x faster per row than the general
-    path, torch.func's vmap over functional_call, which serves every other model."""
+    """The stacked parameters and buffers of N copies of one model, each row's loss in one
+    call, and each row as a plain module for evaluation."""
 
     def __init__(self, template: nn.Module, models: list[nn.Module]) -> None:
         from torch.func import stack_module_state
@@ -97,55 +165,132 @@ class StackedModel:
         params, self.buffers = stack_module_state(models)  # type: ignore[arg-type]
         self.names = list(params)
         self.params = [nn.Parameter(params[name].detach()) for name in self.names]
-        self.base = copy.deepcopy(template).to("meta")
-        self.layers = _mlp_layers(template)
+        self.template = template  # the task's module: evaluation loads a row into it
+        self.base = per_row(template).to("meta")
+        self.layers = _mlp_layers(self.base)
+        self._row_losses: RowLosses | None = None
 
-    def forward(self, x: torch.Tensor, per_row: bool = False) -> torch.Tensor:
-        """Every row's outputs, [rows, batch, ...], for the shared input ``x`` ([batch, ...]),
-        or with ``per_row`` for each row's own input (``x`` is [rows, batch, ...])."""
-        if self.layers is not None and x.dim() == 2 + per_row:
-            return self._mlp(x, per_row)
+    @property
+    def rows(self) -> int:
+        return self.params[0].shape[0]
+
+    def train(self, mode: bool = True) -> None:
+        self.base.train(mode)
+
+    def losses(
+        self, loss: RowLoss, batch: Any, keys: torch.Tensor, per_row: bool = False
+    ) -> torch.Tensor:
+        """[rows]: every row's training loss on ``batch`` (shared; with ``per_row``, each row's
+        own: every tensor [rows, ...]); ``keys`` ([rows]) seed each row's random layers."""
+        return self._losses(self.params, self.buffers, loss, batch, keys, per_row)
+
+    def group_losses(
+        self, task: Task, groups: list[tuple[list[int], Any]], keys: torch.Tensor
+    ) -> torch.Tensor:
+        """[rows]: every row's training loss, each group of rows (positions) on its own batch;
+        the groups' buffers (BatchNorm statistics) are written back."""
+        loss = task_loss(task)
+        out: list[torch.Tensor] = []
+        order: list[int] = []
+        for positions, batch in groups:
+            index = torch.tensor(positions, device=self.params[0].device)
+            params = [p.index_select(0, index) for p in self.params]
+            buffers = {k: b.index_select(0, index) for k, b in self.buffers.items()}
+            out.append(self._losses(params, buffers, loss, batch, keys[index], False))
+            with torch.no_grad():
+                for k, b in buffers.items():
+                    self.buffers[k].index_copy_(0, index, b)
+            order += positions
+        where = torch.tensor(order).argsort().to(out[0].device)
+        return torch.cat(out).index_select(0, where)
+
+    def _losses(
+        self,
+        params: Sequence[torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        loss: RowLoss,
+        batch: Any,
+        keys: torch.Tensor,
+        per_row: bool,
+    ) -> torch.Tensor:
+        from torch.func import vmap
+
+        def one(params: tuple[torch.Tensor, ...], buffers: Any, key: Any, batch: Any) -> Any:
+            state = {**dict(zip(self.names, params, strict=True)), **buffers}
+            with row_noise(key):
+                out = loss(_RowModel(self.base, state), batch)
+            return out.reshape(()) if out.numel() == 1 else out
+
+        with _attention_for_vmap():
+            return vmap(one, in_dims=(0, 0, 0, 0 if per_row else None), randomness="error")(
+                tuple(params), buffers, keys, batch
+            )
+
+    def task_losses(
+        self, task: Task, batch: Any, keys: torch.Tensor, per_row: bool = False
+    ) -> torch.Tensor:
+        """[rows]: every row's training loss for ``task``: a plain MLP's as batched matrix
+        products and the task's loss on them (vmapped when that gives the same), any other
+        model's through ``losses``."""
+        if self.layers is not None and task.compute_loss is None and is_tensor_pair(batch):
+            x, y = batch
+            if x.dim() == 2 + per_row:
+                if self._row_losses is None:
+                    self._row_losses = RowLosses(task.loss_of)
+                return self._row_losses(self.mlp_outputs(x, keys, per_row), y, per_row)
+        return self.losses(task_loss(task), batch, keys, per_row)
+
+    def mlp_outputs(self, x: torch.Tensor, keys: torch.Tensor, per_row: bool) -> torch.Tensor:
+        """[rows, batch, ...]: a plain MLP's outputs as batched matrix products."""
+        assert self.layers is not None
+        h = x if per_row else x.reshape(1, x.shape[0], -1).expand(self.rows, -1, -1)
+        at = 0
+        with row_noise(keys):
+            for layer in self.layers:
+                if isinstance(layer, nn.Linear):
+                    weight = self.params[at]
+                    if layer.bias is not None:
+                        bias = self.params[at + 1].unsqueeze(1)
+                        h = torch.baddbmm(bias, h, weight.transpose(1, 2))
+                        at += 2
+                    else:
+                        h = torch.bmm(h, weight.transpose(1, 2))
+                        at += 1
+                else:
+                    h = layer(h)
+        return h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Every row's outputs, [rows, batch, ...], for the shared input ``x``, in the mode
+        the stack is in (evaluation: eval)."""
+        if self.layers is not None and x.dim() == 2:
+            return self.mlp_outputs(x, torch.zeros(self.rows, dtype=torch.int64), False)
         from torch.func import functional_call, vmap
 
-        def one(
-            params: tuple[torch.Tensor, ...], buffers: dict[str, Any], x: torch.Tensor
-        ) -> torch.Tensor:
+        def one(params: tuple[torch.Tensor, ...], buffers: Any, x: torch.Tensor) -> Any:
             named = dict(zip(self.names, params, strict=True))
             return functional_call(self.base, (named, buffers), (x,))
 
-        in_x = 0 if per_row else None
-        return vmap(one, in_dims=(0, 0, in_x))(tuple(self.params), self.buffers, x)
+        with _attention_for_vmap():
+            return vmap(one, in_dims=(0, 0, None))(tuple(self.params), self.buffers, x)
 
-    def _mlp(self, x: torch.Tensor, per_row: bool) -> torch.Tensor:
-        assert self.layers is not None
-        rows = self.params[0].shape[0]
-        h = x if per_row else x.reshape(1, x.shape[0], -1).expand(rows, -1, -1)
-        at = 0
-        for layer in self.layers:
-            if isinstance(layer, nn.Linear):
-                weight = self.params[at]
-                if layer.bias is not None:
-                    h = torch.baddbmm(self.params[at + 1].unsqueeze(1), h, weight.transpose(1, 2))
-                    at += 2
-                else:
-                    h = torch.bmm(h, weight.transpose(1, 2))
-                    at += 1
-            else:
-                h = layer(h)
-        return h
+    def row_module(self, row: int, state: tuple[list[torch.Tensor], dict] | None = None) -> Any:
+        """The task's own module holding row ``row``'s parameters and buffers (or ``state``,
+        a row's saved (parameters, buffers)), for evaluation one row at a time."""
+        params, buffers = state or self.row_state(row)
+        named = dict(self.template.named_parameters())
+        held = dict(self.template.named_buffers())
+        with torch.no_grad():
+            for name, value in zip(self.names, params, strict=True):
+                named[name].copy_(value)
+            for name, value in buffers.items():
+                held[name].copy_(value)
+        return self.template
 
-    @contextmanager
-    def holding(self, row: int, params: list[torch.Tensor]) -> Iterator[None]:
-        """Within the block, row ``row`` holds ``params`` (one tensor per parameter, without
-        the row dimension) instead of its own; no gradient flows."""
-        saved = self.params
-        self.params = [nn.Parameter(p.detach().clone(), requires_grad=False) for p in saved]
-        for tensor, value in zip(self.params, params, strict=True):
-            tensor[row] = value
-        try:
-            yield
-        finally:
-            self.params = saved
+    def row_state(self, row: int) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """A copy of row ``row``'s parameters and buffers."""
+        params = [p[row].detach().clone() for p in self.params]
+        return params, {k: b[row].clone() for k, b in self.buffers.items()}
 
     def keep(self, rows: list[int]) -> None:
         """Drop every row not in ``rows`` (positions in the current stack)."""
@@ -165,21 +310,36 @@ class StackedModel:
         self.buffers = {k: torch.cat([b, buffers[k]]) for k, b in self.buffers.items()}
 
 
+@contextmanager
+def _attention_for_vmap() -> Iterator[None]:
+    """Scaled dot-product attention as its math (matmul and softmax), which vmap batches:
+    the fused kernels have no batching rule and would run row by row, with a warning."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
+
+
 def _mlp_layers(model: nn.Module) -> list[nn.Module] | None:
-    """The layers of a plain MLP (inputs flattened to [batch, features]), or None."""
-    if type(model) is not nn.Sequential or len(list(model.buffers())):
+    """The layers of a plain MLP (inputs flattened to [batch, features]; one Linear layer is
+    one too), or None."""
+    if len(list(model.buffers())):
+        return None
+    if type(model) is nn.Linear:
+        return [model]
+    if type(model) is not nn.Sequential:
         return None
     layers = list(model)
     if not layers or not isinstance(layers[0], nn.Linear):
         return None
-    if not all(type(layer) in (nn.Linear, *ELEMENTWISE) for layer in layers):
+    if not all(type(layer) in (nn.Linear, nn.Dropout, *ELEMENTWISE) for layer in layers):
         return None
     return layers
 
 
 class RowLosses:
-    """Every row's loss in one vmapped call of the task's loss when that gives what calling it
-    row by row gives (checked on the first batch), else row by row."""
+    """Every row's loss on stacked outputs in one vmapped call of the task's loss when that
+    gives what calling it row by row gives (checked on the first batch), else row by row."""
 
     def __init__(self, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
         self.loss = loss
@@ -190,6 +350,7 @@ class RowLosses:
     ) -> torch.Tensor:
         """Each row's loss; ``targets`` shared ([batch, ...]) or, with ``per_row``, each row's
         own ([rows, batch, ...])."""
+        outputs = as_float(outputs)
         if self.vmapped is None:
             one_by_one = self._loop(outputs, targets, per_row)
             try:

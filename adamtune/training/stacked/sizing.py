@@ -21,8 +21,10 @@ def stack_rows(
     settings: SearchSettings, task: Task, device: torch.device, warn: Callable[[str], None]
 ) -> int:
     """How many trials to train at once: ``--stack N``, or for ``auto`` as many as the task's
-    model allows within the memory at hand. A task that cannot stack refuses an explicit N and
-    makes ``auto`` one at a time, with one line saying why."""
+    model allows within the memory at hand: a plain MLP on tensors always, any other model
+    the width that a few timed steps show trains the most rows per second, or one at a time
+    (measure.py), in one line. A task that cannot stack refuses an explicit N and makes
+    ``auto`` one at a time, with one line saying why."""
     if settings.stack == 1:
         return 1
     auto = settings.stack == "auto"
@@ -60,7 +62,13 @@ def stack_rows(
         rows = max(1, min(rows, int(free * MEMORY_SHARE // per_row)))
     if settings.n_trials is not None:
         rows = min(rows, settings.n_trials)
-    return rows
+    from adamtune.training.stacked.measure import choose_width, is_plain_mlp
+
+    if rows == 1 or is_plain_mlp(task):
+        return rows
+    choice = choose_width(task, device, settings.precision, rows)
+    warn(choice.line())
+    return choice.rows
 
 
 def _row_bytes(task: Task) -> int:
