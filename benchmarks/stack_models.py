@@ -31,8 +31,9 @@ WORKLOADS = {
 }
 
 
-def run(options: list[str], trials: int, stack: str) -> tuple[float, str]:
-    """(trial phase seconds, the --stack line) of one search in a fresh directory."""
+def run(options: list[str], trials: int, stack: str) -> tuple[float, str, float]:
+    """(trial phase seconds, the --stack line, the best value) of one search in a fresh
+    directory."""
     with tempfile.TemporaryDirectory() as folder:
         args = [ADAMTUNE, "search", *options, "--n-trials", str(trials), "--pruner", "none"]
         args += ["--stack", stack, "--study-name", "b", "--no-tracking", "--no-baseline"]
@@ -42,27 +43,32 @@ def run(options: list[str], trials: int, stack: str) -> tuple[float, str]:
         study = optuna.load_study(study_name="b", storage=f"sqlite:///{folder}/adamtune.db")
         first = min(t.datetime_start for t in study.trials)
         last = max(t.datetime_complete for t in study.trials)
-        return (last - first).total_seconds(), said[0] if said else ""
+        return (last - first).total_seconds(), said[0] if said else "", study.best_value
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=32)
     parser.add_argument("--only", default="", help="workloads whose name contains this")
+    parser.add_argument("--stack", default="auto", help="the stacked side (default: auto)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    print(f"{args.trials} trials, pruner off, tracking off, trial phase")
-    print("| workload | --stack 1 trials/min | --stack auto trials/min | ratio | auto said |")
-    print("|---|---|---|---|---|")
+    print(f"{args.trials} trials, pruner off, tracking off, trial phase, --stack {args.stack}")
+    print(
+        "| workload | --stack 1 trials/min | stacked trials/min | ratio | best value, "
+        "--stack 1 / stacked | auto said |"
+    )
+    print("|---|---|---|---|---|---|")
     for name, options in WORKLOADS.items():
         if args.only not in name:
             continue
-        alone, _ = run(options, args.trials, "1")
-        stacked, said = run(options, args.trials, "auto")
+        alone, _, best_alone = run(options, args.trials, "1")
+        stacked, said, best_stacked = run(options, args.trials, args.stack)
         per_minute = 60 * args.trials
         print(
             f"| {name} | {per_minute / alone:.0f} | {per_minute / stacked:.0f} | "
-            f"{alone / stacked:.2f}x | {said.split(': ', 1)[-1]} |",
+            f"{alone / stacked:.2f}x | {best_alone:.4f} / {best_stacked:.4f} | "
+            f"{said.split(': ', 1)[-1]} |",
             flush=True,
         )
 

@@ -48,7 +48,7 @@ def check_one_batch(task: Task, device: torch.device, prec: Precision) -> None:
                 ".detach() of it"
             )
         model.zero_grad(set_to_none=True)
-        validation = _head(quick, quick.validation, EVAL_BATCHES * quick.batch_size)
+        validation = head_of(quick, quick.validation, EVAL_BATCHES * quick.batch_size)
         where = "evaluate" if quick.evaluate is not None else "the default evaluation"
         try:
             evaluate_split(quick, model, validation, device, prec)
@@ -82,7 +82,7 @@ def _build(task: Task, device: torch.device, prec: Precision) -> torch.nn.Module
 
 def _first(task: Task, data: Any, device: torch.device, prec: Precision, split: str) -> Any:
     try:
-        return next(iter(batches(task, _head(task, data, task.batch_size), device, prec)))
+        return next(iter(batches(task, head_of(task, data, task.batch_size), device, prec)))
     except StopIteration:
         raise TaskError(f"task {task.name!r}: its {split} split holds no rows") from None
     except (TaskError, KeyboardInterrupt):
@@ -93,7 +93,7 @@ def _first(task: Task, data: Any, device: torch.device, prec: Precision, split: 
         ) from None
 
 
-def _head(task: Task, data: Any, n: int) -> Any:
+def head_of(task: Task, data: Any, n: int) -> Any:
     """The first ``n`` rows of a split, as the split's own kind (tensors or a Dataset)."""
     if is_tensor_pair(data):
         return data[0][:n], data[1][:n]

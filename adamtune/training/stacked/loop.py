@@ -129,6 +129,7 @@ def train_stack(
     divergence_factor: float = 100.0,
     patience: int | None = None,
     precision: str = "fp32",
+    checked: bool = False,
 ) -> None:
     """Train configurations from ``source`` up to ``rows`` at a time in one stack, until
     ``source()`` returns None and every row has finished. A slot freed by a finished, pruned or
@@ -142,12 +143,13 @@ def train_stack(
     other seeds then gather their batches from their own orders, as rows at other epochs do.
     ``precision``: bf16 autocasts as train() does; bf16-pure rounds stochastically with bits
     drawn for the stack (seeded by ``seed``), not the ones a row would draw alone; fp16's loss
-    scaler is one model's and cannot be shared by rows (stack_rows trains fp16 one at a time)."""
+    scaler is one model's and cannot be shared by rows (stack_rows trains fp16 one at a time).
+    ``checked``: the caller has found the task stackable (why_not_stackable) already."""
     device = torch.device(device) if isinstance(device, str) else device
     prec = run_precision(precision, device)
     if prec.scaler is not None:
         raise ValueError("fp16 trials cannot be stacked: their loss scaler is one model's")
-    reason = why_not_stackable(task)
+    reason = None if checked else why_not_stackable(task)
     if reason:
         raise ValueError(f"task {task.name!r} cannot be stacked: {reason}")
     epochs = epochs or task.epochs

@@ -4,34 +4,32 @@ stack widths, and the width that trains the most rows per second, or one at a ti
 Stacking pays where a step is dominated by per-call overhead (small models, a DataLoader every
 row would read alone); a convolution or a transformer that already keeps two CPU cores busy
 may be compute-bound, and a stack of it is no faster per row. Both sides run the code a trial
-runs: train()'s step on the task's module, and the stacked loop's epoch (its Feed, per-row
-losses, clipping norms and FusedAdam), from the task's own batches. The timings run under a
-forked random state, so no trial's seed, weights or batches change because they ran.
+runs, on the task cut to a few steps an epoch (and the same share of its validation split):
+train() one at a time, and the stacked loop (train_stack) at each width, so every step's
+bookkeeping and the evaluations count as they do in a trial. The timings run under a forked
+random state, so no trial's seed, weights or batches change because they ran.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 
 from adamtune.config.adam import AdamConfig
-from adamtune.tasks.base import Task, is_tensor_pair
-from adamtune.training.batches import batches, step_loss
-from adamtune.training.builders import build_optimizer
-from adamtune.training.first_batch import forked_random
+from adamtune.tasks.base import Task, is_tensor_pair, split_size
+from adamtune.training.first_batch import forked_random, head_of
 from adamtune.training.precision import Precision
-from adamtune.training.single import EarlyStopping, TrainingLog, _grad_norm, run_precision
-from adamtune.training.stacked.feed import Feed
-from adamtune.training.stacked.loop import train_epoch
+from adamtune.training.single import run_precision, train
+from adamtune.training.stacked.loop import train_stack
 from adamtune.training.stacked.model import _mlp_layers
-from adamtune.training.stacked.rows import Row, join_rows
 
-WARMUP_STEPS = 2  # not timed: first calls allocate, and vmap traces
-MIN_STEPS = 3
-SECONDS = 0.25  # per width measured
-BUDGET = 3.0  # seconds for all the widths
+STEPS = 8  # steps an epoch of the runs timed
+MIN_RUNS = 2
+SECONDS = 0.3  # per width measured, after one untimed run
+BUDGET = 4.0  # seconds for all the widths
 GAIN_NEEDED = 1.05  # a stack must beat one at a time by this much to be taken
 
 
@@ -82,83 +80,84 @@ def measure(
     task: Task, device: torch.device, precision: str, widths: list[int]
 ) -> dict[int, float]:
     """Rows trained per second: one at a time (key 1) and for each stack width, narrowest
-    first, until a width is no faster than the one before it or the next would take more
-    than what is left of BUDGET seconds."""
+    first, until the next would take more than what is left of BUDGET seconds. (A narrow
+    stack may be no faster than one at a time while a wider one is: every width is timed.)"""
     prec = run_precision(precision, device)
     started = time.perf_counter()
     with forked_random():
-        out = {1: _alone(task, device, prec)}
-        last = out[1]
+        out = {1: _alone(task, device, prec)}  # as a lone trial runs: on the task's threads
         for width in widths:
             step = width / max(out.values())  # seconds a step of this width should take
             spent = time.perf_counter() - started
-            if spent + (WARMUP_STEPS + MIN_STEPS) * step > BUDGET:
+            if spent + 3 * 2 * STEPS * step > BUDGET:  # an untimed run and MIN_RUNS, 2 epochs
                 break
             out[width] = _stacked(task, device, prec, width)
-            if out[width] <= last:
-                break  # the stack is past what the cores give: wider will not be faster
-            last = out[width]
+        # timed again last, the better figure kept: one at a time is never under-rated by a
+        # first measurement that paid for warming the kernels up
+        out[1] = max(out[1], _alone(task, device, prec))
     return out
 
 
 def _alone(task: Task, device: torch.device, prec: Precision) -> float:
-    torch.manual_seed(0)
-    model = prec.model(task.build_model())
-    optimizer = prec.optimizer(build_optimizer(list(model.parameters()), AdamConfig()), 0)
-    model.train()
-    clock = _Clock()
-    while True:
-        for batch in batches(task, task.train, device, prec, torch.Generator().manual_seed(0)):
-            optimizer.zero_grad(set_to_none=True)
-            with prec.forward():
-                loss = step_loss(task, model, batch)
-            loss.backward()
-            _grad_norm(model, None)
-            optimizer.step()
-            if not clock.go_on(loss):
-                return clock.rate(1)
+    threads = torch.get_num_threads()
+    if task.threads is not None:  # lone trials of such a task run on its threads
+        torch.set_num_threads(task.threads)
+    try:
+        short = _short(task)
+        return _rate(
+            lambda: train(short, AdamConfig(), device=device, precision=prec.name), 1, short
+        )
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _stacked(task: Task, device: torch.device, prec: Precision, width: int) -> float:
-    steps = task.steps_per_epoch()
-    rows = []
-    for i in range(width):
-        log = TrainingLog(total_steps=steps)
-        early = EarlyStopping(task.metric_name, task.direction, 1)
-        rows.append(Row(i, AdamConfig(), i, [1e-3] * steps, log, 0.0, early))
-    stack, optimizer = join_rows(task, prec, 0, None, None, [], rows)
-    feed = Feed(task, device, prec)
-    clock = _Clock()
-    while True:
-        for row in rows:
-            row.step = 0
-        pending = train_epoch(task, stack, optimizer, rows, feed, prec, go_on=clock.go_on)
-        if clock.done:
-            return clock.rate(width)
-        del pending
+    short = _short(task, epochs=2)  # a stack lives for many epochs: build it once per two
+    configs = [AdamConfig()] * width
+
+    def run() -> None:
+        queue = iter(configs)
+        train_stack(
+            short,
+            lambda: next(queue, None),
+            rows=width,
+            device=device,
+            precision=prec.name,
+            checked=True,
+        )
+
+    return _rate(run, width, short)
 
 
-class _Clock:
-    """Counts steps after the warm-up, until SECONDS have passed and MIN_STEPS were timed;
-    waits for the device before reading the time."""
+def _short(task: Task, epochs: int = 1) -> Task:
+    """``task`` cut to STEPS steps an epoch and the same share of its validation split: a
+    run whose steps, evaluations and bookkeeping are a trial's, in proportion."""
+    size = split_size(task.train)
+    kept = min(size, STEPS * task.batch_size)
+    validation = max(1, round(split_size(task.validation) * kept / size))
+    return replace(
+        task,
+        train=head_of(task, task.train, kept),
+        validation=head_of(task, task.validation, validation),
+        test=None,
+        epochs=epochs,
+        patience=None,
+    )
 
-    def __init__(self) -> None:
-        self.steps = 0
-        self.start = 0.0
-        self.done = False
-        self.elapsed = 0.0
 
-    def go_on(self, _: object = None) -> bool:
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.synchronize()
-        self.steps += 1
-        now = time.perf_counter()
-        if self.steps == WARMUP_STEPS:
-            self.start = now
-        timed = self.steps - WARMUP_STEPS
-        self.done = timed >= MIN_STEPS and now - self.start >= SECONDS
-        self.elapsed = now - self.start
-        return not self.done
-
-    def rate(self, rows: int) -> float:
-        return rows * (self.steps - WARMUP_STEPS) / max(self.elapsed, 1e-9)
+def _rate(run: Callable[[], object], rows: int, short: Task) -> float:
+    """Rows trained per second by ``run`` (one run of ``short``), after one untimed run, over
+    at least SECONDS and MIN_RUNS runs."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        sync: Callable[[], None] = torch.cuda.synchronize
+    else:
+        sync = lambda: None  # noqa: E731
+    run()
+    sync()
+    steps = short.epochs * short.steps_per_epoch()
+    started, runs = time.perf_counter(), 0
+    while runs < MIN_RUNS or time.perf_counter() - started < SECONDS:
+        run()
+        sync()
+        runs += 1
+    return rows * steps * runs / (time.perf_counter() - started)
