@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from adamtune._util.urls import redact
 from adamtune.config.settings import SearchSettings
 from adamtune.errors import StorageError, StudyError, describe, shown
+from adamtune.search.pruners import PeerMedianPruner
 from adamtune.search.samplers import SeededByFirstTrial, make_sampler
 from adamtune.space.search_space import SearchSpace
 from adamtune.storage.claims import create_or_load
@@ -58,7 +59,7 @@ def _study_name(
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, epochs // 4))
+        return PeerMedianPruner(n_startup_trials=5, n_warmup_steps=max(1, epochs // 4))
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
     if name == "sha":
