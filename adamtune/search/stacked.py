@@ -12,13 +12,22 @@ study.optimize does for its one, so a killed stacked worker's trials are failed 
 Rows of a stack share ``decoupled`` and ``amsgrad`` (the kernel's non-numeric settings). A
 trial sampled with other values waits, RUNNING, for a stack of its own, which starts when the
 current one has drained.
+
+Asked ahead: the trials that the rows freed at an epoch's end will take are asked and sampled
+on a thread while that epoch trains (``_AskAhead``), so the sampler's cost (tens of
+milliseconds a trial with TPE, more as the study grows) is off the training's critical path.
+The thread is joined before the epoch's results are reported or told, so the sampler always
+sees the study as it stood when the epoch started: the same seed gives the same trials, run
+after run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -75,13 +84,15 @@ def run_stacked(
     # grid sampler does when its grid is done), which then ends it as it ends study.optimize.
     try:
         with optimize_loop(study):
-            while search.pending or may_start():
+            while search.pending or search.ready or may_start():
                 search.run_stack(may_start)
     except KeyboardInterrupt:
+        search.ahead.settle()
         for trial in list(search.running.values()):
             search.finish(trial, INTERRUPTED, None, TrainingLog())
         raise
     except Exception as exc:  # the storage failed (disk full, server gone): fail what runs
+        search.ahead.settle()
         search.abandon(f"the search stopped: {describe(exc)}")
         raise
     finally:
@@ -101,7 +112,13 @@ class _Search:
     asked: int = 0
     running: dict[int, optuna.Trial] = field(default_factory=dict)  # by trial number
     pending: list[tuple[optuna.Trial, AdamConfig]] = field(default_factory=list)
+    # asked ahead and sampled, in the order asked, for the next free rows
+    ready: deque[tuple[optuna.Trial, AdamConfig]] = field(default_factory=deque)
     heartbeats: dict[int, Any] = field(default_factory=dict)
+    ahead: _AskAhead = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ahead = _AskAhead(self)
 
     def run_stack(self, may_start: Callable[[], bool]) -> None:
         """One stack: the first waiting trial's settings (or the first sampled), refilled
@@ -117,8 +134,14 @@ class _Search:
                     kind = _kind(config)
                     members.append((trial, config))
                     return config
-            while len(self.pending) < self.rows and may_start():
-                started = self.start_trial()
+            while len(self.pending) < self.rows:
+                if self.ready:
+                    started: tuple[optuna.Trial, AdamConfig] | None = self.ready.popleft()
+                elif may_start():
+                    self.asked += 1
+                    started = self.start_trial()
+                else:
+                    break
                 if started is None:
                     continue  # sampling failed: that trial is told FAIL; ask another
                 if kind is None or _kind(started[1]) == kind:
@@ -129,11 +152,12 @@ class _Search:
             return None
 
         def on_result(i: int, result: TrainResult) -> None:
+            self.ahead.left += 1
             trial, config = members[i]
             try:
                 self.finish(trial, self.objective.outcome(result), config, result.log)
             except BaseException as exc:  # storage lost, Ctrl-C: not the user's code
-                raise _FinishFailed from exc
+                raise _SearchFailed from exc
 
         try:
             train_stack(
@@ -147,10 +171,11 @@ class _Search:
                 on_result=on_result,
                 patience=self.objective.effective_patience,
                 precision=self.objective.precision,
+                overlap=partial(self.ahead.start, may_start),
             )
         except KeyboardInterrupt:
             raise
-        except _FinishFailed as exc:
+        except _SearchFailed as exc:
             assert exc.__cause__ is not None
             raise exc.__cause__ from None
         except BaseException as exc:  # noqa: BLE001  (user code: the stack's trials fail)
@@ -161,27 +186,32 @@ class _Search:
 
     def start_trial(self) -> tuple[optuna.Trial, AdamConfig] | None:
         """Ask the sampler for a trial (after failing dead workers' trials) and sample its
-        configuration; None when sampling failed (the trial is then told FAIL)."""
+        configuration; None when sampling failed (the trial is then told FAIL). The caller
+        has counted it in ``asked``."""
         study = self.study
         if heartbeat_enabled(study):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
-        with warnings.catch_warnings():  # heartbeats are sent below, as study.optimize sends them
-            warnings.simplefilter("ignore", UserWarning)
-            trial = study.ask()
-        self.asked += 1
-        self.running[trial.number] = trial
-        heartbeat = self.heartbeats[trial.number] = heartbeat_thread(study, trial)
-        heartbeat.start()
-        self.objective.tracker.start_trial(trial.number)
-        try:
-            return trial, self.objective.begin(trial)
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # noqa: BLE001  (sampling failed: this trial fails)
-            self.finish(trial, TrialOutcome("FAIL", reason=describe(exc)), None, TrainingLog())
-            return None
+        # One read of the trials serves the ask (TPE's relative sampling) and the sampling of
+        # the space: the study as it stood before this trial was created, which the sampler
+        # would leave this trial out of anyway.
+        with one_read_of_trials(study):
+            with warnings.catch_warnings():  # heartbeats are sent below, as optimize sends them
+                warnings.simplefilter("ignore", UserWarning)
+                trial = study.ask()
+            self.running[trial.number] = trial
+            heartbeat = self.heartbeats[trial.number] = heartbeat_thread(study, trial)
+            heartbeat.start()
+            self.objective.tracker.start_trial(trial.number)
+            try:
+                return trial, self.objective.begin(trial)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001  (sampling failed: this trial fails)
+                failed = TrialOutcome("FAIL", reason=describe(exc))
+        self.finish(trial, failed, None, TrainingLog())
+        return None
 
     def abandon(self, reason: str) -> None:
         """Tell every running trial FAIL, as far as the storage still takes it; one it does
@@ -221,13 +251,70 @@ class _Search:
             callback(study, frozen)
 
 
+class _AskAhead:
+    """Asks, on a thread while an epoch trains, the trials that the rows freed at its end will
+    take: those finishing their last epoch, plus as many as left early (pruned, diverged or
+    stopped) at the last epoch's end, a forecast of what this one will free. A forecast too
+    high leaves trials ready (RUNNING, with heartbeats) for the next free rows; too low, the
+    rest are asked at the epoch's end as before. Every count comes from the results, never
+    from the clock, so the trials asked stay the same run after run."""
+
+    def __init__(self, search: _Search) -> None:
+        self.search = search
+        self.left = 0  # rows that finished since the last epoch started
+        self.planned = 0  # of those, the ones that were ending their last epoch
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def start(self, may_start: Callable[[], bool], ending: int) -> Callable[[], None]:
+        search = self.search
+        early = max(0, self.left - self.planned)
+        self.left, self.planned = 0, ending
+        count = 0
+        while count < min(ending + early, search.rows - len(search.ready)) and may_start():
+            search.asked += 1  # counted now, so n_trials holds while the thread asks
+            count += 1
+        if count:
+            self.thread = threading.Thread(
+                target=self._ask, args=(count,), name="adamtune-ask-ahead", daemon=True
+            )
+            self.thread.start()
+        return self.wait
+
+    def _ask(self, count: int) -> None:
+        search = self.search
+        try:
+            with optimize_loop(search.study):  # a sampler may call study.stop(), as in optimize
+                for _ in range(count):
+                    started = search.start_trial()
+                    if started is not None:
+                        search.ready.append(started)
+        except BaseException as exc:  # noqa: BLE001  (storage lost: raised where the epoch ends)
+            self.error = exc
+
+    def wait(self) -> None:
+        """Join the thread; what it raised (a storage failure) is raised here."""
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        error, self.error = self.error, None
+        if error is not None:
+            raise _SearchFailed from error
+
+    def settle(self) -> None:
+        """Join the thread before the search fails what runs; its error is already beside."""
+        with contextlib.suppress(BaseException):
+            self.wait()
+
+
 def _kind(config: AdamConfig) -> tuple[bool, bool]:
     """What rows of one stack must share."""
     return config.decoupled, config.amsgrad
 
 
-class _FinishFailed(Exception):
-    """Telling a finished row's trial failed; its cause is re-raised, never blamed on the task."""
+class _SearchFailed(Exception):
+    """Telling a finished row's trial, or asking one ahead, failed (the storage, Ctrl-C): its
+    cause is re-raised, never blamed on the task."""
 
 
 def _judge(

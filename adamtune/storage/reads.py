@@ -29,16 +29,20 @@ _MARK = "_adamtune_one_read"
 
 @contextmanager
 def one_read_of_trials(study: optuna.Study) -> Iterator[None]:
-    """Within the block, this thread reads the study's trials from storage once."""
+    """Within the block, this thread reads the study's trials from storage once; a block
+    inside another shares the outer one's read."""
     storage = storage_of(study)
     if not getattr(storage, _MARK, False):
         _serve_from_snapshot(storage)
     outer = getattr(_local, "snapshots", None)
+    if outer is not None:
+        yield
+        return
     _local.snapshots = {}
     try:
         yield
     finally:
-        _local.snapshots = outer
+        _local.snapshots = None
 
 
 def _serve_from_snapshot(storage: Any) -> None:

@@ -68,6 +68,10 @@ OnResult = Callable[[int, TrainResult], None]
 # The next configuration to train (with its own seed, or the stack's), or None when no more
 # should start.
 Source = Callable[[], AdamConfig | tuple[AdamConfig, int] | None]
+# Work to overlap with an epoch's training (the search asks its next trials then): called as
+# the epoch starts, with how many rows will have trained their last epoch when it ends; what it
+# returns is called once the epoch has trained, before any row's result is passed on.
+Overlap = Callable[[int], Callable[[], None]]
 
 
 def train_stacked(
@@ -130,6 +134,7 @@ def train_stack(
     patience: int | None = None,
     precision: str = "fp32",
     checked: bool = False,
+    overlap: Overlap | None = None,
 ) -> None:
     """Train configurations from ``source`` up to ``rows`` at a time in one stack, until
     ``source()`` returns None and every row has finished. A slot freed by a finished, pruned or
@@ -144,7 +149,8 @@ def train_stack(
     ``precision``: bf16 autocasts as train() does; bf16-pure rounds stochastically with bits
     drawn for the stack (seeded by ``seed``), not the ones a row would draw alone; fp16's loss
     scaler is one model's and cannot be shared by rows (stack_rows trains fp16 one at a time).
-    ``checked``: the caller has found the task stackable (why_not_stackable) already."""
+    ``checked``: the caller has found the task stackable (why_not_stackable) already.
+    ``overlap``: work run beside each epoch's training (see Overlap)."""
     device = torch.device(device) if isinstance(device, str) else device
     prec = run_precision(precision, device)
     if prec.scaler is not None:
@@ -195,7 +201,13 @@ def train_stack(
         if not live:
             return
         assert stack is not None and optimizer is not None
-        pending = train_epoch(task, stack, optimizer, live, feed, prec)
+        ending = sum(row.epoch + 1 >= epochs for row in live)
+        trained = overlap(ending) if overlap is not None else None
+        try:
+            pending = train_epoch(task, stack, optimizer, live, feed, prec)
+        finally:
+            if trained is not None:
+                trained()
         # A diverged row trained on to the epoch's end on its own weights (rows share no
         # parameter): it leaves now, its log cut at the step that diverged.
         diverged = _settle(live, pending, divergence_factor, finish)

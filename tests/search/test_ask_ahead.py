@@ -1,0 +1,73 @@
+"""A stacked search asks the trials its freed rows will take while the epoch trains."""
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from adamtune.config.settings import SearchSettings
+from adamtune.search.objective import Objective
+from adamtune.search.run import run_search
+from adamtune.search.stacked import _Search, run_stacked
+from adamtune.space.search_space import load_space
+from adamtune.tasks import resolve_task
+
+
+def _study(storage: str) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        storage=storage, direction="maximize", pruner=optuna.pruners.NopPruner()
+    )
+
+
+def test_the_next_trials_are_asked_while_the_last_epoch_trains(storage):
+    study = _study(storage)
+    objective = Objective(resolve_task("digits-mlp"), load_space("lr-only"), epochs=2)
+    run_stacked(study, objective, rows=4, n_trials=8, timeout=None)
+    first, second = study.trials[:4], study.trials[4:]
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    # Asked on the thread during the first rows' second (last) epoch, before any was told.
+    assert max(t.datetime_start for t in second) < min(t.datetime_complete for t in first)
+
+
+def test_asking_ahead_never_asks_past_n_trials(storage):
+    study = _study(storage)
+    objective = Objective(resolve_task("digits-mlp"), load_space("lr-only"), epochs=3)
+    run_stacked(study, objective, rows=4, n_trials=6, timeout=None)
+    assert len(study.trials) == 6
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+def test_the_same_seed_gives_the_same_pruned_stacked_search(tmp_path):
+    def search(name: str) -> optuna.Study:
+        return run_search(
+            SearchSettings(
+                task="digits-mlp", storage=f"sqlite:///{tmp_path / name}", study_name="s",
+                n_trials=14, stack=4, epochs=4, space="default", pruner="median",
+            )
+        )  # fmt: skip
+
+    a, b = search("a.db"), search("b.db")
+    assert [t.params for t in a.trials] == [t.params for t in b.trials]
+    assert [(t.state, t.value) for t in a.trials] == [(t.state, t.value) for t in b.trials]
+    assert len(a.trials) == 14 and TrialState.RUNNING not in {t.state for t in a.trials}
+
+
+def test_a_storage_failure_on_the_thread_fails_every_running_trial(storage, monkeypatch):
+    study = _study(storage)
+    objective = Objective(resolve_task("digits-mlp"), load_space("lr-only"), epochs=2)
+    real, calls = _Search.start_trial, []
+
+    def failing(self):
+        calls.append(1)
+        if len(calls) == 6:  # the second asked ahead, on the thread
+            raise RuntimeError("database is locked")
+        return real(self)
+
+    monkeypatch.setattr(_Search, "start_trial", failing)
+    with pytest.raises(RuntimeError, match="database is locked"):
+        run_stacked(study, objective, rows=4, n_trials=8, timeout=None)
+    states = [t.state for t in study.trials]
+    assert TrialState.RUNNING not in states, states
+    assert states.count(TrialState.FAIL) >= 4  # the first rows and the one asked ahead
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert all("database is locked" in t.user_attrs["fail_reason"] for t in failed)
