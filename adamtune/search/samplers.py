@@ -11,6 +11,7 @@ from optuna.trial import FrozenTrial, TrialState
 from adamtune.config.settings import SAMPLERS, SEED_LIMIT
 from adamtune.errors import StudyError, shown
 from adamtune.space.search_space import SearchSpace
+from adamtune.storage.optuna_private import incremental_groups
 
 __all__ = ["SeededByFirstTrial", "make_sampler"]
 
@@ -25,9 +26,11 @@ def make_sampler(
     if name == "tpe":
         with warnings.catch_warnings():  # multivariate/group are stable in practice
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(
+            sampler = optuna.samplers.TPESampler(
                 seed=seed, multivariate=True, group=True, constant_liar=True
             )
+        incremental_groups(sampler)  # the same samples, without refolding every trial
+        return sampler
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     if name == "cmaes":

@@ -11,17 +11,22 @@ Written against Optuna 5.0 (``WRITTEN_AGAINST``). What each is for:
   journal storage gets them (Optuna gives them to RDBStorage only);
 - RDBStorage's ``*_without_commit`` writes and scoped session: a stack's N reports in one
   transaction (adamtune.storage.writes);
-- ``Trial._cached_frozen_trial``: the copy ``should_prune`` reads, kept in step with those writes.
+- ``Trial._cached_frozen_trial``: the copy ``should_prune`` reads, kept in step with those writes;
+- TPE's group decomposition (``TPESampler._group_decomposed_search_space``,
+  ``optuna.search_space.group_decomposed``): folded in trial by trial instead of from every
+  trial at every ask (``incremental_groups``).
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import optuna
+from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace, _SearchSpaceGroup
 from optuna.storages import JournalStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
@@ -151,3 +156,41 @@ def replace_trial_reads(storage: Any, get_all_trials: Callable[..., list[FrozenT
     read = storage.get_all_trials
     storage.get_all_trials = get_all_trials
     return read
+
+
+def incremental_groups(sampler: optuna.samplers.BaseSampler) -> None:
+    """Make a ``TPESampler(group=True)`` fold each finished trial into its group decomposition
+    once, instead of every finished trial at every ask (about 25 ms an ask at 1,000 trials).
+
+    Optuna's decomposition keeps its groups between asks and re-adds every trial's
+    distributions; adding a trial's a second time changes nothing (a set of names splits
+    groups by intersection, and a name keeps the distribution it was first seen with), so
+    adding only the trials not yet added gives the same groups, and the same samples. A
+    sampler without a group decomposition (another sampler, ``group=False``) is left alone."""
+    inner = getattr(sampler, "_group_decomposed_search_space", None)
+    if type(inner) is _GroupDecomposedSearchSpace:
+        sampler._group_decomposed_search_space = _IncrementalGroups(inner._include_pruned)  # type: ignore[attr-defined]
+
+
+class _IncrementalGroups(_GroupDecomposedSearchSpace):
+    """Optuna's group decomposition, each finished trial folded in once."""
+
+    def __init__(self, include_pruned: bool = False) -> None:
+        super().__init__(include_pruned)
+        self._added: set[int] = set()  # numbers of the trials folded in
+
+    def calculate(self, study: optuna.Study, use_cache: bool = False) -> _SearchSpaceGroup:
+        if self._study_id is None:
+            self._study_id = study._study_id
+        elif self._study_id != study._study_id:
+            raise ValueError("a group decomposition serves one study")
+        states = (
+            (TrialState.COMPLETE, TrialState.PRUNED)
+            if self._include_pruned
+            else (TrialState.COMPLETE,)
+        )
+        for trial in study._get_trials(deepcopy=False, states=states, use_cache=use_cache):
+            if trial.number not in self._added:
+                self._added.add(trial.number)
+                self._search_space.add_distributions(trial.distributions)
+        return copy.deepcopy(self._search_space)

@@ -24,12 +24,16 @@ MODULE_NAMES = [
     "optuna.storages:RDBStorage._set_trial_intermediate_value_without_commit",
     "optuna.storages:RDBStorage._set_trial_attr_without_commit",
     "optuna.storages:JournalStorage.set_trial_system_attr",
+    "optuna.search_space.group_decomposed:_GroupDecomposedSearchSpace.calculate",
+    "optuna.search_space.group_decomposed:_SearchSpaceGroup.add_distributions",
 ]
 INSTANCE_NAMES = ["_storage", "_stop_flag", "_thread_local", "_trial_id", "_cached_frozen_trial"]
 PRIVATE = {
     "_storage", "_stop_flag", "_thread_local", "_trial_id", "_cached_frozen_trial", "_backend",
     "_heartbeat", "_rdb", "_get_stale_trial_ids", "_create_scoped_session",
     "_set_trial_intermediate_value_without_commit", "_set_trial_attr_without_commit",
+    "_group_decomposed_search_space", "_include_pruned", "_search_space", "_study_id",
+    "_get_trials", "group_decomposed",
 }  # fmt: skip
 
 
@@ -71,6 +75,67 @@ def test_the_rdb_path_is_taken_and_writes_in_one_transaction(tmp_path):
     set_user_attrs(trial, {"a": 1})
     frozen = study.get_trials()[0]
     assert frozen.intermediate_values == {1: 0.5} and frozen.user_attrs == {"a": 1}
+
+
+def test_tpe_still_keeps_its_group_decomposition_where_incremental_groups_replaces_it():
+    sampler = optuna.samplers.TPESampler(multivariate=True, group=True)
+    optuna_private.incremental_groups(sampler)
+    assert isinstance(sampler._group_decomposed_search_space, optuna_private._IncrementalGroups)
+    plain = optuna.samplers.TPESampler()  # no groups: left alone
+    optuna_private.incremental_groups(plain)
+    assert plain._group_decomposed_search_space is None
+
+
+def test_incremental_groups_are_optunas_groups_after_every_trial():
+    from optuna.distributions import FloatDistribution
+    from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace
+    from optuna.trial import create_trial
+
+    study = optuna.create_study()
+    ours = optuna_private._IncrementalGroups(include_pruned=True)
+    names = ["a", "b", "c", "d", "e"]
+    for i in range(40):  # the parameter sets change late: groups split at 20 and 30
+        keys = names if i < 20 else names[:3] if i < 30 else ["a", "d"]
+        distributions = {k: FloatDistribution(0, 1) for k in keys}
+        state = optuna.trial.TrialState.PRUNED if i % 4 == 1 else optuna.trial.TrialState.COMPLETE
+        study.add_trial(
+            create_trial(
+                params={k: 0.5 for k in keys}, distributions=distributions, state=state,
+                value=None if state == optuna.trial.TrialState.PRUNED else float(i),
+            )
+        )  # fmt: skip
+        theirs = _GroupDecomposedSearchSpace(include_pruned=True).calculate(study)
+        mine = ours.calculate(study)
+        assert [sorted(g) for g in mine.search_spaces] == [sorted(g) for g in theirs.search_spaces]
+
+
+def test_incremental_groups_sample_what_optunas_own_decomposition_samples():
+    """The default space has conditional parameters (a switched-off weight decay has no value),
+    so the groups split as trials arrive; both samplers must draw the same points throughout."""
+    from adamtune.space.search_space import load_space
+
+    space = load_space("default")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def drawn(incremental: bool) -> list[dict]:
+        sampler = optuna.samplers.TPESampler(
+            seed=3, multivariate=True, group=True, constant_liar=True, n_startup_trials=4
+        )
+        if incremental:
+            optuna_private.incremental_groups(sampler)
+        study = optuna.create_study(sampler=sampler)
+        for i in range(30):
+            trial = study.ask()
+            config = space.sample(trial)
+            if i % 7 == 3:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(trial, -abs(config.lr - 3e-3) - config.weight_decay)
+        return [t.params for t in study.trials]
+
+    ours, optunas = drawn(True), drawn(False)
+    assert ours == optunas
+    assert len({len(p) for p in ours}) > 1  # conditional parameters did come and go
 
 
 def test_optimize_loop_lets_study_stop_end_the_loop():
