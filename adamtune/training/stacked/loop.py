@@ -53,6 +53,7 @@ from adamtune.training.stacked.layers import row_keys
 from adamtune.training.stacked.model import StackedModel, why_not_stackable
 from adamtune.training.stacked.rows import (
     Row,
+    check_uniform,
     clip_limits,
     clip_rows,
     join_rows,
@@ -68,9 +69,8 @@ OnResult = Callable[[int, TrainResult], None]
 # The next configuration to train (with its own seed, or the stack's), or None when no more
 # should start.
 Source = Callable[[], AdamConfig | tuple[AdamConfig, int] | None]
-# Work to overlap with an epoch's training (the search asks its next trials then): called as
-# the epoch starts, with how many rows will have trained their last epoch when it ends; what it
-# returns is called once the epoch has trained, before any row's result is passed on.
+# Work beside an epoch's training (the search asks its next trials): called as the epoch starts
+# with how many rows end their last epoch in it; what it returns is called once it has trained.
 Overlap = Callable[[int], Callable[[], None]]
 
 
@@ -93,7 +93,7 @@ def train_stacked(
     set (``diverged: ...`` or the returned reason). ``on_result`` sees each result as it comes.
     ``seeds``, when given, is each configuration's own seed (its initial weights and batch
     order, as ``train(task, config, seed=seeds[i])``); else every row has ``seed``."""
-    _check_uniform(configs)
+    check_uniform(configs)
     if seeds is not None and len(seeds) != len(configs):
         raise ValueError(f"seeds: one per configuration, got {len(seeds)} for {len(configs)}")
     results: dict[int, TrainResult] = {}
@@ -189,7 +189,7 @@ def train_stack(
                 break
             config, row_seed = item if isinstance(item, tuple) else (item, seed)
             if live or joining:
-                _check_uniform([(live or joining)[0].config, config])
+                check_uniform([(live or joining)[0].config, config])
             log = TrainingLog(total_steps=total_steps)
             lrs = learning_rates(config.lr, config.schedule, total_steps)
             early = EarlyStopping(task.metric_name, task.direction, patience) if patience else None
@@ -201,8 +201,8 @@ def train_stack(
         if not live:
             return
         assert stack is not None and optimizer is not None
-        ending = sum(row.epoch + 1 >= epochs for row in live)
-        trained = overlap(ending) if overlap is not None else None
+        ending = sum(row.epoch + 1 >= epochs for row in live)  # rows in their last epoch
+        trained = overlap(ending) if overlap is not None else None  # before any result is out
         try:
             pending = train_epoch(task, stack, optimizer, live, feed, prec)
         finally:
@@ -341,15 +341,6 @@ def _end_epoch(
     if not leaving:
         return live, optimizer
     return leave_rows(stack, optimizer, live, sorted(leaving), prec, seed)
-
-
-def _check_uniform(configs: list[AdamConfig]) -> None:
-    kinds = {(c.decoupled, c.amsgrad) for c in configs}
-    if len(kinds) > 1:
-        raise ValueError(
-            "a stack needs one decoupled and one amsgrad setting; group the configurations by "
-            f"them first, got {sorted(kinds)}"
-        )
 
 
 def _settle(

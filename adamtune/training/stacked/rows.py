@@ -170,3 +170,13 @@ def _optimizer(
             **{key: torch.zeros_like(p, dtype=moments) for key in keys},
         }
     return optimizer
+
+
+def check_uniform(configs: list[AdamConfig]) -> None:
+    """Rows of one stack share the kernel's non-numeric settings."""
+    kinds = {(c.decoupled, c.amsgrad) for c in configs}
+    if len(kinds) > 1:
+        raise ValueError(
+            "a stack needs one decoupled and one amsgrad setting; group the configurations by "
+            f"them first, got {sorted(kinds)}"
+        )
