@@ -8,9 +8,10 @@ rows' reports, every row judged against one read of the study). No model is trai
 epoch reports a made-up metric, so the first table is the machinery's own cost.
 
 The second table is what of it the training waits for: a real search (the search's own
-code, one at a time through Optuna's optimize loop, and stacked with the next trials asked on
-a thread while an epoch trains) on a model so small that an epoch takes milliseconds, in the
-same kind of study, each part timed on the training thread only.
+code: one at a time through Optuna's optimize loop; stacked, asking at the epoch boundary as
+on a CPU; and stacked with the next trials asked on a thread while an epoch trains, as on a
+GPU) on a model so small that an epoch takes milliseconds, in the same kind of study, each
+part timed on the training thread only.
 
     python benchmarks/search_overhead.py --history 1000 --trials 64 --rows 16
 """
@@ -209,8 +210,9 @@ def critical_path(side: str, past: list, space: SearchSpace, args: argparse.Name
                 study.optimize(objective, n_trials=args.trials, catch=(Exception,))
             else:
                 stacked_search.run_stacked(
-                    study, objective, rows=args.rows, n_trials=args.trials, timeout=None
-                )
+                    study, objective, rows=args.rows, n_trials=args.trials, timeout=None,
+                    ask_ahead=side.endswith("ahead"),
+                )  # fmt: skip
             clock.spent["wall"] = time.perf_counter() - started
     finally:
         for owner, name, work in saved:
@@ -256,7 +258,7 @@ def main() -> None:
     waits = ("ask + sample", "report + prune", "record + tell")
     print("| rows | " + " | ".join(waits) + " | machinery | whole trial |")
     print("|---|" + "---|" * (len(waits) + 2))
-    for side in sides:
+    for side in (*sides, f"{args.rows}, asked ahead"):
         clock = critical_path(side, past, space, args)
         cells = [1000 * clock.spent[part] / args.trials for part in waits]
         whole = 1000 * clock.spent["wall"] / args.trials

@@ -13,12 +13,15 @@ Rows of a stack share ``decoupled`` and ``amsgrad`` (the kernel's non-numeric se
 trial sampled with other values waits, RUNNING, for a stack of its own, which starts when the
 current one has drained.
 
-Asked ahead: the trials that the rows freed at an epoch's end will take are asked and sampled
-on a thread while that epoch trains (``_AskAhead``), so the sampler's cost (tens of
-milliseconds a trial with TPE, more as the study grows) is off the training's critical path.
-The thread is joined before the epoch's results are reported or told, so the sampler always
-sees the study as it stood when the epoch started: the same seed gives the same trials, run
-after run.
+Asked ahead, on a GPU: the trials that the rows freed at an epoch's end will take are asked
+and sampled on a thread while that epoch trains (``_AskAhead``), so the sampler's cost (tens
+of milliseconds a trial with TPE, more as the study grows) is off the training's critical
+path while the CPU waits on the GPU. The thread is joined before the epoch's results are
+reported or told, so the sampler sees the study as it stood when the epoch started: the same
+seed gives the same trials, run after run. On a CPU the thread competes with the training for
+the GIL and the cores (measured on 2 cores: 0.90-0.97x the trial throughput of asking at the
+epoch's end, benchmarks/results/search_overhead_cpu.md), so there the trials are asked at the
+boundary.
 """
 
 from __future__ import annotations
@@ -65,9 +68,14 @@ def run_stacked(
     timeout: float | None,
     callbacks: Sequence[Callback] = (),
     stop: Callable[[], bool] = lambda: False,
+    ask_ahead: bool | None = None,
 ) -> None:
     """Run ``n_trials`` trials (or start new ones until ``timeout`` seconds have passed),
-    ``rows`` at a time, until ``stop()`` says so; the trials running then finish."""
+    ``rows`` at a time, until ``stop()`` says so; the trials running then finish.
+    ``ask_ahead``: ask the next trials on a thread while an epoch trains; by default on a GPU
+    only (see the module's docstring)."""
+    if ask_ahead is None:
+        ask_ahead = objective.device.type == "cuda"
     search = _Search(study, objective, rows, callbacks)
     deadline = time.monotonic() + timeout if timeout is not None else None
 
@@ -85,7 +93,7 @@ def run_stacked(
     try:
         with optimize_loop(study):
             while search.pending or search.ready or may_start():
-                search.run_stack(may_start)
+                search.run_stack(may_start, ask_ahead)
     except KeyboardInterrupt:
         search.ahead.settle()
         for trial in list(search.running.values()):
@@ -120,7 +128,7 @@ class _Search:
     def __post_init__(self) -> None:
         self.ahead = _AskAhead(self)
 
-    def run_stack(self, may_start: Callable[[], bool]) -> None:
+    def run_stack(self, may_start: Callable[[], bool], ask_ahead: bool) -> None:
         """One stack: the first waiting trial's settings (or the first sampled), refilled
         from the sampler while ``may_start()`` and until trials wait for other settings."""
         members: list[tuple[optuna.Trial, AdamConfig]] = []
@@ -171,7 +179,7 @@ class _Search:
                 on_result=on_result,
                 patience=self.objective.effective_patience,
                 precision=self.objective.precision,
-                overlap=partial(self.ahead.start, may_start),
+                overlap=partial(self.ahead.start, may_start) if ask_ahead else None,
             )
         except KeyboardInterrupt:
             raise

@@ -1,12 +1,13 @@
-"""A stacked search asks the trials its freed rows will take while the epoch trains."""
+"""A stacked search on a GPU asks the trials its freed rows will take while the epoch trains
+(forced on here, on the CPU)."""
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from adamtune.config.settings import SearchSettings
 from adamtune.search.objective import Objective
-from adamtune.search.run import run_search
+from adamtune.search.pruners import PeerMedianPruner
+from adamtune.search.samplers import SeededByFirstTrial
 from adamtune.search.stacked import _Search, run_stacked
 from adamtune.space.search_space import load_space
 from adamtune.tasks import resolve_task
@@ -22,7 +23,7 @@ def _study(storage: str) -> optuna.Study:
 def test_the_next_trials_are_asked_while_the_last_epoch_trains(storage):
     study = _study(storage)
     objective = Objective(resolve_task("digits-mlp"), load_space("lr-only"), epochs=2)
-    run_stacked(study, objective, rows=4, n_trials=8, timeout=None)
+    run_stacked(study, objective, rows=4, n_trials=8, timeout=None, ask_ahead=True)
     first, second = study.trials[:4], study.trials[4:]
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     # Asked on the thread during the first rows' second (last) epoch, before any was told.
@@ -32,24 +33,36 @@ def test_the_next_trials_are_asked_while_the_last_epoch_trains(storage):
 def test_asking_ahead_never_asks_past_n_trials(storage):
     study = _study(storage)
     objective = Objective(resolve_task("digits-mlp"), load_space("lr-only"), epochs=3)
-    run_stacked(study, objective, rows=4, n_trials=6, timeout=None)
+    run_stacked(study, objective, rows=4, n_trials=6, timeout=None, ask_ahead=True)
     assert len(study.trials) == 6
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
 
 
-def test_the_same_seed_gives_the_same_pruned_stacked_search(tmp_path):
-    def search(name: str) -> optuna.Study:
-        return run_search(
-            SearchSettings(
-                task="digits-mlp", storage=f"sqlite:///{tmp_path / name}", study_name="s",
-                n_trials=14, stack=4, epochs=4, space="default", pruner="median",
-            )
-        )  # fmt: skip
+def test_on_the_cpu_by_default_the_next_trials_are_asked_at_the_epochs_end(storage):
+    study = _study(storage)
+    objective = Objective(resolve_task("digits-mlp"), load_space("lr-only"), epochs=2)
+    run_stacked(study, objective, rows=4, n_trials=8, timeout=None)
+    first, second = study.trials[:4], study.trials[4:]
+    assert min(t.datetime_start for t in second) >= max(t.datetime_complete for t in first)
+
+
+def test_the_same_seed_gives_the_same_pruned_search_asked_ahead(tmp_path):
+    def search(name: str) -> list:
+        study = optuna.create_study(
+            storage=f"sqlite:///{tmp_path / name}",
+            direction="maximize",
+            sampler=SeededByFirstTrial("tpe", 0),
+            pruner=PeerMedianPruner(n_startup_trials=3, n_warmup_steps=1),
+        )
+        objective = Objective(resolve_task("digits-mlp"), load_space("default"), epochs=4)
+        run_stacked(study, objective, rows=4, n_trials=14, timeout=None, ask_ahead=True)
+        return study.trials
 
     a, b = search("a.db"), search("b.db")
-    assert [t.params for t in a.trials] == [t.params for t in b.trials]
-    assert [(t.state, t.value) for t in a.trials] == [(t.state, t.value) for t in b.trials]
-    assert len(a.trials) == 14 and TrialState.RUNNING not in {t.state for t in a.trials}
+    assert [t.params for t in a] == [t.params for t in b]
+    assert [(t.state, t.value) for t in a] == [(t.state, t.value) for t in b]
+    assert len(a) == 14 and TrialState.RUNNING not in {t.state for t in a}
+    assert TrialState.PRUNED in {t.state for t in a}  # rows left early, so forecasts varied
 
 
 def test_a_storage_failure_on_the_thread_fails_every_running_trial(storage, monkeypatch):
@@ -65,7 +78,7 @@ def test_a_storage_failure_on_the_thread_fails_every_running_trial(storage, monk
 
     monkeypatch.setattr(_Search, "start_trial", failing)
     with pytest.raises(RuntimeError, match="database is locked"):
-        run_stacked(study, objective, rows=4, n_trials=8, timeout=None)
+        run_stacked(study, objective, rows=4, n_trials=8, timeout=None, ask_ahead=True)
     states = [t.state for t in study.trials]
     assert TrialState.RUNNING not in states, states
     assert states.count(TrialState.FAIL) >= 4  # the first rows and the one asked ahead
