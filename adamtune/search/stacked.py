@@ -292,7 +292,7 @@ class _AskAhead:
     def _ask(self, count: int) -> None:
         search = self.search
         try:
-            with optimize_loop(search.study):  # a sampler may call study.stop(), as in optimize
+            with optimize_loop(search.study, fresh=False):  # a sampler may call study.stop()
                 for _ in range(count):
                     started = search.start_trial()
                     if started is not None:

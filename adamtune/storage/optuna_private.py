@@ -53,10 +53,12 @@ def stop_requested(study: optuna.Study) -> bool:
 
 
 @contextmanager
-def optimize_loop(study: optuna.Study) -> Iterator[None]:
+def optimize_loop(study: optuna.Study, *, fresh: bool = True) -> Iterator[None]:
     """Inside the block this thread runs the study's optimize loop: ``study.stop()`` is allowed
-    and ends it (``stop_requested``)."""
-    study._stop_flag = False
+    and ends it (``stop_requested``). ``fresh=False`` joins a loop another thread runs: a stop
+    already requested stands."""
+    if fresh:
+        study._stop_flag = False
     study._thread_local.in_optimize_loop = True
     try:
         yield

@@ -146,6 +146,24 @@ def test_optimize_loop_lets_study_stop_end_the_loop():
         assert optuna_private.stop_requested(study)
 
 
+def test_a_thread_joining_the_loop_keeps_a_stop_already_requested():
+    import threading
+
+    study = optuna.create_study()
+    with optuna_private.optimize_loop(study):
+        study.stop()
+        seen = []
+
+        def joined() -> None:
+            with optuna_private.optimize_loop(study, fresh=False):
+                seen.append(optuna_private.stop_requested(study))
+
+        thread = threading.Thread(target=joined)
+        thread.start()
+        thread.join()
+        assert seen == [True] and optuna_private.stop_requested(study)
+
+
 def test_the_journal_heartbeat_storage_is_what_optuna_calls(tmp_path):
     storage = open_journal(str(tmp_path / "j.log"), heartbeat=1, on_stale=None)
     study = optuna.create_study(storage=storage)
