@@ -207,7 +207,10 @@ class _Search:
         with one_read_of_trials(study):
             with warnings.catch_warnings():  # heartbeats are sent below, as optimize sends them
                 warnings.simplefilter("ignore", UserWarning)
-                trial = study.ask()
+                try:
+                    trial = study.ask()
+                except Exception as exc:  # the storage or the sampler: never the task's fault
+                    raise _SearchFailed from exc
             self.running[trial.number] = trial
             heartbeat = self.heartbeats[trial.number] = heartbeat_thread(study, trial)
             heartbeat.start()
@@ -306,6 +309,8 @@ class _AskAhead:
             self.thread.join()
             self.thread = None
         error, self.error = self.error, None
+        if isinstance(error, _SearchFailed):
+            raise error
         if error is not None:
             raise _SearchFailed from error
 

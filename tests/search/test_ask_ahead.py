@@ -84,3 +84,25 @@ def test_a_storage_failure_on_the_thread_fails_every_running_trial(storage, monk
     assert states.count(TrialState.FAIL) >= 4  # the first rows and the one asked ahead
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert all("database is locked" in t.user_attrs["fail_reason"] for t in failed)
+
+
+@pytest.mark.parametrize("ask_ahead", [False, True])
+def test_an_ask_the_storage_refuses_stops_the_search_and_is_not_blamed_on_the_task(
+    storage, monkeypatch, ask_ahead
+):
+    study = _study(storage)
+    objective = Objective(resolve_task("digits-mlp"), load_space("lr-only"), epochs=2)
+    real, calls = optuna.Study.ask, []
+
+    def refusing(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:
+            raise RuntimeError("database is locked")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.Study, "ask", refusing)
+    with pytest.raises(RuntimeError, match="database is locked"):
+        run_stacked(study, objective, rows=4, n_trials=8, timeout=None, ask_ahead=ask_ahead)
+    states = [t.state for t in study.trials]
+    assert TrialState.RUNNING not in states, states
+    assert len(states) < 8  # the search stopped there, it did not ask on
