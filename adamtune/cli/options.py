@@ -24,6 +24,7 @@ from adamtune.config.settings import (
     PRUNERS,
     SAMPLERS,
     SEED_LIMIT,
+    STRATEGIES,
     SearchSettings,
 )
 
@@ -241,6 +242,33 @@ SEARCH_OPTIONS: tuple[SearchOption, ...] = (
         "How many of the top trials --confirm retrains.  [default: 5, fewer where they "
         "would cost more than half of what the search trained]",
         type=click.IntRange(1, MAX_CONFIRM),
+    ),
+    SearchOption(
+        "--strategy",
+        "strategy",
+        "search: Optuna trials, one configuration each; pbt: one population trained as one "
+        "stack, whose weak members copy strong ones and perturb their values (Population "
+        "Based Training): it finds a schedule, exported as code.",
+        type=click.Choice(STRATEGIES),
+    ),
+    SearchOption(
+        "--population",
+        "population",
+        "--strategy pbt: members, all trained at once.  [default: the stack's width]",
+        type=click.IntRange(2, MAX_STACK),
+    ),
+    SearchOption(
+        "--pbt-interval",
+        "pbt_interval",
+        "--strategy pbt: evaluations (epochs) between exploits.  [default: about 10 a run]",
+        type=click.IntRange(1, MAX_EPOCHS),
+    ),
+    SearchOption(
+        "--anchors",
+        "anchors",
+        "--strategy pbt: share of the members never exploited, which keep the population "
+        "diverse and are its fixed configurations to compare with.",
+        type=click.FloatRange(0.0, 0.5),
     ),
     SearchOption(
         "--max-failures",

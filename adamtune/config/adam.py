@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +135,10 @@ class AdamConfig:
     # Clip the global gradient norm to this before each step (torch.nn.utils.clip_grad_norm_);
     # None: no clipping.
     max_grad_norm: float | None = None
+    # A schedule of hyperparameters (what a population found, --strategy pbt): from each
+    # phase's start (a fraction of training) on, its config's values and its LR schedule rule;
+    # the fields above are the first phase's. Empty: one configuration for the whole run.
+    phases: tuple[Phase, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("lr", "beta1", "beta2", "eps", "weight_decay"):
@@ -148,14 +152,28 @@ class AdamConfig:
                 )
         if not isinstance(self.schedule, ScheduleConfig):
             raise ConfigError(f"schedule: must be a ScheduleConfig, got {shown(self.schedule)}")
+        _check_phases(self)
+
+    @property
+    def fixed(self) -> AdamConfig:
+        """The first phase alone: these values for the whole run."""
+        return replace(self, phases=()) if self.phases else self
 
     @property
     def betas(self) -> tuple[float, float]:
         return (self.beta1, self.beta2)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain, JSON-ready dict; ``from_dict`` is its inverse."""
-        return asdict(self)
+        """Plain, JSON-ready dict; ``from_dict`` is its inverse. ``phases`` only where there
+        are some, so a fixed configuration reads as it always has."""
+        data = asdict(self)
+        if not self.phases:
+            del data["phases"]
+        else:
+            data["phases"] = [phase for phase in data["phases"]]
+            for phase in data["phases"]:
+                del phase["config"]["phases"]
+        return data
 
     @classmethod
     def from_file(cls, path: str | Path) -> AdamConfig:
@@ -186,17 +204,66 @@ class AdamConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: config: must be a mapping, got {shown(data)}")
         data = dict(data)
+        phases = _phases_from(data.pop("phases", None) or [], source)
         schedule_data = data.pop("schedule", {}) or {}
         if not isinstance(schedule_data, dict):
             raise ConfigError(f"{source}: schedule: must be a mapping, got {shown(schedule_data)}")
-        _reject_unknown(data, {f.name for f in fields(cls)} - {"schedule"}, source)
+        _reject_unknown(data, {f.name for f in fields(cls)} - {"schedule", "phases"}, source)
         _reject_unknown(
             schedule_data, {f.name for f in fields(ScheduleConfig)}, source, "schedule."
         )
         try:
-            return cls(schedule=ScheduleConfig(**schedule_data), **data)
+            return cls(schedule=ScheduleConfig(**schedule_data), phases=phases, **data)
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Phase:
+    """From ``start`` (a fraction of training in (0, 1)) on, train with ``config``'s values; its
+    LR is ``config.lr`` times its schedule's multiplier at the step (adamtune.config.phases)."""
+
+    start: float
+    config: AdamConfig
+
+
+def _check_phases(config: AdamConfig) -> None:
+    if not isinstance(config.phases, tuple):
+        raise ConfigError(f"phases: must be a tuple of Phase, got {shown(config.phases)}")
+    last = 0.0
+    for i, phase in enumerate(config.phases):
+        where = f"phases[{i}]"
+        if not isinstance(phase, Phase) or not isinstance(phase.config, AdamConfig):
+            raise ConfigError(f"{where}: must be a Phase(start, config), got {shown(phase)}")
+        start = phase.start
+        if isinstance(start, bool) or not isinstance(start, (int, float)) or not last < start < 1:
+            raise ConfigError(
+                f"{where}.start: must be a fraction of training in ({last:g}, 1), later than "
+                f"the phase before, got {shown(start)}"
+            )
+        if phase.config.phases:
+            raise ConfigError(f"{where}.config: a phase has no phases of its own")
+        own = (phase.config.decoupled, phase.config.amsgrad)
+        if own != (config.decoupled, config.amsgrad):
+            raise ConfigError(
+                f"{where}.config: decoupled and amsgrad stay as the first phase's "
+                f"({config.decoupled}, {config.amsgrad}), got {own}"
+            )
+        last = float(start)
+
+
+def _phases_from(data: Any, source: str) -> tuple[Phase, ...]:
+    if not isinstance(data, list):
+        raise ConfigError(f"{source}: phases: must be a list, got {shown(data)}")
+    phases = []
+    for i, item in enumerate(data):
+        if not isinstance(item, dict) or set(item) != {"start", "config"}:
+            raise ConfigError(
+                f"{source}: phases[{i}]: must be a mapping with start and config, got {shown(item)}"
+            )
+        config = AdamConfig.from_dict(item["config"], source=f"{source}: phases[{i}]")
+        phases.append(Phase(item["start"], config))
+    return tuple(phases)
 
 
 def _reject_unknown(data: dict[str, Any], known: set[str], source: str, prefix: str = "") -> None:

@@ -16,6 +16,7 @@ from adamtune.errors import ConfigError, StudyError, shown
 
 SAMPLERS = ("tpe", "gp", "cmaes", "random", "qmc", "grid")
 PRUNERS = ("median", "hyperband", "sha", "none")
+STRATEGIES = ("search", "pbt")  # Optuna trials, or one population trained with PBT
 OPTIMIZERS = ("fused", "torch")
 PRECISIONS = ("fp32", "bf16", "fp16", "bf16-pure")  # adamtune.precision says what each does
 FORMATS = (
@@ -124,12 +125,53 @@ def check_settings(s: Any) -> None:
             raise ConfigError(
                 f"--stack {s.stack}: stacked trials and --n-jobs threads do not mix; use one"
             )
+    _check_strategy(s)
     check_study_name(s.study_name)
     if s.experiment is not None and (not isinstance(s.experiment, str) or not s.experiment.strip()):
         raise ConfigError(f"--experiment: must be a non-empty name, got {shown(s.experiment)}")
     for flag, value in (("--task", s.task), ("--space", s.space), ("--storage", s.storage)):
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{flag}: must be a non-empty string, got {shown(value)}")
+
+
+def _check_strategy(s: Any) -> None:
+    """--strategy and the population's own flags; what a population cannot be, in one line."""
+    _choice("--strategy", s.strategy, STRATEGIES)
+    if s.population is not None:
+        _check_int("--population", s.population, 2, MAX_STACK)
+    if s.pbt_interval is not None:
+        _check_int("--pbt-interval", s.pbt_interval, 1, MAX_EPOCHS)
+    anchors = s.anchors
+    if (
+        isinstance(anchors, bool)
+        or not isinstance(anchors, (int, float))
+        or not 0 <= anchors <= 0.5
+    ):
+        raise ConfigError(f"--anchors: must be a share in [0, 0.5], got {shown(anchors)}")
+    if s.strategy != "pbt":
+        return
+    why = {
+        "--stack 1": s.stack == 1,
+        "--optimizer torch": s.optimizer != "fused",
+        "--sampler grid": s.sampler == "grid",
+        f"--n-jobs {s.n_jobs}": s.n_jobs != 1,
+        "--precision fp16": s.precision == "fp16",
+    }
+    for flag, refused in why.items():
+        if refused:
+            raise ConfigError(
+                f"--strategy pbt: a population trains as one stack with FusedAdam's per-row "
+                f"values, and {flag} cannot be one: {POPULATION_NEEDS[flag.split()[0]]}"
+            )
+
+
+POPULATION_NEEDS = {
+    "--stack": "use --stack auto or N >= 2 (the population's size), or --population N",
+    "--optimizer": "use --optimizer fused (the default)",
+    "--sampler": "a grid has a fixed number of points and PBT moves off them; use tpe or random",
+    "--n-jobs": "a population is one process and one stack; leave --n-jobs at 1",
+    "--precision": "fp16's loss scaler is one model's; use --precision bf16",
+}
 
 
 @dataclass(frozen=True)
@@ -167,6 +209,10 @@ class SearchSettings:
     # How many of the top trials confirmation retrains; None: up to DEFAULT_CONFIRM_TOP, fewer
     # where they would cost more than half of what the search trained (adamtune.confirm).
     confirm_top: int | None = None
+    strategy: str = "search"  # one of STRATEGIES
+    population: int | None = None  # --strategy pbt: members; None: the stack's width
+    pbt_interval: int | None = None  # evaluations between exploits; None: about 10 a run
+    anchors: float = 0.25  # share of the population never exploited (against collapse)
 
     def __post_init__(self) -> None:
         check_settings(self)

@@ -89,7 +89,13 @@ def render(trial: ExportedTrial, fmt: str = "torch") -> str:
     }
     if fmt not in renderers:
         raise ExportError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    text = renderers[fmt](trial)
+    if trial.config.phases and fmt not in ("yaml", "json"):
+        from adamtune.results.export_phases import render_phases
+
+        what = {"hf": "transformers' Trainer", "lightning": "a LightningModule"}.get(fmt, fmt)
+        text = render_phases(trial, fmt, _header(trial, f"Adam schedule for {what}"))
+    else:
+        text = renderers[fmt](trial)
     if trial.values and fmt not in ("yaml", "json"):
         text += _values_block(trial.values)
     return text

@@ -43,6 +43,7 @@ class Candidate:
     search_value: float | None  # its value in the search (a single run)
     values: list[float | None]
     test_values: list[float | None]
+    role: str = ""  # a population's: "schedule" (its winner, replayed) or "fixed"
 
     @property
     def done(self) -> list[float]:
@@ -144,7 +145,33 @@ def _candidate(data: Any) -> Candidate | None:
         search_value=_number(search),
         values=[_number(v) for v in data["values"]],
         test_values=[_number(v) for v in data.get("test_values", [])],
+        role=str(data.get("role", "")),
     )
+
+
+def schedule_line(confirmation: Confirmation, maximize: bool) -> str | None:
+    """A population's confirmation: its winner's schedule replayed from scratch against the
+    best fixed configuration it held (a member never exploited), under the same seeds."""
+    roles = {c.role: c for c in confirmation.candidates}
+    schedule, fixed = roles.get("schedule"), roles.get("fixed")
+    if schedule is None or schedule.mean is None:
+        return None
+    line = f"the schedule of {schedule.label}, replayed from scratch: {_pm(schedule.values)}"
+    if fixed is not None and fixed.mean is not None:
+        gain = improvement(schedule.mean, fixed.mean, maximize)
+        line += (
+            f" vs the best fixed configuration ({fixed.label}) {_pm(fixed.values)}: "
+            f"{gain_text(gain, fixed.mean, confirmation.metric, maximize)}"
+        )
+        test_s, test_f = mean_sd(schedule.test_values)[0], mean_sd(fixed.test_values)[0]
+        if confirmation.test_metric and test_s is not None and test_f is not None:
+            test_gain = improvement(test_s, test_f, maximize)
+            line += (
+                f"; {confirmation.test_metric} {_pm(schedule.test_values)} vs "
+                f"{_pm(fixed.test_values)}: "
+                f"{gain_text(test_gain, test_f, confirmation.test_metric, maximize)}"
+            )
+    return line
 
 
 def best_line(
@@ -201,9 +228,8 @@ def confirmation_rows(confirmation: Confirmation) -> tuple[list[str], list[list[
     if confirmation.baseline is not None:
         everyone.append(confirmation.baseline)
     for c in everyone:
-        label = c.label + (
-            " (winner)" if c.trial == confirmation.winner and c.trial is not None else ""
-        )
+        label = c.label + (f" ({c.role})" if c.role else "")
+        label += " (winner)" if c.trial == confirmation.winner and c.trial is not None else ""
         if c.failed:
             label += f" ({c.failed} of {len(c.values)} runs failed)"
         row: list[Any] = [label, c.search_value, _pm(c.values)]

@@ -14,6 +14,7 @@ from adamtune.results.gain import (
     confirmed_line,
     gain_text,
     improvement,
+    schedule_line,
     study_baseline,
     study_confirmation,
     summary_metrics,
@@ -64,7 +65,7 @@ def config_rows(config: dict[str, Any]) -> list[tuple[str, Any]]:
     rows = [
         (k, v)
         for k, v in config.items()
-        if k != "schedule" and not (k in OPTIONAL_FIELDS and v is None)  # off: not shown
+        if k not in ("schedule", "phases") and not (k in OPTIONAL_FIELDS and v is None)
     ]
     return rows + [(f"schedule.{k}", v) for k, v in schedule.items()]
 
@@ -80,7 +81,45 @@ def best_trial_summary(study_name: str, trial: FrozenTrial, metric_name: str) ->
         return header + "\n" + format_table(["parameter", "value"], sorted(trial.params.items()))
     values = trial.user_attrs.get("values")
     own = [(f"values.{k}", v) for k, v in values.items()] if isinstance(values, dict) else []
+    steps = trial.user_attrs.get("total_steps")
+    if config.get("phases") and isinstance(steps, int) and steps > 0:
+        return header + "\n" + schedule_table(config, steps)
     return header + "\n" + format_table(["parameter", "value"], config_rows(config) + own)
+
+
+def schedule_table(config: dict[str, Any], total_steps: int) -> str:
+    """A schedule of phases (a population's member) as segments: the steps and share of
+    training each covers, its LR at its first and last step, and its other values."""
+    from adamtune.config.adam import AdamConfig
+    from adamtune.config.phases import learning_rates, phase_starts
+
+    adam = AdamConfig.from_dict(config)
+    rates = learning_rates(adam, total_steps)
+    starts = phase_starts(adam, total_steps)
+    ends = [step for step, _ in starts[1:]] + [total_steps]
+    clips = any(values.max_grad_norm is not None for _, values in starts)
+    headers = ["steps", "training", "lr (first -> last)", "beta1", "beta2", "eps", "weight_decay"]
+    headers += ["max_grad_norm"] * clips + ["lr rule"]
+    rows = []
+    for (start, values), end in zip(starts, ends, strict=True):
+        share = f"{100 * start / total_steps:.0f}-{100 * end / total_steps:.0f}%"
+        rule = values.schedule.kind
+        if values.schedule.warmup_fraction:
+            rule += f"+warmup {values.schedule.warmup_fraction:.3g}"
+        row: list[Any] = [
+            f"{start}-{end - 1}",
+            share,
+            f"{rates[start]:.3g} -> {rates[end - 1]:.3g}",
+        ]
+        row += [values.beta1, values.beta2, values.eps, values.weight_decay]
+        row += [values.max_grad_norm] * clips + [rule]
+        rows.append(row)
+    title = (
+        f"The schedule its weights trained with, {len(starts)} segment"
+        f"{'s' if len(starts) != 1 else ''} over {total_steps} steps (export replays it by "
+        "fraction of training):"
+    )
+    return title + "\n" + format_table(headers, rows)
 
 
 def top_trials_table(trials: Sequence[FrozenTrial]) -> str:
@@ -94,6 +133,9 @@ def top_trials_table(trials: Sequence[FrozenTrial]) -> str:
         kind = schedule.get("kind", "")
         if isinstance(schedule.get("warmup_fraction"), float) and schedule["warmup_fraction"]:
             kind = f"{kind}+warmup {schedule['warmup_fraction']:.3g}"
+        phases = c.get("phases")
+        if isinstance(phases, list) and phases:  # a population's member: its first segment
+            kind = f"{kind}, then {len(phases)} more segment{'s' if len(phases) != 1 else ''}"
         rows.append(
             [
                 t.number,
@@ -124,6 +166,9 @@ def gain_report(user_attrs: Any, best: FrozenTrial, metric: str, maximize: bool)
         confirmed = confirmed_line(confirmation, maximize)
         if confirmed:
             lines.append(confirmed[0].upper() + confirmed[1:])
+        population = schedule_line(confirmation, maximize)
+        if population:
+            lines.append(population[0].upper() + population[1:])
         headers, rows = confirmation_rows(confirmation)
         lines += ["", format_table(headers, rows)]
         if confirmation.winner is not None:

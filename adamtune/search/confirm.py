@@ -101,6 +101,7 @@ def confirm_study(
     tracker: Tracker,
     on_run: RunProgress | None = None,
     say: Callable[[str], None] = lambda message: None,
+    chosen: list[tuple[FrozenTrial, str]] | None = None,
 ) -> Confirmation | None:
     """Retrain the ``top`` best completed trials (and the baseline) under ``k`` seeds, store the
     ranking on the study and return it; None when no trial completed. ``on_run(done, total,
@@ -108,10 +109,31 @@ def confirm_study(
     where none has one, the study gets no winner and ``say`` tells why."""
     trials = study.get_trials(deepcopy=False)
     maximize = maximizes(study)
-    ranked = [t for t in best_first(trials, maximize) if TRIAL_ATTR not in t.user_attrs]
-    chosen = [t for t in ranked if trial_config(t)][:top]
-    if not chosen:
+    if chosen is None:
+        ranked = [t for t in best_first(trials, maximize) if TRIAL_ATTR not in t.user_attrs]
+        chosen = [(t, "") for t in ranked if trial_config(t)][:top]
+    roles = [role for _, role in chosen]
+    chosen_trials = [t for t, _ in chosen]
+    if not chosen_trials:
         return None
+    return _confirm(study, chosen_trials, roles, runner, k, top, seed, tracker, on_run, say)
+
+
+def _confirm(
+    study: optuna.Study,
+    chosen: list[FrozenTrial],
+    roles: list[str],
+    runner: Runner,
+    k: int,
+    top: int,
+    seed: int,
+    tracker: Tracker,
+    on_run: RunProgress | None,
+    say: Callable[[str], None],
+) -> Confirmation | None:
+    """Retrain ``chosen`` (and the baseline) under ``k`` seeds; see confirm_study."""
+    trials = study.get_trials(deepcopy=False)
+    maximize = maximizes(study)
     configs = [AdamConfig.from_dict(trial_config(t), source=f"trial {t.number}") for t in chosen]
     labels: list[tuple[str, int | None, float | None]] = [
         (f"trial {t.number}", t.number, t.value) for t in chosen
@@ -142,6 +164,9 @@ def confirm_study(
                 _run_name(label, number, run.seed), run_record(run, number, config, metric)
             )
         candidates.append(_candidate(label, number, value, runs, test_metric))
+    for candidate, role in zip(candidates, roles, strict=False):  # the baseline has none
+        if role:
+            candidate["role"] = role
     base = candidates.pop() if baseline is not None and baseline.config else None
     candidates.sort(key=lambda c: _rank(c, maximize))
     winner = candidates[0]["trial"] if candidates[0]["mean"] is not None else None
@@ -308,6 +333,9 @@ def confirm_finished_study(
         return
     if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         return  # nothing to confirm: no "Confirming ..." line before "no trial completed"
+    if study.user_attrs.get("strategy") == "pbt":
+        _confirm_population(study, runner, settings, tracker, say, on_run)
+        return
     seeds = settings.confirm
     top = settings.confirm_top
     if top is None:
@@ -335,4 +363,56 @@ def confirm_finished_study(
         tracker=tracker,
         on_run=on_run,
         say=say,
+    )
+
+
+def population_candidates(study: optuna.Study) -> list[tuple[FrozenTrial, str]]:
+    """A population's winner (its schedule) and its best fixed configuration (the best member
+    that never copied, the baseline aside), best first."""
+    ranked = [
+        t
+        for t in best_first(study.get_trials(deepcopy=False), maximizes(study))
+        if TRIAL_ATTR not in t.user_attrs and trial_config(t)
+    ]
+    if not ranked:
+        return []
+    chosen = [(ranked[0], "schedule" if trial_config(ranked[0]).get("phases") else "fixed")]
+    if chosen[0][1] == "schedule":
+        fixed = next((t for t in ranked if not trial_config(t).get("phases")), None)
+        if fixed is not None:
+            chosen.append((fixed, "fixed"))
+    return chosen
+
+
+def _confirm_population(
+    study: optuna.Study,
+    runner: Runner,
+    settings: SearchSettings,
+    tracker: Tracker,
+    say: Callable[[str], None],
+    on_run: RunProgress | None,
+) -> None:
+    """Replay the population's winner from scratch (its exported schedule, as a user runs it)
+    beside its best fixed configuration and the baseline, under K further seeds."""
+    chosen = population_candidates(study)
+    seeds = settings.confirm
+    what = f"the schedule of trial {chosen[0][0].number}"
+    if chosen[0][1] == "fixed":
+        what = f"trial {chosen[0][0].number} (never exploited: a fixed configuration)"
+    elif len(chosen) > 1:
+        what += f", the best fixed configuration (trial {chosen[1][0].number})"
+    say(
+        f"Confirming {what} and the baseline from scratch under {seeds} further "
+        f"seed{'s' if seeds != 1 else ''}..."
+    )
+    confirm_study(
+        study,
+        runner,
+        k=seeds,
+        top=len(chosen),
+        seed=settings.seed,
+        tracker=tracker,
+        on_run=on_run,
+        say=say,
+        chosen=chosen,
     )

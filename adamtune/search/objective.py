@@ -208,8 +208,11 @@ class Objective:
         config: AdamConfig | None,
         log: TrainingLog,
         values: Values | None = None,
+        hyperparameters: dict[str, list[float]] | None = None,
     ) -> None:
-        """The one place an outcome becomes user attributes and the tracker's record."""
+        """The one place an outcome becomes user attributes and the tracker's record.
+        ``hyperparameters``: values that changed during the run (a population's member), one
+        per step, logged beside the LR."""
         attrs: dict[str, Any] = {"values": values.values} if values and values.values else {}
         if outcome.state == "COMPLETE":
             attrs |= {
@@ -253,6 +256,7 @@ class Objective:
                     evaluations=[(e.epoch, e.step, e.metrics) for e in log.evaluations],
                     step_metrics=log.step_metrics,
                     final_metrics=outcome.metrics,
+                    hyperparameters=hyperparameters or {},
                 )
             )
 

@@ -18,13 +18,14 @@ import torch
 from adamtune.config.settings import SearchSettings
 from adamtune.errors import SpaceError, shown
 from adamtune.search.objective import Objective
+from adamtune.space.explore import check_explorable
 from adamtune.space.search_space import SearchSpace, load_space
 from adamtune.tasks import Task, resolve_task
 from adamtune.tracking import Tracker
 from adamtune.training.first_batch import check_one_batch
 from adamtune.training.runner import Runner
 from adamtune.training.single import planned_steps, resolve_device, run_precision
-from adamtune.training.stacked.sizing import stack_rows
+from adamtune.training.stacked.sizing import population_rows, stack_rows
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Plan:
     device: torch.device
     epochs: int  # --epochs, else the task's
     patience: int | None  # --patience, else the task's (None: no early stopping)
-    rows: int  # trials trained at once as one stacked model (1: one at a time)
+    rows: int  # trials trained at once as one stacked model (1: one at a time); pbt: members
 
     def objective(self, tracker: Tracker, **hooks: Any) -> Objective:
         """The objective every trial of this search runs (``hooks``: on_epoch, on_stack, warn)."""
@@ -99,7 +100,11 @@ def prepare(
     planned_steps(task, epochs)  # refuses an endless run up front
     check_values_reach(task, space)
     check_one_batch(task, device, precision)  # a task that cannot train fails now, not an epoch in
-    rows = stack_rows(settings, task, device, warn)  # refuses a stack that cannot be, up front
+    if settings.strategy == "pbt":
+        check_explorable(space)
+        rows = population_rows(settings, task, device)  # refuses a task that cannot stack
+    else:
+        rows = stack_rows(settings, task, device, warn)  # refuses a stack that cannot be
     patience = settings.patience if settings.patience is not None else task.patience
     return Plan(settings, task, space, device, epochs, patience, rows)
 

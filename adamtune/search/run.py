@@ -159,6 +159,21 @@ def run_trials(
     """The trials themselves: ``plan.rows`` at a time as one stack, or one at a time through
     Optuna's optimize loop (``--n-jobs`` threads)."""
     s = plan.settings
+    if s.strategy == "pbt":
+        from adamtune.search.population import default_interval, run_population
+        from adamtune.training.stacked.population import Rules
+
+        interval = s.pbt_interval or default_interval(plan.epochs)
+        rules = Rules(interval, anchors=round(s.anchors * plan.rows))
+        run_population(
+            study,
+            objective,
+            size=plan.rows,
+            rules=rules,
+            timeout=s.timeout,
+            stop=lambda: failures.tripped,
+        )
+        return
     if plan.rows > 1:
         from adamtune.search.stacked import run_stacked
 

@@ -44,6 +44,8 @@ class TrialRecord:
     # None: when the tracker is told
     started: float | None = None
     ended: float | None = None
+    # hyperparameters that changed during the run (a population's member): name -> every step
+    hyperparameters: dict[str, list[float]] = field(default_factory=dict)
 
 
 class Tracker(Protocol):

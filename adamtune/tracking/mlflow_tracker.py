@@ -224,6 +224,7 @@ def _record_payload(record: TrialRecord) -> dict[str, Any]:
         "evaluations": [list(e) for e in record.evaluations],
         **({"step_metrics": [list(m) for m in record.step_metrics]} if record.step_metrics else {}),
         **({"final_metrics": record.final_metrics} if record.final_metrics else {}),
+        **({"hyperparameters": record.hyperparameters} if record.hyperparameters else {}),
         "ended_ms": _now_ms() if record.ended is None else int(record.ended * 1000),
     }
 

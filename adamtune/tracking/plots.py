@@ -4,13 +4,14 @@ safe to call from a background thread."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from adamtune.config.adam import AdamConfig
-from adamtune.config.schedules import learning_rates
+from adamtune.config.phases import learning_rates
 from adamtune.results.studies import best_first, trial_config
 
 TOP = 5
@@ -36,6 +37,9 @@ def study_figures(
     norms = {t.number: grad_norms[t.number] for t in top if grad_norms and grad_norms.get(t.number)}
     if norms:
         figures["plots/grad_norms_top.png"] = _grad_norms(top, norms)
+    members = [t for t in done if t.user_attrs.get("trajectory")]
+    if members:
+        figures["plots/population_lr.png"] = _population(members, maximize)
     importances = _importances(study, len(done))
     if importances:
         figures["plots/param_importances.png"] = importances
@@ -114,12 +118,49 @@ def _schedules(top: list[FrozenTrial]) -> Any:
         config, steps = trial_config(trial), trial.user_attrs.get("total_steps")
         if config and steps:
             adam = AdamConfig.from_dict(config)
-            lrs = learning_rates(adam.lr, adam.schedule, steps)
+            lrs = learning_rates(adam, steps)  # a population's winner: its schedule
             ax.plot(range(steps), lrs, label=f"trial {trial.number} ({trial.value:.4g})")
             drawn += lrs
     _lr_axis(ax, drawn)
     ax.legend(fontsize=8)
     return fig
+
+
+def _population(members: list[FrozenTrial], maximize: bool) -> Any:
+    """Every member's own LR at every step, coloured by its final metric (--strategy pbt)."""
+    from matplotlib import colormaps
+
+    fig, ax = _figure("The population's learning rates", "optimizer step", "lr")
+    values = [float(t.value or 0.0) for t in members]
+    low, high = min(values), max(values)
+    cmap = colormaps["viridis" if maximize else "viridis_r"]
+    drawn: list[float] = []
+    for trial, value in sorted(zip(members, values, strict=True), key=lambda p: p[1]):
+        steps = trial.user_attrs.get("total_steps")
+        if not isinstance(steps, int) or steps <= 0:
+            continue
+        lrs = population_lrs(trial.user_attrs["trajectory"], steps)
+        shade = (value - low) / (high - low) if high > low else 1.0
+        ax.plot(range(steps), lrs, color=cmap(shade), linewidth=1)
+        drawn += lrs
+    _lr_axis(ax, drawn)
+    best = max(values) if maximize else min(values)
+    ax.text(0.99, 0.98, f"bright: best ({best:.4g})", transform=ax.transAxes, ha="right", va="top")
+    return fig
+
+
+def population_lrs(trajectory: list[dict[str, Any]], steps: int) -> list[float]:
+    """A member's own LR at every step, from its ``trajectory`` user attribute."""
+    from adamtune.config.adam import Phase
+
+    (first, *rest) = trajectory
+    config = AdamConfig.from_dict(first["config"])
+    phases = tuple(
+        Phase(item["step"] / steps, AdamConfig.from_dict(item["config"]))
+        for item in rest
+        if 0 < item["step"] < steps
+    )
+    return learning_rates(replace(config, phases=phases), steps)
 
 
 def _grad_norms(top: list[FrozenTrial], norms: dict[int, list[float]]) -> Any:

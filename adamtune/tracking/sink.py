@@ -143,6 +143,7 @@ class MlflowSink:
         grad_norms: list[float] | None = None,
         step_metrics: list[list[Any]] | None = None,
         final_metrics: dict[str, float] | None = None,
+        hyperparameters: dict[str, list[float]] | None = None,
     ) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
@@ -150,6 +151,8 @@ class MlflowSink:
         now = ended_ms
         metrics = [Metric("lr", lr, now, step) for step, lr in enumerate(learning_rates)]
         metrics += [Metric("train_loss", loss, now, step) for step, loss in enumerate(train_losses)]
+        for name, series in (hyperparameters or {}).items():  # a population member's schedule
+            metrics += [Metric(name, v, now, step) for step, v in enumerate(series)]
         if "max_grad_norm" in params:  # the trial clips: the norm clipping acted on, every step
             metrics += [Metric("grad_norm", g, now, step) for step, g in enumerate(grad_norms)]
         previous = 0
@@ -285,6 +288,18 @@ class MlflowSink:
         metric = study.user_attrs.get("metric", "value")
         for path, figure in study_figures(study, metric, self.grad_norms).items():
             self.client.log_figure(run_id, figure, path)
+        lineage = {  # a population's (--strategy pbt): who copied whom, and when
+            str(t.number): {
+                "value": t.value,
+                "anchor": t.user_attrs.get("anchor"),
+                "lineage": t.user_attrs["lineage"],
+                "trajectory": t.user_attrs.get("trajectory"),
+            }
+            for t in trials
+            if "lineage" in t.user_attrs
+        }
+        if lineage:
+            self.client.log_dict(run_id, lineage, "population/lineage.json")
 
     def kill_open_runs(self) -> None:
         """Close every run still open: the parent KILLED; a trial KILLED after a clean end of

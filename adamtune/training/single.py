@@ -29,7 +29,9 @@ from typing import Any
 import torch
 
 from adamtune.config.adam import AdamConfig
-from adamtune.config.schedules import learning_rates as planned_learning_rates
+from adamtune.config.phases import apply as apply_phase
+from adamtune.config.phases import changes as phase_changes
+from adamtune.config.phases import learning_rates as planned_learning_rates
 from adamtune.errors import ConfigError, DivergedError, TaskError
 from adamtune.tasks.base import Batch, Task, split_size
 from adamtune.training.batches import (
@@ -181,6 +183,11 @@ def train(
     device = torch.device(device) if isinstance(device, str) else device
     prec = run_precision(precision, device)
     if task.train_loop is not None:
+        if config.phases:
+            raise ConfigError(
+                f"config: phases: a schedule of phases replays in adamtune's own loop, and task "
+                f"{task.name!r} is a training loop of its own; use the exported build_scheduler"
+            )
         return _train_loop(
             task,
             config,
@@ -211,7 +218,9 @@ def train(
         x_train, y_train = prec.inputs(task.train[0].to(device)), task.train[1].to(device)
         validation = (prec.inputs(task.validation[0].to(device)), task.validation[1].to(device))
     n, batch_size, per_epoch = split_size(task.train), task.batch_size, task.steps_per_epoch()
-    learning_rates = planned_learning_rates(config.lr, config.schedule, total_steps)
+    learning_rates = planned_learning_rates(config, total_steps)
+    switches = phase_changes(config, total_steps)  # a schedule of phases: step -> values
+    clip = config.max_grad_norm
     order = torch.Generator().manual_seed(seed)
     log = log if log is not None else TrainingLog()
     log.total_steps = total_steps
@@ -235,15 +244,20 @@ def train(
                     (x_train[index], y_train[index]) for index in permutation.split(batch_size)
                 )
             for position, batch in enumerate(epoch_batches):
+                values = switches.get(step)
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rates[step]
+                    if values is not None:
+                        apply_phase(group, values)
+                if values is not None:
+                    clip = values.max_grad_norm
                 optimizer.zero_grad(set_to_none=True)
                 with prec.forward():
                     loss = step_loss(task, model, batch)
                 pending.append(loss.detach().reshape(()))
                 prec.backward(loss)
                 prec.unscale(optimizer)
-                norms.append(_grad_norm(model, config.max_grad_norm))
+                norms.append(_grad_norm(model, clip))
                 last = position == per_epoch - 1
                 before = [p.detach().clone() for p in model.parameters()] if last else None
                 prec.step(optimizer)

@@ -33,7 +33,8 @@ from collections.abc import Callable
 import torch
 
 from adamtune.config.adam import AdamConfig
-from adamtune.config.schedules import learning_rates
+from adamtune.config.phases import changes as phase_changes
+from adamtune.config.phases import learning_rates
 from adamtune.errors import DivergedError, describe
 from adamtune.tasks.base import Task
 from adamtune.training.precision import Precision
@@ -59,6 +60,7 @@ from adamtune.training.stacked.rows import (
     join_rows,
     leave_rows,
     row_norms,
+    switch_phases,
     update_ratios,
 )
 
@@ -191,9 +193,11 @@ def train_stack(
             if live or joining:
                 check_uniform([(live or joining)[0].config, config])
             log = TrainingLog(total_steps=total_steps)
-            lrs = learning_rates(config.lr, config.schedule, total_steps)
+            lrs = learning_rates(config, total_steps)
             early = EarlyStopping(task.metric_name, task.direction, patience) if patience else None
-            joining.append(Row(arrived, config, row_seed, lrs, log, time.perf_counter(), early))
+            row = Row(arrived, config.fixed, row_seed, lrs, log, time.perf_counter(), early)
+            row.switches = phase_changes(config, total_steps)
+            joining.append(row)
             arrived += 1
         if joining:
             stack, optimizer = join_rows(task, prec, seed, stack, optimizer, live, joining)
@@ -244,8 +248,11 @@ def train_epoch(
     first_keys = row_keys(seeds, torch.tensor([row.step for row in live])).to(device)
     steps = feed.epoch([(row.seed, row.epoch) for row in live])
     per_epoch = task.steps_per_epoch()
+    phased = any(row.switches for row in live)  # schedules of phases switch values mid-run
     stack.train(True)
     for i, step in enumerate(steps):
+        if phased and switch_phases(optimizer, live):
+            limits = clip_limits(live, device)
         step_lrs = [row.lrs[row.step] for row in live]  # one contiguous row per step
         optimizer.param_groups[0]["lr"] = torch.tensor(step_lrs, dtype=torch.float64)
         optimizer.zero_grad(set_to_none=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -34,6 +34,38 @@ class Row:
     step: int = 0  # steps taken
     best_state: Any = None  # its weights and buffers at its best evaluation (for test)
     update_ratio: float = math.nan  # its epoch's last update norm over its weight norm
+    # a schedule of phases: step -> the values from it on (``config`` holds those in force)
+    switches: dict[int, AdamConfig] = field(default_factory=dict)
+
+
+def switch_phases(optimizer: torch.optim.Optimizer, live: list[Row]) -> bool:
+    """Rows whose next phase starts at their next step take its values (``config`` and the
+    optimizer's columns); whether any did."""
+    switched = False
+    for row in live:
+        values = row.switches.get(row.step)
+        if values is not None:
+            row.config = values
+            switched = True
+    if switched:
+        set_columns(optimizer, [row.config for row in live])
+    return switched
+
+
+def set_columns(optimizer: torch.optim.Optimizer, configs: list[AdamConfig]) -> None:
+    """The optimizer's per-row betas, eps and weight decay, one row per configuration (the LR
+    is set at every step)."""
+    group = optimizer.param_groups[0]
+    group["betas"] = (
+        _column([c.beta1 for c in configs]),
+        _column([c.beta2 for c in configs]),
+    )
+    group["eps"] = _column([c.eps for c in configs])
+    group["weight_decay"] = _column([c.weight_decay for c in configs])
+
+
+def _column(values: list[float]) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64)
 
 
 def row_norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -144,9 +176,7 @@ def _optimizer(
     with a step count per row (rows join at different times); float32 moments for bf16-pure."""
     from adamtune.optim import FusedAdam
 
-    def column(values: list[float]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.float64)
-
+    column = _column
     first = configs[0]
     optimizer = FusedAdam(
         stack.params,

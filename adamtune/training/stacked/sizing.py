@@ -71,6 +71,36 @@ def stack_rows(
     return choice.rows
 
 
+def population_rows(settings: SearchSettings, task: Task, device: torch.device) -> int:
+    """How many members a population (--strategy pbt) has: ``--population``, else the stack's
+    width (``--stack N``, or for ``auto`` as many rows as the memory allows). A task that
+    cannot stack, or members that do not fit in memory, are refused in one line."""
+    from adamtune.training.stacked.model import why_not_stackable
+
+    reason = why_not_stackable(task)
+    if reason is not None:
+        raise StudyError(
+            f"--strategy pbt: task {shown(task.name)} cannot be stacked ({reason}); a population "
+            "trains as one stack: use --strategy search"
+        )
+    per_row, free = _row_bytes(task), _free_memory(device)
+    if settings.population is not None:
+        rows = settings.population
+    elif settings.stack != "auto":
+        rows = int(settings.stack)
+    else:
+        rows = AUTO_ROWS.get(device.type, 8)
+        if free and per_row:
+            rows = max(2, min(rows, int(free * MEMORY_SHARE // per_row)))
+    if free and rows * per_row > free:
+        raise StudyError(
+            f"--population {rows}: {rows} members of task {shown(task.name)} need about "
+            f"{_gigabytes(rows * per_row)} for parameters, gradients and Adam's moments, more "
+            f"than the {_gigabytes(free)} free on {device.type}; use fewer members"
+        )
+    return rows
+
+
 def _row_bytes(task: Task) -> int:
     """A row's parameters, gradients and Adam's two moments."""
     return 4 * sum(p.numel() * p.element_size() for p in task.build_model().parameters())
