@@ -29,7 +29,12 @@ from adamtune.errors import StudyError, describe
 from adamtune.search.objective import INTERRUPTED, Objective, TrialOutcome
 from adamtune.space.baseline import TRIAL_ATTR
 from adamtune.space.explore import Explorer
-from adamtune.storage.optuna_private import heartbeat_thread, optimize_loop, stop_requested
+from adamtune.storage.optuna_private import (
+    heartbeat_enabled,
+    heartbeat_thread,
+    optimize_loop,
+    stop_requested,
+)
 from adamtune.storage.writes import report_all, set_user_attrs
 from adamtune.training.single import Evaluation, TrainingLog
 from adamtune.training.stacked.population import MemberResult, Rules, train_population
@@ -44,12 +49,17 @@ def default_interval(epochs: int) -> int:
 
 
 def check_fresh(study: optuna.Study) -> None:
-    """A population trains in one process's memory: it cannot be resumed or added to."""
-    members = [t for t in study.get_trials(deepcopy=False) if TRIAL_ATTR not in t.user_attrs]
-    if members:
-        done = sum(t.state.is_finished() for t in members)
+    """A population trains in one process's memory: it cannot be resumed or added to. The
+    members of one that was killed are failed first (their heartbeats stopped)."""
+    if heartbeat_enabled(study):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    if any(TRIAL_ATTR not in t.user_attrs for t in trials):  # more than a new baseline
+        done = sum(t.state.is_finished() for t in trials)
         raise StudyError(
-            f"--strategy pbt: study {study.study_name!r} already holds {len(members)} trials "
+            f"--strategy pbt: study {study.study_name!r} already holds {len(trials)} trials "
             f"({done} finished); a population cannot be resumed or added to, since its members' "
             "weights lived in one process's memory: give a new --study-name"
         )
