@@ -151,26 +151,33 @@ def _candidate(data: Any) -> Candidate | None:
 
 def schedule_line(confirmation: Confirmation, maximize: bool) -> str | None:
     """A population's confirmation: its winner's schedule replayed from scratch against the
-    best fixed configuration it held (a member never exploited), under the same seeds."""
+    best fixed configuration it held (a member never exploited) and against the baseline,
+    under the same seeds; the test split's figures beside the fixed configuration's."""
     roles = {c.role: c for c in confirmation.candidates}
     schedule, fixed = roles.get("schedule"), roles.get("fixed")
     if schedule is None or schedule.mean is None:
         return None
+    metric = confirmation.metric
     line = f"the schedule of {schedule.label}, replayed from scratch: {_pm(schedule.values)}"
-    if fixed is not None and fixed.mean is not None:
-        gain = improvement(schedule.mean, fixed.mean, maximize)
-        line += (
-            f" vs the best fixed configuration ({fixed.label}) {_pm(fixed.values)}: "
-            f"{gain_text(gain, fixed.mean, confirmation.metric, maximize)}"
+    others = [("the best fixed configuration", fixed), ("", confirmation.baseline)]
+    compared = []
+    for what, other in others:
+        if other is None or other.mean is None:
+            continue
+        named = f"{what} ({other.label})" if what else other.label
+        gain = gain_text(
+            improvement(schedule.mean, other.mean, maximize), other.mean, metric, maximize
         )
-        test_s, test_f = mean_sd(schedule.test_values)[0], mean_sd(fixed.test_values)[0]
-        if confirmation.test_metric and test_s is not None and test_f is not None:
-            test_gain = improvement(test_s, test_f, maximize)
-            line += (
-                f"; {confirmation.test_metric} {_pm(schedule.test_values)} vs "
-                f"{_pm(fixed.test_values)}: "
-                f"{gain_text(test_gain, test_f, confirmation.test_metric, maximize)}"
-            )
+        compared.append(f"{named} {_pm(other.values)}: {gain}")
+    if compared:
+        line += " vs " + ", vs ".join(compared)
+    test_s = mean_sd(schedule.test_values)[0]
+    test_f = mean_sd(fixed.test_values)[0] if fixed is not None else None
+    if confirmation.test_metric and test_s is not None and test_f is not None:
+        assert fixed is not None
+        test = confirmation.test_metric
+        gain = gain_text(improvement(test_s, test_f, maximize), test_f, test, maximize)
+        line += f"; {test} {_pm(schedule.test_values)} vs {_pm(fixed.test_values)}: {gain}"
     return line
 
 

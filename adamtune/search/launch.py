@@ -9,6 +9,7 @@ import optuna
 
 from adamtune._util.urls import sqlite_path
 from adamtune.config.settings import SearchSettings
+from adamtune.errors import ConfigError
 from adamtune.search.confirm import RunProgress
 from adamtune.search.run import Callback, run_search
 from adamtune.search.workers import run_workers
@@ -33,6 +34,11 @@ def search(
     """``adamtune search``: one process (run_search) or ``workers`` processes sharing the study
     (adamtune.processes), with the warnings the choice deserves. ``tracker`` is the caller's
     (it is not closed here); with several workers each process tracks on its own."""
+    if workers > 1 and settings.strategy == "pbt":
+        raise ConfigError(
+            f"--strategy pbt: a population trains as one stack in one process, and --workers "
+            f"{workers} cannot be one: leave --workers at 1"
+        )
     if workers > 1:
         if settings.storage.startswith("sqlite") and sqlite_path(settings.storage) is not None:
             # (an in-memory database is refused next, in one line; no warning before it)

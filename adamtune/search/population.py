@@ -29,6 +29,7 @@ from adamtune.errors import StudyError, describe
 from adamtune.search.objective import INTERRUPTED, Objective, TrialOutcome
 from adamtune.space.baseline import TRIAL_ATTR
 from adamtune.space.explore import Explorer
+from adamtune.storage.claims import claim
 from adamtune.storage.optuna_private import (
     heartbeat_enabled,
     heartbeat_thread,
@@ -76,6 +77,12 @@ def run_population(
 ) -> None:
     """Ask ``size`` members, train them as one population and tell each its outcome."""
     check_fresh(study)
+    if not claim(study, "population"):  # processes started together on one new study
+        raise StudyError(
+            f"--strategy pbt: another process trains the population of study "
+            f"{study.study_name!r}; a population is one process: give this one another "
+            "--study-name"
+        )
     study.set_user_attr(STRATEGY_ATTR, "pbt")
     deadline = time.monotonic() + timeout if timeout is not None else None
     members: list[tuple[optuna.Trial, AdamConfig]] = []

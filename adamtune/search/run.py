@@ -82,7 +82,9 @@ def run_search(
     (from ``settings.tracking_uri``) is also closed here, one passed in is closed by its owner.
     """
     plan = plan or prepare(settings, task=task, space=space, warn=warn)
-    on_stale = StaleTrialHandler(settings.max_retries)
+    # A population's member lived in its population's memory: a dead one is failed, never
+    # retried on its own.
+    on_stale = StaleTrialHandler(0 if settings.strategy == "pbt" else settings.max_retries)
     study, created = open_or_create(settings, plan.task, plan.space, on_stale)
     n_trials = trials_to_run(settings, study, plan.space, warn)
     owned = tracker is None

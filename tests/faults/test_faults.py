@@ -406,3 +406,32 @@ def _running(storage):
     except KeyError:  # the study is not created yet
         return []
     return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_a_population_stopped_by_a_signal_leaves_every_member_failed(slow_task, in_tmp, how):
+    """--strategy pbt: SIGTERM fails every member at once; after a SIGKILL the next command
+    fails them (their heartbeats stopped) and refuses to resume, in one line."""
+    args = ["--task", slow_task, "--strategy", "pbt", "--population", "3", "--heartbeat", "1"]
+    args += ["--no-baseline"]
+    process = start(args, in_tmp, MARKER=str(in_tmp / "m"))
+    wait_for_running(in_tmp / "adamtune.db", 3)
+    if how == "sigterm":
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 130, err
+    else:
+        process.kill()
+        process.communicate(timeout=30)
+        time.sleep(3.5)  # three missed heartbeats
+    again = start(args, in_tmp)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 1
+    lines = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and "a population cannot be resumed" in lines[0], err
+    study = optuna.load_study(
+        study_name="slow_task-make_task-lr-only", storage="sqlite:///adamtune.db"
+    )
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
+    statuses = {r.info.run_name: r.info.status for r in runs(in_tmp / "mlflow.db")}
+    assert "RUNNING" not in statuses.values(), statuses

@@ -3,6 +3,7 @@ faults end as for searches, refusals are one line, the winner is confirmed and e
 
 import importlib.util
 import signal
+from pathlib import Path
 
 import optuna
 import pytest
@@ -203,3 +204,41 @@ def test_the_command_shows_and_exports_the_winners_schedule(in_tmp):
     compile(lightning.read_text(), str(lightning), "exec")
     assert "The schedule its weights trained with" in shown.output or "segment" in shown.output
     assert signal.SIGTERM  # the command's SIGTERM is Ctrl-C's (tests/faults)
+
+
+def test_a_population_is_one_process(storage):
+    from adamtune.search.launch import search
+    from adamtune.storage.claims import claim
+
+    with pytest.raises(ConfigError, match="--workers 2 cannot be one"):
+        search(settings(storage), workers=2)
+    # a second process started on the same new study finds the population claimed
+    study = optuna.create_study(study_name="p", storage=storage, direction="maximize")
+    study.set_user_attr("task", "digits-mlp")
+    assert claim(study, "population")
+    with pytest.raises(StudyError, match="another process trains the population of study 'p'"):
+        run_search(settings(storage, baseline=False))
+
+
+@pytest.mark.slow
+def test_mlflow_holds_every_members_values_per_step_the_plot_and_the_lineage(storage, tmp_path):
+    import json
+
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study = run_search(settings(storage, tracking_uri=uri, population=4, epochs=3))
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("p")
+    found = client.search_runs([experiment.experiment_id])
+    parent = next(r for r in found if "mlflow.parentRunId" not in r.data.tags)
+    paths = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert "plots/population_lr.png" in paths
+    path = client.download_artifacts(parent.info.run_id, "population/lineage.json")
+    lineage = json.loads(Path(path).read_text())
+    assert set(lineage) == {str(t.number) for t in study.trials}
+    member = study.trials[-1]
+    run = next(r for r in found if r.data.tags.get("adamtune.trial_number") == str(member.number))
+    steps = member.user_attrs["total_steps"]
+    for name in ("lr", "beta1", "beta2", "eps", "weight_decay"):
+        assert len(client.get_metric_history(run.info.run_id, name)) == steps, name

@@ -72,3 +72,24 @@ def test_importances_need_no_scikit_learn_forests():
     root = Path(__file__).parents[2]  # where `tests` imports from
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_population_gets_its_members_learning_rates_coloured_by_their_metric():
+    from adamtune.tracking.plots import population_lrs
+
+    late = {**CONFIG, "lr": 0.5}
+    trajectory = [{"step": 0, "config": CONFIG}, {"step": 20, "config": late}]
+
+    def member(trial: optuna.Trial) -> float:
+        trial.set_user_attr("config", CONFIG)
+        trial.set_user_attr("total_steps", 50)
+        trial.set_user_attr("trajectory", trajectory)
+        return float(trial.number)
+
+    study = optuna.create_study(direction="maximize")
+    study.optimize(member, n_trials=3)
+    figures = study_figures(study, "val_accuracy")
+    lines = figures["plots/population_lr.png"].axes[0].get_lines()
+    assert len(lines) == 3 and len({line.get_color() for line in lines}) == 3
+    rates = population_lrs(trajectory, 50)
+    assert rates[19] < 0.01 < rates[20]  # the member's own switch at step 20

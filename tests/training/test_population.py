@@ -159,20 +159,6 @@ def test_anchors_are_never_exploited_and_the_rest_copy_the_top():
     assert {e.source for r in copied for e in r.member.lineage} <= set(range(8))
 
 
-def _ancestry_rates(results, member, total):
-    """The LR every step of ``member``'s final weights saw, walked back through the logs of
-    the members it copied."""
-    rates = [None] * total
-    owner, end = member, total
-    while True:
-        exploits = [e for e in results[owner].member.lineage if e.step < end]
-        start = exploits[-1].step if exploits else 0
-        rates[start:end] = results[owner].result.learning_rates[start:end]
-        if not exploits:
-            return rates
-        owner, end = exploits[-1].source, start
-
-
 def test_the_records_reconstruct_each_members_values_and_its_weights_schedule():
     task = resolve_task("digits-mlp")
     configs = [AdamConfig(lr=lr) for lr in (1e-5, 2e-5, 3e-3, 5e-3, 1e-2, 3e-5, 4e-5, 2e-3)]
@@ -180,15 +166,14 @@ def test_the_records_reconstruct_each_members_values_and_its_weights_schedule():
     total = results[0].result.log.total_steps
     for index, done in enumerate(results):
         member, log = done.member, done.result.log
-        # its trajectory is what it trained with, step by step
-        phased = AdamConfig(**{**member.trajectory[0][1].__dict__})
+        # its trajectory is what it trained with, step by step, from its sampled values
+        assert member.trajectory[0][1] == configs[index]
         own = [c.lr * m for c, m in _each_step(member.trajectory, total)]
         assert own == log.learning_rates
         # its schedule is what its weights trained with, through whom it copied
-        assert learning_rates(member.schedule_config(total), total) == _ancestry_rates(
-            results, index, total
+        assert learning_rates(member.schedule_config(total), total) == _ancestry(
+            results, index, total, "learning_rates"
         )
-        assert phased.lr == configs[index].lr
 
 
 def _each_step(trajectory, total):
@@ -248,3 +233,35 @@ def test_a_population_needs_a_task_that_stacks():
     )
     with pytest.raises(ValueError, match="cannot be stacked: it is a training loop"):
         _population(loop, CONFIGS)
+
+
+def _ancestry(results, member, total, series):
+    """``series`` (a log's per-step list) of every step of ``member``'s final weights, walked
+    back through the members it copied."""
+    out = [None] * total
+    owner, end = member, total
+    while True:
+        exploits = [e for e in results[owner].member.lineage if e.step < end]
+        start = exploits[-1].step if exploits else 0
+        out[start:end] = getattr(results[owner].result.log, series)[start:end]
+        if not exploits:
+            return out
+        owner, end = exploits[-1].source, start
+
+
+def test_a_replay_under_the_populations_seed_retraces_the_winners_weights():
+    """Members share the seed (initial weights, batch order, dropout noise), so the ancestry's
+    schedule replayed alone from scratch takes the steps the winner's weights took: the
+    distance between a replay and the member is the seed's, not the inheritance's."""
+    task = resolve_task("digits-mlp")
+    configs = [AdamConfig(lr=lr) for lr in (1e-5, 3e-3, 1e-2, 2e-3)]
+    results = _population(task, configs, rules=Rules(interval=1, quantile=0.25))
+    index = max(range(len(results)), key=lambda i: results[i].result.value)
+    winner = results[index]
+    total = winner.result.log.total_steps
+    assert winner.member.schedule_config(total).phases
+    replay = train(task, winner.member.schedule_config(total), seed=0, epochs=4)
+    torch.testing.assert_close(
+        replay.train_losses, _ancestry(results, index, total, "train_losses"), rtol=1e-4, atol=1e-5
+    )
+    assert replay.value == pytest.approx(winner.result.value, abs=1e-3)
