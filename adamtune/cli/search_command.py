@@ -40,6 +40,12 @@ def search(**options: Any) -> None:
         space.for_grid()  # a plain range is refused here, before anything starts
     tracking_uri = None if options["no_tracking"] else resolve_tracking_uri(options["tracking_uri"])
     settings = settings_from(options, tracking_uri)
+    if settings.strategy == "pbt" and options["n_trials"] is not None:
+        click.echo(
+            f"Warning: --n-trials {options['n_trials']} does not apply to --strategy pbt: a "
+            "population is one run of its members; --population N sets how many.",
+            err=True,
+        )
     if tracking_uri:
         check_tracking_uri(tracking_uri, settings.storage)
     workers = options["workers"]

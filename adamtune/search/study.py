@@ -136,6 +136,11 @@ def open_or_create(
                 ("precision", settings.precision),
             ):
                 study.set_user_attr(key, value)
+        if study.user_attrs.get("strategy") == "pbt" and settings.strategy != "pbt":
+            raise StudyError(
+                f"{where}: holds a population (--strategy pbt), which a search cannot add "
+                "trials to; give a new --study-name"
+            )
         stored = study.user_attrs.get("precision", "fp32")  # studies from before --precision
         if stored != settings.precision:
             raise StudyError(

@@ -67,10 +67,12 @@ def test_members_are_trials_with_their_lineage_trajectory_and_schedule(storage):
         assert bool(schedule.phases) == bool(t.user_attrs["lineage"])
 
 
-def test_a_population_is_not_resumed_and_says_so(storage):
+def test_a_population_is_not_resumed_nor_searched_on_and_says_so(storage):
     run_search(settings(storage, population=4, epochs=2))
     with pytest.raises(StudyError, match="already holds 4 trials .* cannot be resumed"):
         run_search(settings(storage, population=4, epochs=2))
+    with pytest.raises(StudyError, match="holds a population .* a search cannot add trials"):
+        run_search(settings(storage, strategy="search"))
 
 
 @pytest.mark.parametrize(
@@ -242,3 +244,13 @@ def test_mlflow_holds_every_members_values_per_step_the_plot_and_the_lineage(sto
     steps = member.user_attrs["total_steps"]
     for name in ("lr", "beta1", "beta2", "eps", "weight_decay"):
         assert len(client.get_metric_history(run.info.run_id, name)) == steps, name
+
+
+def test_the_command_says_that_n_trials_does_not_apply(in_tmp):
+    args = ["search", "--task", "digits-mlp", "--strategy", "pbt", "--population", "4"]
+    args += ["--epochs", "2", "--no-tracking", "--n-trials", "50"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "Warning: --n-trials 50 does not apply to --strategy pbt" in result.output
+    study = optuna.load_study(study_name="digits-mlp-default", storage="sqlite:///adamtune.db")
+    assert len(study.trials) == 4
