@@ -206,3 +206,21 @@ def _int_or_none(value: Any) -> int | None:
 def load_config(study_name: str, storage: str, trial: int | None = None) -> AdamConfig:
     """The AdamConfig of a study's best trial (or of trial ``trial``)."""
     return load_trial(study_name, storage, trial).config
+
+
+def population_candidates(study: optuna.Study, baseline_attr: str) -> list[tuple[FrozenTrial, str]]:
+    """A population's winner (its schedule) and its best fixed configuration (the best member
+    that never copied, the baseline's trial, marked by ``baseline_attr``, aside), best first."""
+    ranked = [
+        t
+        for t in best_first(study.get_trials(deepcopy=False), maximizes(study))
+        if baseline_attr not in t.user_attrs and trial_config(t)
+    ]
+    if not ranked:
+        return []
+    chosen = [(ranked[0], "schedule" if trial_config(ranked[0]).get("phases") else "fixed")]
+    if chosen[0][1] == "schedule":
+        fixed = next((t for t in ranked if not trial_config(t).get("phases")), None)
+        if fixed is not None:
+            chosen.append((fixed, "fixed"))
+    return chosen

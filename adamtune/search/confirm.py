@@ -26,7 +26,7 @@ from adamtune.config.adam import AdamConfig
 from adamtune.config.settings import SEED_LIMIT, SearchSettings
 from adamtune.results.gain import Confirmation, mean_sd, study_baseline, study_confirmation
 from adamtune.results.report import config_rows
-from adamtune.results.studies import best_first, maximizes, trial_config
+from adamtune.results.studies import best_first, maximizes, population_candidates, trial_config
 from adamtune.space.baseline import TRIAL_ATTR
 from adamtune.storage.claims import claim
 from adamtune.storage.optuna_private import heartbeat_enabled
@@ -366,24 +366,6 @@ def confirm_finished_study(
     )
 
 
-def population_candidates(study: optuna.Study) -> list[tuple[FrozenTrial, str]]:
-    """A population's winner (its schedule) and its best fixed configuration (the best member
-    that never copied, the baseline aside), best first."""
-    ranked = [
-        t
-        for t in best_first(study.get_trials(deepcopy=False), maximizes(study))
-        if TRIAL_ATTR not in t.user_attrs and trial_config(t)
-    ]
-    if not ranked:
-        return []
-    chosen = [(ranked[0], "schedule" if trial_config(ranked[0]).get("phases") else "fixed")]
-    if chosen[0][1] == "schedule":
-        fixed = next((t for t in ranked if not trial_config(t).get("phases")), None)
-        if fixed is not None:
-            chosen.append((fixed, "fixed"))
-    return chosen
-
-
 def _confirm_population(
     study: optuna.Study,
     runner: Runner,
@@ -394,7 +376,7 @@ def _confirm_population(
 ) -> None:
     """Replay the population's winner from scratch (its exported schedule, as a user runs it)
     beside its best fixed configuration and the baseline, under K further seeds."""
-    chosen = population_candidates(study)
+    chosen = population_candidates(study, TRIAL_ATTR)
     seeds = settings.confirm
     what = f"the schedule of trial {chosen[0][0].number}"
     if chosen[0][1] == "fixed":
