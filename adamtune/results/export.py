@@ -93,7 +93,7 @@ def render(trial: ExportedTrial, fmt: str = "torch") -> str:
         from adamtune.results.export_phases import render_phases
 
         what = {"hf": "transformers' Trainer", "lightning": "a LightningModule"}.get(fmt, fmt)
-        text = render_phases(trial, fmt, _header(trial, f"Adam schedule for {what}"))
+        text = render_phases(trial.config, fmt, _header(trial, f"Adam schedule for {what}"))
     else:
         text = renderers[fmt](trial)
     if trial.values and fmt not in ("yaml", "json"):

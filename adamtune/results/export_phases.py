@@ -12,12 +12,7 @@ config's dict holds its phases).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from adamtune.config.adam import AdamConfig
-
-if TYPE_CHECKING:
-    from adamtune.results.export import ExportedTrial
 
 USE = [
     "# A schedule found by a population (--strategy pbt): Adam's values change as training goes,",
@@ -167,12 +162,11 @@ def _use(config: AdamConfig) -> list[str]:
     ]
 
 
-def render_phases(trial: ExportedTrial, fmt: str, header: list[str]) -> str:
-    """The export of a trial whose configuration has phases, in ``fmt`` (torch, adamtune, hf
-    or lightning), below ``header``."""
-    config = trial.config
+def render_phases(config: AdamConfig, fmt: str, header: list[str]) -> str:
+    """The export of a configuration with phases, in ``fmt`` (torch, adamtune, hf or
+    lightning), below ``header``."""
     if fmt == "adamtune":
-        return _adamtune(trial, header)
+        return _adamtune(config, header)
     if fmt == "torch":
         lines = [*header, *USE, *_use(config), "", *_core(config)]
     elif fmt == "hf":
@@ -236,10 +230,10 @@ def _lightning(config: AdamConfig) -> list[str]:
     ]
 
 
-def _adamtune(trial: ExportedTrial, header: list[str]) -> str:
+def _adamtune(config: AdamConfig, header: list[str]) -> str:
     import json
 
-    data = json.dumps(trial.config.to_dict(), indent=4)
+    data = json.dumps(config.to_dict(), indent=4)
     lines = [
         *header,
         *USE,
@@ -247,7 +241,7 @@ def _adamtune(trial: ExportedTrial, header: list[str]) -> str:
         "#      scheduler = build_scheduler(optimizer, total_steps)",
         *(
             ["#      loss.backward(); clip_gradients(model.parameters(), scheduler)"]
-            if _clips(trial.config)
+            if _clips(config)
             else []
         ),
         "#      ... optimizer.step(); scheduler.step()  # every step",
@@ -267,7 +261,7 @@ def _adamtune(trial: ExportedTrial, header: list[str]) -> str:
         "def build_scheduler(optimizer, total_steps: int):",
         "    return _build_scheduler(optimizer, CONFIG, total_steps)",
     ]
-    if _clips(trial.config):
+    if _clips(config):
         lines += [
             "",
             "",
