@@ -86,7 +86,8 @@ def run_population(
     study.set_user_attr(STRATEGY_ATTR, "pbt")
     deadline = time.monotonic() + timeout if timeout is not None else None
     members: list[tuple[optuna.Trial, AdamConfig]] = []
-    heartbeats: dict[int, Any] = {}
+    asked: dict[int, optuna.Trial] = {}  # every trial asked, sampled or not
+    heartbeats: dict[int, Any] = {}  # of the trials not told yet
 
     def finish(trial: optuna.Trial, outcome: TrialOutcome, log: TrainingLog, **extra: Any) -> None:
         heartbeat = heartbeats.pop(trial.number, None)
@@ -102,7 +103,7 @@ def run_population(
 
     try:
         with optimize_loop(study):
-            _ask(study, objective, size, members, heartbeats, finish)
+            _ask(study, objective, size, members, asked, heartbeats, finish)
             if not members:
                 return
             ended = lambda: (  # noqa: E731
@@ -112,12 +113,12 @@ def run_population(
             )
             _train(study, objective, members, rules, ended, finish)
     except KeyboardInterrupt:
-        for trial, _ in members:
+        for trial in asked.values():
             if trial.number in heartbeats:
                 finish(trial, INTERRUPTED, TrainingLog())
         raise
     except Exception as exc:  # the storage failed: fail what runs, as far as it takes it
-        for trial, _ in members:
+        for trial in asked.values():
             if trial.number in heartbeats:
                 heartbeats.pop(trial.number).join()
                 with contextlib.suppress(Exception):
@@ -135,6 +136,7 @@ def _ask(
     objective: Objective,
     size: int,
     members: list[tuple[optuna.Trial, AdamConfig]],
+    asked: dict[int, optuna.Trial],
     heartbeats: dict[int, Any],
     finish: Callable[..., None],
 ) -> None:
@@ -144,6 +146,7 @@ def _ask(
         with warnings.catch_warnings():  # heartbeats are sent below, as optimize sends them
             warnings.simplefilter("ignore", UserWarning)
             trial = study.ask()
+        asked[trial.number] = trial
         heartbeats[trial.number] = heartbeat_thread(study, trial)
         heartbeats[trial.number].start()
         objective.tracker.start_trial(trial.number)

@@ -254,3 +254,22 @@ def test_the_command_says_that_n_trials_does_not_apply(in_tmp):
     assert "Warning: --n-trials 50 does not apply to --strategy pbt" in result.output
     study = optuna.load_study(study_name="digits-mlp-default", storage="sqlite:///adamtune.db")
     assert len(study.trials) == 4
+
+
+def test_an_interrupt_while_members_are_asked_leaves_none_running(storage, monkeypatch):
+    from adamtune.search.objective import Objective
+
+    real = Objective.begin
+    calls = []
+
+    def begin(self, trial):
+        calls.append(trial.number)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, trial)
+
+    monkeypatch.setattr(Objective, "begin", begin)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(settings(storage))
+    study = optuna.load_study(study_name="p", storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
