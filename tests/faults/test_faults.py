@@ -359,8 +359,11 @@ def test_sigterm_to_a_workers_search_stops_every_worker_cleanly(slow_task, in_tm
     assert "Traceback" not in err
     study = optuna.load_study(study_name=name, storage=storage)
     assert study.trials and all(t.state != TrialState.RUNNING for t in study.trials)
-    assert {t.user_attrs.get("fail_reason") for t in study.trials} == {
-        "interrupted (Ctrl-C or SIGTERM)"
+    # A trial that finished before the signal (a worker that started late) is kept as it is.
+    stopped = [t for t in study.trials if t.state != TrialState.COMPLETE]
+    assert stopped
+    assert {(t.state, t.user_attrs.get("fail_reason")) for t in stopped} == {
+        (TrialState.FAIL, "interrupted (Ctrl-C or SIGTERM)")
     }
 
 
