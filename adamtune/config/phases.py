@@ -10,7 +10,9 @@ step, the multiplier of a run of ``total_steps`` (adamtune.config.schedules).
 
 from __future__ import annotations
 
-from adamtune.config.adam import AdamConfig
+from dataclasses import replace
+
+from adamtune.config.adam import AdamConfig, Phase
 from adamtune.config.schedules import multiplier
 
 # What a phase may change, beside the LR, as the optimizer's param group names them
@@ -41,6 +43,23 @@ def learning_rates(config: AdamConfig, total_steps: int) -> list[float]:
             values.lr * multiplier(values.schedule, step, total_steps) for step in range(start, end)
         ]
     return rates
+
+
+def from_segments(segments: list[tuple[int, AdamConfig]], total_steps: int) -> AdamConfig:
+    """(first step, values) segments, the first at step 0, as one configuration whose phases
+    start at those steps of a run of ``total_steps`` (and at the same fractions of another)."""
+    (_, first), *rest = segments
+    phases = tuple(Phase(step / total_steps, values) for step, values in rest if step > 0)
+    return replace(first.fixed, phases=phases)
+
+
+def each_step(config: AdamConfig, total_steps: int) -> list[AdamConfig]:
+    """The values in force at every step 0..total_steps-1."""
+    starts = phase_starts(config, total_steps)
+    ends = [step for step, _ in starts[1:]] + [total_steps]
+    return [
+        values for (start, values), end in zip(starts, ends, strict=True) for _ in range(start, end)
+    ]
 
 
 def values_at(config: AdamConfig, step: int, total_steps: int) -> AdamConfig:

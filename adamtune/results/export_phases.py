@@ -231,27 +231,23 @@ def _lightning(config: AdamConfig) -> list[str]:
 
 
 def _adamtune(config: AdamConfig, header: list[str]) -> str:
-    import json
+    from pprint import pformat
 
-    data = json.dumps(config.to_dict(), indent=4)
+    data = pformat(config.to_dict(), width=92, sort_dicts=False)  # a Python literal
     lines = [
         *header,
         *USE,
-        "# Use: optimizer = build_optimizer(model.parameters())",
-        "#      scheduler = build_scheduler(optimizer, total_steps)",
-        *(
-            ["#      loss.backward(); clip_gradients(model.parameters(), scheduler)"]
-            if _clips(config)
-            else []
-        ),
-        "#      ... optimizer.step(); scheduler.step()  # every step",
+        *_use(config),
         "# or replay it whole: adamtune.train(task, CONFIG)",
         "",
+        *(["import torch", ""] if _clips(config) else []),
         "from adamtune import AdamConfig",
         "from adamtune import build_optimizer as _build_optimizer",
         "from adamtune import build_scheduler as _build_scheduler",
         "",
-        f"CONFIG = AdamConfig.from_dict({_python_literal(data)})",
+        "CONFIG = AdamConfig.from_dict(",
+        *(f"    {line}" for line in data.splitlines()),
+        ")",
         "",
         "",
         "def build_optimizer(params):",
@@ -262,20 +258,5 @@ def _adamtune(config: AdamConfig, header: list[str]) -> str:
         "    return _build_scheduler(optimizer, CONFIG, total_steps)",
     ]
     if _clips(config):
-        lines += [
-            "",
-            "",
-            "def clip_gradients(params, scheduler):",
-            '    """After loss.backward(): the phase in force clips (where it does)."""',
-            "    if scheduler.max_grad_norm is not None:",
-            "        import torch",
-            "",
-            "        torch.nn.utils.clip_grad_norm_(params, scheduler.max_grad_norm)",
-        ]
+        lines += CLIP.splitlines()
     return "\n".join(lines) + "\n"
-
-
-def _python_literal(json_text: str) -> str:
-    """JSON as a Python literal: null, true and false spelled as Python spells them (the
-    values are numbers and adamtune's own names, never user text)."""
-    return json_text.replace("null", "None").replace("true", "True").replace("false", "False")

@@ -116,11 +116,15 @@ def confirm_study(
     chosen_trials = [t for t, _ in chosen]
     if not chosen_trials:
         return None
-    return _confirm(study, chosen_trials, roles, runner, k, top, seed, tracker, on_run, say)
+    return _confirm(
+        study, trials, maximize, chosen_trials, roles, runner, k, top, seed, tracker, on_run, say
+    )
 
 
 def _confirm(
     study: optuna.Study,
+    trials: list[FrozenTrial],
+    maximize: bool,
     chosen: list[FrozenTrial],
     roles: list[str],
     runner: Runner,
@@ -131,9 +135,8 @@ def _confirm(
     on_run: RunProgress | None,
     say: Callable[[str], None],
 ) -> Confirmation | None:
-    """Retrain ``chosen`` (and the baseline) under ``k`` seeds; see confirm_study."""
-    trials = study.get_trials(deepcopy=False)
-    maximize = maximizes(study)
+    """Retrain ``chosen`` (and the baseline) under ``k`` seeds; see confirm_study. ``trials``:
+    the study's, as read once there."""
     configs = [AdamConfig.from_dict(trial_config(t), source=f"trial {t.number}") for t in chosen]
     labels: list[tuple[str, int | None, float | None]] = [
         (f"trial {t.number}", t.number, t.value) for t in chosen

@@ -15,6 +15,7 @@ writes). ``anchor`` marks the members never exploited.
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import time
 import warnings
@@ -25,6 +26,7 @@ import optuna
 from optuna.trial import TrialState
 
 from adamtune.config.adam import AdamConfig
+from adamtune.config.phases import each_step, from_segments
 from adamtune.errors import StudyError, describe
 from adamtune.search.objective import INTERRUPTED, Objective, TrialOutcome
 from adamtune.space.baseline import TRIAL_ATTR
@@ -89,12 +91,18 @@ def run_population(
     asked: dict[int, optuna.Trial] = {}  # every trial asked, sampled or not
     heartbeats: dict[int, Any] = {}  # of the trials not told yet
 
-    def finish(trial: optuna.Trial, outcome: TrialOutcome, log: TrainingLog, **extra: Any) -> None:
+    def finish(
+        trial: optuna.Trial,
+        outcome: TrialOutcome,
+        log: TrainingLog,
+        config: AdamConfig | None = None,
+        hyperparameters: dict[str, list[float]] | None = None,
+    ) -> None:
         heartbeat = heartbeats.pop(trial.number, None)
         if heartbeat is not None:
             heartbeat.join()
         try:
-            objective.record(trial, outcome, extra.pop("config", None), log, **extra)
+            objective.record(trial, outcome, config, log, hyperparameters=hyperparameters)
         finally:
             if outcome.state == "COMPLETE":
                 study.tell(trial, outcome.value)
@@ -254,31 +262,23 @@ def _record(
         objective.outcome(result),
         log,
         config=first,
-        hyperparameters=per_step(member.member.trajectory, len(log.learning_rates)),
+        hyperparameters=per_step(member.member.trajectory, total, len(log.learning_rates)),
     )
 
 
-def per_step(trajectory: list[tuple[int, AdamConfig]], steps: int) -> dict[str, list[float]]:
-    """beta1, beta2, eps and weight_decay at every step, from a member's trajectory."""
-    out: dict[str, list[float]] = {name: [] for name in PER_STEP}
-    bounds = [step for step, _ in trajectory[1:]] + [steps]
-    for (start, values), end in zip(trajectory, bounds, strict=True):
-        for name in PER_STEP:
-            out[name] += [float(getattr(values, name))] * max(0, min(end, steps) - start)
-    return out
+def per_step(
+    trajectory: list[tuple[int, AdamConfig]], total_steps: int, taken: int
+) -> dict[str, list[float]]:
+    """beta1, beta2, eps and weight_decay at each of the ``taken`` steps, from a member's
+    trajectory."""
+    every = each_step(from_segments(trajectory, total_steps), total_steps)[:taken]
+    return {name: [float(getattr(values, name)) for values in every] for name in PER_STEP}
 
 
 def trajectory_values(trajectory: list[dict[str, Any]], steps: int) -> list[AdamConfig]:
     """A member's values at every step, from its ``trajectory`` user attribute."""
-    parsed = [(item["step"], AdamConfig.from_dict(item["config"])) for item in trajectory]
-    out = []
-    for step in range(steps):
-        current = parsed[0][1]
-        for start, values in parsed:
-            if start <= step:
-                current = values
-        out.append(current)
-    return out
+    segments = [(item["step"], AdamConfig.from_dict(item["config"])) for item in trajectory]
+    return each_step(from_segments(segments, steps), steps)
 
 
 def _frozen(study: optuna.Study, trials: list[optuna.Trial]) -> list[Any]:
@@ -287,4 +287,4 @@ def _frozen(study: optuna.Study, trials: list[optuna.Trial]) -> list[Any]:
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and value == value and abs(value) != float("inf")
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -4,14 +4,13 @@ safe to call from a background thread."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from adamtune.config.adam import AdamConfig
-from adamtune.config.phases import learning_rates
+from adamtune.config.phases import from_segments, learning_rates
 from adamtune.results.studies import best_first, trial_config
 
 TOP = 5
@@ -151,16 +150,8 @@ def _population(members: list[FrozenTrial], maximize: bool) -> Any:
 
 def population_lrs(trajectory: list[dict[str, Any]], steps: int) -> list[float]:
     """A member's own LR at every step, from its ``trajectory`` user attribute."""
-    from adamtune.config.adam import Phase
-
-    (first, *rest) = trajectory
-    config = AdamConfig.from_dict(first["config"])
-    phases = tuple(
-        Phase(item["step"] / steps, AdamConfig.from_dict(item["config"]))
-        for item in rest
-        if 0 < item["step"] < steps
-    )
-    return learning_rates(replace(config, phases=phases), steps)
+    segments = [(item["step"], AdamConfig.from_dict(item["config"])) for item in trajectory]
+    return learning_rates(from_segments(segments, steps), steps)
 
 
 def _grad_norms(top: list[FrozenTrial], norms: dict[int, list[float]]) -> Any:

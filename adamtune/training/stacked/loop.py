@@ -51,7 +51,7 @@ from adamtune.training.single import (
 from adamtune.training.stacked.evaluation import Splits
 from adamtune.training.stacked.feed import Feed
 from adamtune.training.stacked.layers import row_keys
-from adamtune.training.stacked.model import StackedModel, why_not_stackable
+from adamtune.training.stacked.model import StackedModel, refuse_unstackable
 from adamtune.training.stacked.rows import (
     Row,
     check_uniform,
@@ -155,11 +155,7 @@ def train_stack(
     ``overlap``: work run beside each epoch's training (see Overlap)."""
     device = torch.device(device) if isinstance(device, str) else device
     prec = run_precision(precision, device)
-    if prec.scaler is not None:
-        raise ValueError("fp16 trials cannot be stacked: their loss scaler is one model's")
-    reason = None if checked else why_not_stackable(task)
-    if reason:
-        raise ValueError(f"task {task.name!r} cannot be stacked: {reason}")
+    refuse_unstackable(task, prec, checked, "trials")
     epochs = epochs or task.epochs
     total_steps = planned_steps(task, epochs)
     feed = Feed(task, device, prec)

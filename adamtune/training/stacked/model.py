@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from adamtune.tasks.base import Task, is_tensor_pair
-from adamtune.training.precision import as_float
+from adamtune.training.precision import Precision, as_float
 from adamtune.training.stacked.layers import per_row, row_noise, why_not_layer
 
 # A row's training loss: (model, batch) -> scalar (the task's compute_loss, or its loss)
@@ -42,6 +42,17 @@ def why_not_stackable(task: Task) -> str | None:
         raise
     except BaseException as exc:  # noqa: BLE001  (user code: build_model, forward, loss)
         return f"trying a stacked step raised {_first_line(exc)}"
+
+
+def refuse_unstackable(task: Task, prec: Precision, checked: bool, what: str) -> None:
+    """Raise ValueError, in one line, where ``task``'s ``what`` (trials, members) cannot
+    train as one stack: fp16's loss scaler is one model's; ``checked``: why_not_stackable
+    has answered already."""
+    if prec.scaler is not None:
+        raise ValueError(f"fp16 {what} cannot be stacked: their loss scaler is one model's")
+    reason = None if checked else why_not_stackable(task)
+    if reason:
+        raise ValueError(f"task {task.name!r} cannot be stacked: {reason}")
 
 
 def _why_not_stackable(task: Task) -> str | None:

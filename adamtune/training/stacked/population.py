@@ -27,12 +27,12 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 
-from adamtune.config.adam import AdamConfig, Phase
-from adamtune.config.phases import learning_rates
+from adamtune.config.adam import AdamConfig
+from adamtune.config.phases import from_segments, learning_rates
 from adamtune.errors import DivergedError, describe
 from adamtune.tasks.base import Task
 from adamtune.training.readback import read_back
@@ -47,7 +47,7 @@ from adamtune.training.single import (
 from adamtune.training.stacked.evaluation import Splits
 from adamtune.training.stacked.feed import Feed
 from adamtune.training.stacked.loop import train_epoch
-from adamtune.training.stacked.model import StackedModel, why_not_stackable
+from adamtune.training.stacked.model import StackedModel, refuse_unstackable
 from adamtune.training.stacked.rows import Row, check_uniform, join_rows, row_norms, set_columns
 
 Explore = Callable[[AdamConfig], AdamConfig]  # a copied member's new values, inside the space
@@ -96,9 +96,7 @@ class Member:
 
     def schedule_config(self, total_steps: int) -> AdamConfig:
         """The schedule its weights trained with, as a configuration that replays it."""
-        (_, first), *rest = self.schedule
-        phases = tuple(Phase(step / total_steps, values) for step, values in rest)
-        return replace(first, phases=phases)
+        return from_segments(self.schedule, total_steps)
 
 
 @dataclass
@@ -130,11 +128,7 @@ def train_population(
     check_uniform(configs)
     device = torch.device(device) if isinstance(device, str) else device
     prec = run_precision(precision, device)
-    if prec.scaler is not None:
-        raise ValueError("fp16 members cannot be stacked: their loss scaler is one model's")
-    reason = None if checked else why_not_stackable(task)
-    if reason:
-        raise ValueError(f"task {task.name!r} cannot be stacked: {reason}")
+    refuse_unstackable(task, prec, checked, "members")
     rng = rng or random.Random(seed)
     epochs = epochs or task.epochs
     total_steps = planned_steps(task, epochs)
