@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)(.*)$", re.DOTALL)
@@ -54,6 +55,39 @@ def scrub(text: str, urls: list[str]) -> str:
         for secret in secrets_of(url):
             text = text.replace(secret, "***")
     return text
+
+
+def secrets_in(urls: list[str]) -> list[str]:
+    """Every password in ``urls``, longest first (so a secret holding another goes whole)."""
+    found = {secret for url in urls if url for secret in secrets_of(url)}
+    return sorted(found, key=len, reverse=True)
+
+
+class ScrubbedStream:
+    """A text stream that writes through ``stream`` with every secret in ``secrets`` (a list
+    the owner may add to later) replaced by ``***``: whatever a library prints, a warning, a
+    traceback or our own line, no password reaches the terminal or a log file."""
+
+    def __init__(self, stream: Any, secrets: list[str]) -> None:
+        self.stream = stream
+        self.secrets = secrets
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):  # click tells text from binary streams by this
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        self.stream.write(text)
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "buffer":  # bytes written there would bypass the scrubbing
+            raise AttributeError(name)
+        return getattr(self.stream, name)
 
 
 def unencoded_userinfo(url: str) -> bool:

@@ -12,11 +12,12 @@ import contextlib
 import errno
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
 
-from adamtune._util.urls import redact, scrub
+from adamtune._util.urls import ScrubbedStream, redact, scrub, secrets_in
 from adamtune.cli.options import env_option, resolve_tracking_uri, storage_option
 from adamtune.cli.search_command import search
 from adamtune.config.settings import FORMATS
@@ -32,6 +33,10 @@ class AdamtuneGroup(click.Group):
     def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         kwargs["standalone_mode"] = False
         argv = list(sys.argv[1:] if args is None else args)
+        with scrubbed_output(argv):
+            self._run(argv, *rest, **kwargs)
+
+    def _run(self, argv: list[str], *rest: Any, **kwargs: Any) -> None:
         try:
             code = super().main(argv, *rest, **kwargs)
         except click.ClickException as exc:
@@ -54,6 +59,28 @@ class AdamtuneGroup(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+def given_urls(argv: list[str]) -> list[str]:
+    """Every URL the user gave this process: on the command line, or in the environment."""
+    urls = [a.split("=", 1)[1] if a.startswith("-") else a for a in argv if "://" in a]
+    return urls + [os.environ[name] for name in SECRET_ENV if os.environ.get(name)]
+
+
+@contextlib.contextmanager
+def scrubbed_output(argv: list[str]) -> Iterator[None]:
+    """stdout and stderr with every password of every URL the user gave scrubbed, for the whole
+    command: our lines, library warnings and tracebacks alike."""
+    secrets = secrets_in(given_urls(argv))
+    if not secrets:
+        yield
+        return
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = ScrubbedStream(out, secrets), ScrubbedStream(err, secrets)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
 def _unwritable_output(exc: BaseException) -> bool:
     """Writing stdout or stderr failed (a full disk, a closed pipe): no file of ours is named."""
     return (
@@ -65,8 +92,7 @@ def _unwritable_output(exc: BaseException) -> bool:
 
 def _fail(message: str, code: int, argv: list[str]) -> None:
     """One line on stderr: the message with every password the user gave us scrubbed."""
-    urls = [a for a in argv if "://" in a] + [os.environ.get(name, "") for name in SECRET_ENV]
-    click.echo(f"Error: {one_line(scrub(message, [u for u in urls if u]))}", err=True)
+    click.echo(f"Error: {one_line(scrub(message, given_urls(argv)))}", err=True)
     sys.exit(code)
 
 
@@ -192,7 +218,7 @@ def tasks() -> None:
     "-o",
     "--output",
     default=None,
-    help="Write to this file instead of standard output.",
+    help="Write to this file (or into this directory) instead of standard output.",
 )
 @click.option(
     "--force",
@@ -203,7 +229,7 @@ def export(
     study_name: str, storage: str, trial: int | None, fmt: str, output: str | None, force: bool
 ) -> None:
     """Export the best trial's configuration (or trial N's) as code for your training script."""
-    from adamtune.results.export import render, write_export
+    from adamtune.results.export import export_path, render, write_export
     from adamtune.results.studies import load_trial
     from adamtune.tracking.base import default_tracking_uri
 
@@ -212,6 +238,7 @@ def export(
     if output is None:
         click.echo(text, nl=False)
     else:
+        output = export_path(output, chosen.study_name, chosen.trial_number, fmt)
         write_export(text, output, force=force, protected=[storage, default_tracking_uri()])
         click.echo(f"Wrote {output}", err=True)
     if chosen.chosen.startswith("the confirmed winner"):

@@ -135,9 +135,9 @@ SEARCH_OPTIONS: tuple[SearchOption, ...] = (
         "--n-trials",
         "n_trials",
         "New trials to run in this invocation (the first of a new study is the baseline, "
-        f"where it lies in the space).  [default: {DEFAULT_N_TRIALS}; the rest of the grid "
-        "with --sampler grid]",
-        type=click.IntRange(min=1),
+        "where it lies in the space); 0 runs none and confirms the study as it stands.  "
+        f"[default: {DEFAULT_N_TRIALS}; the rest of the grid with --sampler grid]",
+        type=click.IntRange(min=0),
         default=None,  # unset: SearchSettings' 20, or the rest of the grid (settings_from)
     ),
     SearchOption(

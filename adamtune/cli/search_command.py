@@ -59,12 +59,23 @@ def search(**options: Any) -> None:
             study, task = _search(settings, space, workers, tracker)
         finally:
             tracker.close()
-    if not any(t.value is not None for t in study.trials):
-        raise click.ClickException("no trial completed; see the reasons above")
+    ended = without_a_completed_trial(study)
+    if ended is not None:
+        message, code = ended
+        if code:
+            raise click.ClickException(message)
+        click.echo(message, err=True)
+        return
     from adamtune.results.report import best_trial_summary, gain_report
     from adamtune.results.studies import maximizes
 
     click.echo(best_trial_summary(study.study_name, study.best_trial, task.metric_name))
+    elsewhere = running_elsewhere(study)
+    if elsewhere:
+        click.echo(
+            f"(The study so far: {elsewhere} trial{'s' if elsewhere != 1 else ''} still running "
+            "in another process; the last process to finish prints the study's answer.)"
+        )
     gains = gain_report(study.user_attrs, study.best_trial, task.metric_name, maximizes(study))
     if gains:
         click.echo("\n" + gains)
@@ -73,6 +84,42 @@ def search(**options: Any) -> None:
             f"\nTrials logged to MLflow at {redact(tracking_uri)}, experiment "
             f"{settings.experiment or study.study_name!r}: `adamtune ui` to review."
         )
+
+
+def without_a_completed_trial(study: optuna.Study) -> tuple[str, int] | None:
+    """When the study has no COMPLETE trial: one line saying why, and the exit code (0 where
+    trials of other processes still run and may complete; 1 where none can). None otherwise."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state == TrialState.COMPLETE for t in trials):
+        return None
+    counts = {state: sum(t.state == state for t in trials) for state in TrialState}
+    named = ", ".join(
+        f"{n} {state.name.lower()}"
+        for state, n in counts.items()
+        if n and state not in (TrialState.COMPLETE, TrialState.RUNNING)
+    )
+    running = counts[TrialState.RUNNING]
+    if running:
+        return (
+            f"No trial of study {study.study_name!r} has completed yet ({named or 'none finished'}); "
+            f"{running} still running in other processes: the last process to finish prints "
+            "the answer, or `adamtune show` once they are done.",
+            0,
+        )
+    return (
+        f"no trial of study {study.study_name!r} completed ({named or 'none ran'}); the reasons "
+        "are above and in `adamtune show`",
+        1,
+    )
+
+
+def running_elsewhere(study: optuna.Study) -> int:
+    """Trials still RUNNING when this process is done: other processes' (its own are ended)."""
+    from optuna.trial import TrialState
+
+    return sum(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
 
 
 def _search(

@@ -74,7 +74,7 @@ def _choice(flag: str, value: Any, choices: tuple[str, ...]) -> None:
 def check_settings(s: Any) -> None:
     """Raise ConfigError naming the flag, the rule and the value of the first bad setting."""
     if s.n_trials is not None:
-        _check_int("--n-trials", s.n_trials, 1)
+        _check_int("--n-trials", s.n_trials, 0)
     if s.timeout is not None and (
         isinstance(s.timeout, bool)
         or not isinstance(s.timeout, (int, float))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -105,9 +106,6 @@ def _values_block(values: dict[str, Any]) -> str:
     """The trial's values of the user's own, as a literal beside the optimizer. Names and
     strings are written with ascii(), so they cannot inject code."""
 
-    def literal(value: Any) -> str:
-        return ascii(value) if isinstance(value, str) else repr(value)
-
     lines = [
         "",
         "",
@@ -115,13 +113,31 @@ def _values_block(values: dict[str, Any]) -> str:
         "# build your model and data with them, as the trial did.",
         "VALUES = {",
         *(
-            f"    {ascii(str(name))}: {literal(value)},"
+            f"    {ascii(str(name))}: {python_literal(value)},"
             for name, value in values.items()
             if value is None or isinstance(value, (bool, int, float, str))
         ),
         "}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def python_literal(value: None | bool | int | float | str) -> str:
+    """``value`` as Python source that evaluates back to it and can hold no code: strings with
+    ascii() (every newline and quote escaped), NaN and infinities as float('...') calls
+    (repr() would write the bare names nan and inf, which fail on import)."""
+    if isinstance(value, str):
+        return ascii(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"float({ascii(repr(value))})"
+    return repr(value)
+
+
+def comment_text(text: str) -> str:
+    """``text`` made safe inside one ``#`` comment line: every newline, carriage return or
+    other control character is written as an escape, so the comment cannot end early and let
+    the rest of the text run as code."""
+    return ascii(text)[1:-1]
 
 
 # --- shared pieces -------------------------------------------------------------------------
@@ -145,7 +161,7 @@ def _header(trial: ExportedTrial, what: str) -> list[str]:
             f"{trial.best_step!r}"
         )
     if trial.chosen.startswith("the confirmed winner"):
-        lines.append(f"# {trial.chosen}")
+        lines.append(f"# {comment_text(trial.chosen)}")
     return lines + PRECISION_USE.get(trial.precision, [])
 
 
@@ -460,6 +476,9 @@ def write_export(
             "w", dir=folder, prefix=f".{target.name}.", suffix=".tmp", delete=False
         ) as handle:
             temporary = Path(handle.name)
+            # NamedTemporaryFile makes the file 0600; an export is an ordinary file: the mode
+            # a plain open() would give it under the user's umask.
+            os.chmod(temporary, 0o666 & ~_umask())
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
@@ -473,6 +492,27 @@ def write_export(
         if isinstance(exc, OSError):
             raise ExportError(f"{where}: cannot write: {exc.strerror or describe(exc)}") from None
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+EXTENSIONS = {"yaml": ".yaml", "json": ".json"}  # every other format is Python source
+
+
+def export_path(output: str, study_name: str, trial_number: int, fmt: str) -> str:
+    """Where ``-o OUTPUT`` writes: OUTPUT itself, or, for a directory (an existing one, or any
+    path ending in a slash), a file named after the study and trial inside it."""
+    if not (output.endswith(("/", os.sep)) or os.path.isdir(output)):
+        return output
+    if not os.path.isdir(output):
+        raise ExportError(f"-o {shown(output)}: directory does not exist")
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in study_name).strip(".")
+    name = f"{stem or 'study'}-trial{trial_number}{EXTENSIONS.get(fmt, '.py')}"
+    return os.path.join(output, name)
 
 
 def _holds_a_store(path: Path) -> bool:

@@ -37,7 +37,8 @@ def list_studies(storage_url: str) -> list[optuna.study.StudySummary]:
         return []
     storage = open_storage(storage_url, read_only=True)
     summaries = _reading(storage_url, lambda: optuna.get_all_study_summaries(storage, True))
-    return [s for s in summaries if not is_claim(s.study_name)]  # adamtune.claims markers
+    names = {s.study_name for s in summaries}
+    return [s for s in summaries if not is_claim(s.study_name, names)]  # claim markers
 
 
 def load_study(name: str, storage_url: str) -> optuna.Study:
@@ -51,7 +52,8 @@ def load_study(name: str, storage_url: str) -> optuna.Study:
         try:
             study = optuna.load_study(study_name=name, storage=storage)
         except KeyError:
-            names = [n for n in optuna.get_all_study_names(storage) if not is_claim(n)]
+            every = set(optuna.get_all_study_names(storage))
+            names = sorted(n for n in every if not is_claim(n, every))
             known = ", ".join(names) if names else "none"
             raise StudyError(
                 f"no study {shown(name)} in {redact(storage_url)} (studies there: {known})"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -28,8 +27,8 @@ from adamtune.results.gain import Confirmation, mean_sd, study_baseline, study_c
 from adamtune.results.report import config_rows
 from adamtune.results.studies import best_first, maximizes, population_candidates, trial_config
 from adamtune.space.baseline import TRIAL_ATTR
-from adamtune.storage.claims import claim
-from adamtune.storage.optuna_private import heartbeat_enabled
+from adamtune.storage.claims import Claim, claim_state, take
+from adamtune.storage.optuna_private import fail_stale
 from adamtune.tracking import Tracker, TrialRecord
 from adamtune.training.runner import Evaluated, Runner
 from adamtune.training.single import Evaluation
@@ -40,18 +39,16 @@ COST_SHARE = 0.5  # by default confirmation trains at most this share of the sea
 RunProgress = Callable[[int, int, str], None]  # (runs done, runs in all, the best mean so far)
 
 
-def confirmation_turn(study: optuna.Study, say: Callable[[str], None]) -> int | None:
-    """Is it this process's turn to confirm the study? Its number of finished trials if so.
+def confirmation_turn(study: optuna.Study, say: Callable[[str], None]) -> Claim | None:
+    """Is it this process's turn to confirm the study? The claim to hold while confirming if so.
 
     Several processes may share the study; confirmation must run once, over the finished
     study. A process whose search is over while trials of other processes still run leaves it
     to them (the last one to finish sees none running); of processes finishing together,
-    the one that claims ``confirm-N`` (N finished trials, adamtune.claims) confirms, so a
-    study resumed with more trials is confirmed again, over all of them."""
-    if heartbeat_enabled(study):  # a dead worker's trials are not running
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+    the one that claims ``confirm-N`` (N finished trials, adamtune.storage.claims) confirms, so
+    a study resumed with more trials is confirmed again, over all of them. A confirmation that
+    was interrupted, or whose process died, is claimed again by the next process."""
+    fail_stale(study)  # a dead worker's trials are not running
     trials = study.get_trials(deepcopy=False)
     running = sum(t.state == TrialState.RUNNING for t in trials)
     if running:
@@ -63,14 +60,19 @@ def confirmation_turn(study: optuna.Study, say: Callable[[str], None]) -> int | 
         )
         return None
     finished = sum(t.state.is_finished() for t in trials)
-    if not claim(study, f"confirm-{finished}"):
+    turn = take(study, f"confirm-{finished}")
+    if turn is None and claim_state(study, f"confirm-{finished}") == "done":
+        say(
+            f"Confirmation: the {finished} finished trials of study {study.study_name!r} are "
+            "confirmed already (`adamtune show` names the winner)."
+        )
+    elif turn is None:
         say(
             f"Confirmation: another process confirms the {finished} finished trials of study "
             f"{study.study_name!r}; its summary names the confirmed winner "
             "(`adamtune show` once it is done)."
         )
-        return None
-    return finished
+    return turn
 
 
 def trial_epochs(trials: list[FrozenTrial]) -> int:
@@ -332,8 +334,21 @@ def confirm_finished_study(
     """``--confirm K``, once per finished study (adamtune.search.confirm.confirmation_turn): the top
     trials and the baseline under K further seeds. Without ``--confirm-top`` at most
     DEFAULT_TOP trials, fewer where they would train more than half the search's epochs."""
-    if confirmation_turn(study, say) is None:
+    turn = confirmation_turn(study, say)
+    if turn is None:
         return
+    with turn.held():
+        _confirm_finished(study, runner, settings, tracker, say, on_run)
+
+
+def _confirm_finished(
+    study: optuna.Study,
+    runner: Runner,
+    settings: SearchSettings,
+    tracker: Tracker,
+    say: Callable[[str], None],
+    on_run: RunProgress | None,
+) -> None:
     if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         return  # nothing to confirm: no "Confirming ..." line before "no trial completed"
     if study.user_attrs.get("strategy") == "pbt":

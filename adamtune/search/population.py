@@ -31,9 +31,9 @@ from adamtune.errors import StudyError, describe
 from adamtune.search.objective import INTERRUPTED, Objective, TrialOutcome
 from adamtune.space.baseline import TRIAL_ATTR
 from adamtune.space.explore import Explorer
-from adamtune.storage.claims import claim
+from adamtune.storage.claims import take
 from adamtune.storage.optuna_private import (
-    heartbeat_enabled,
+    fail_stale,
     heartbeat_thread,
     optimize_loop,
     stop_requested,
@@ -54,10 +54,7 @@ def default_interval(epochs: int) -> int:
 def check_fresh(study: optuna.Study) -> None:
     """A population trains in one process's memory: it cannot be resumed or added to. The
     members of one that was killed are failed first (their heartbeats stopped)."""
-    if heartbeat_enabled(study):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+    fail_stale(study)
     trials = study.get_trials(deepcopy=False)
     if any(TRIAL_ATTR not in t.user_attrs for t in trials):  # more than a new baseline
         done = sum(t.state.is_finished() for t in trials)
@@ -79,12 +76,14 @@ def run_population(
 ) -> None:
     """Ask ``size`` members, train them as one population and tell each its outcome."""
     check_fresh(study)
-    if not claim(study, "population"):  # processes started together on one new study
+    held = take(study, "population")
+    if held is None:  # processes started together on one new study
         raise StudyError(
             f"--strategy pbt: another process trains the population of study "
             f"{study.study_name!r}; a population is one process: give this one another "
             "--study-name"
         )
+    held.finish()  # a population is never resumed: its claim is taken for good
     study.set_user_attr(STRATEGY_ATTR, "pbt")
     deadline = time.monotonic() + timeout if timeout is not None else None
     members: list[tuple[optuna.Trial, AdamConfig]] = []

@@ -43,7 +43,7 @@ from adamtune.config.adam import AdamConfig
 from adamtune.errors import describe
 from adamtune.search.objective import INTERRUPTED, Objective, TrialOutcome
 from adamtune.storage.optuna_private import (
-    heartbeat_enabled,
+    fail_stale,
     heartbeat_thread,
     optimize_loop,
     stop_requested,
@@ -197,10 +197,7 @@ class _Search:
         configuration; None when sampling failed (the trial is then told FAIL). The caller
         has counted it in ``asked``."""
         study = self.study
-        if heartbeat_enabled(study):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)
+        fail_stale(study)
         # One read of the trials serves the ask (TPE's relative sampling) and the sampling of
         # the space: the study as it stood before this trial was created, which the sampler
         # would leave this trial out of anyway.

@@ -18,6 +18,7 @@ from adamtune.search.pruners import PeerMedianPruner
 from adamtune.search.samplers import SeededByFirstTrial, make_sampler
 from adamtune.space.search_space import SearchSpace
 from adamtune.storage.claims import create_or_load
+from adamtune.storage.optuna_private import fail_stale
 from adamtune.storage.store import open_storage
 from adamtune.tasks import Task
 from adamtune.tasks.base import fingerprint
@@ -80,7 +81,8 @@ class StaleTrialHandler:
         self.tracker: Tracker = NullTracker()
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.retry(study, trial)
+        if study.user_attrs.get("strategy") != "pbt":  # a population's member is never retried
+            self.retry(study, trial)
         self.tracker.stale_trial(trial.number)
 
 
@@ -137,6 +139,7 @@ def open_or_create(
             ):
                 study.set_user_attr(key, value)
         if study.user_attrs.get("strategy") == "pbt" and settings.strategy != "pbt":
+            fail_stale(study)  # a killed population's members end FAIL, refused or not
             raise StudyError(
                 f"{where}: holds a population (--strategy pbt), which a search cannot add "
                 "trials to; give a new --study-name"

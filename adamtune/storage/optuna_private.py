@@ -20,6 +20,7 @@ Written against Optuna 5.0 (``WRITTEN_AGAINST``). What each is for:
 from __future__ import annotations
 
 import copy
+import datetime
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -72,11 +73,26 @@ def heartbeat_enabled(study: optuna.Study) -> bool:
     return bool(is_heartbeat_enabled(study._storage))
 
 
+def fail_stale(study: optuna.Study) -> None:
+    """Fail (and retry, as the storage's callback says) the study's trials whose process died:
+    silent for 3 heartbeats, or never heard from (see never_beat_and_old). A no-op where the
+    storage has no heartbeats."""
+    if not heartbeat_enabled(study):
+        return
+    import warnings
+
+    with warnings.catch_warnings():  # stable since Optuna 2.8; still flagged experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
 def heartbeat_thread(study: optuna.Study, trial: optuna.Trial) -> Any:
     """Optuna's heartbeat sender for ``trial`` (a no-op one where heartbeats are off): start()
-    it when the trial starts, join() it when the trial is told."""
+    it when the trial starts, join() it when the trial is told. The first heartbeat is
+    recorded here, at once, not when the thread first runs (see first_heartbeat)."""
     from optuna.storages._heartbeat import get_heartbeat_thread
 
+    first_heartbeat(study, trial)
     return get_heartbeat_thread(trial._trial_id, study._storage)
 
 
@@ -99,11 +115,15 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:  # Optuna's hook
         now = time.time()
+        running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
         return [
             trial._trial_id
-            for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
-            if self.attr in trial.system_attrs
-            and now - float(trial.system_attrs[self.attr]) > self.grace_period
+            for trial in running
+            if (
+                now - float(trial.system_attrs[self.attr]) > self.grace_period
+                if self.attr in trial.system_attrs
+                else never_beat_and_old(trial.datetime_start, self.grace_period)
+            )
         ]
 
     def get_heartbeat_interval(self) -> int | None:
@@ -111,6 +131,52 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 
     def get_heartbeat_stale_trial_callback(self) -> StaleCallback | None:
         return self.on_stale
+
+
+def never_beat_and_old(started: datetime.datetime | None, grace_period: float) -> bool:
+    """A RUNNING trial that never sent a heartbeat is stale once it started more than a grace
+    period ago: its process died between asking it and the first heartbeat (Optuna ignores
+    such a trial, and it would stay RUNNING for good)."""
+    if started is None:
+        return False
+    return (datetime.datetime.now() - started).total_seconds() > grace_period
+
+
+class HeartbeatRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage, whose stale trials include the RUNNING trials that never sent a
+    heartbeat and started more than a grace period ago (see never_beat_and_old)."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = super()._get_stale_trial_ids(study_id)
+        if self.heartbeat_interval is None:
+            return stale
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+        from sqlalchemy import orm
+
+        grace = self.grace_period or 2 * self.heartbeat_interval
+        with _create_scoped_session(self.scoped_session, True) as session:
+            running = (
+                session.query(models.TrialModel)
+                .options(orm.selectinload(models.TrialModel.heartbeats))
+                .filter(models.TrialModel.state == TrialState.RUNNING)
+                .filter(models.TrialModel.study_id == study_id)
+                .all()
+            )
+            silent = [
+                t.trial_id
+                for t in running
+                if not t.heartbeats and never_beat_and_old(t.datetime_start, grace)
+            ]
+        return stale + [t for t in silent if t not in stale]
+
+
+def first_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Record the trial's first heartbeat now, before anything else can take time: a process
+    killed after asking the trial then leaves it stale rather than RUNNING for good."""
+    storage = study._storage
+    if heartbeat_enabled(study):
+        storage.record_heartbeat(trial._trial_id)
 
 
 def rdb_backend(trial: optuna.Trial, helper: str) -> Any:

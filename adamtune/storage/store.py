@@ -190,11 +190,11 @@ def _check_sqlite_file(url: str, read_only: bool) -> None:
 def _create_rdb(url: str, options: dict[str, Any]) -> optuna.storages.RDBStorage:
     """RDBStorage(url), retried while other workers create the same schema at the same moment
     (PostgreSQL then answers 'duplicate key ... pg_type_typname_nsp_index' to all but one)."""
-    import optuna
+    from adamtune.storage.optuna_private import HeartbeatRDBStorage
 
     for attempt in range(SCHEMA_RACE_TRIES):
         try:
-            return optuna.storages.RDBStorage(url, **options)
+            return HeartbeatRDBStorage(url, **options)
         except Exception as exc:
             if attempt + 1 < SCHEMA_RACE_TRIES and _is_schema_race(exc):
                 time.sleep(0.1 + random.random() * 0.4 * (attempt + 1))

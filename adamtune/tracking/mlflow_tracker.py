@@ -155,7 +155,8 @@ class MlflowTracker:
         if self.dead:
             self._close_left_open()
         if self.errors:
-            first = one_line(scrub(self.errors[0], [self.tracking_uri]), 300)
+            urls = [self.tracking_uri, *([self.storage_url] if self.storage_url else [])]
+            first = one_line(scrub(self.errors[0], urls), 300)
             print(
                 f"Warning: MLflow tracking at {redact(self.tracking_uri)} failed "
                 f"{len(self.errors)} time(s); first: {first}. "

@@ -87,12 +87,39 @@ def _close_sqlite() -> None:
             connection.close()
 
 
+_URL_KEYS = ("tracking_uri", "storage_url")  # the jobs' fields that hold a URL (a password)
+
+
+def _learn_secrets(job: dict[str, Any], urls: list[str], secrets: list[str]) -> None:
+    """Add the passwords of the URLs in ``job`` to ``secrets`` (the scrubbing stream's list)."""
+    from adamtune._util.urls import secrets_in
+
+    for key in _URL_KEYS:
+        if isinstance(job.get(key), str) and job[key] not in urls:
+            urls.append(job[key])
+    secrets[:] = secrets_in(urls)
+
+
+def _scrubbed(value: Any, secrets: list[str]) -> Any:
+    """``value`` (a job's payload) with every secret in its strings replaced by ***: nothing
+    logged to MLflow (a trial's failure reason, a setting) carries a password."""
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, "***")
+        return value
+    if isinstance(value, list):
+        return [_scrubbed(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {k: v if k in _URL_KEYS else _scrubbed(v, secrets) for k, v in value.items()}
+    return value
+
+
 def _say_failing(tracking_uri: str | None, error: str) -> None:
-    from adamtune._util.urls import redact, scrub
+    from adamtune._util.urls import redact
     from adamtune.errors import one_line
 
     where = f" at {redact(tracking_uri)}" if tracking_uri else ""
-    text = one_line(scrub(error, [tracking_uri] if tracking_uri else []), 300)
+    text = one_line(error, 300)  # stderr scrubs every known password
     print(
         f"Warning: MLflow tracking{where} failed: {text}. The search goes on; runs it could "
         "not log are missing from MLflow.",
@@ -107,6 +134,13 @@ def main(store_scheme: str = "") -> None:
     # open) once the search process is gone. Keep the channel, send everything else to null.
     status = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the whole life of the process)
+    # Whatever reaches stderr (our warnings, MLflow's log lines and tracebacks) is scrubbed of
+    # the passwords of every URL a job names, from the moment the first job names it.
+    from adamtune._util.urls import ScrubbedStream
+
+    urls: list[str] = []
+    secrets: list[str] = []
+    sys.stderr = ScrubbedStream(sys.stderr, secrets)  # type: ignore[assignment]
     # Bookkeeping yields to training: a lower priority, and one thread at a time (the warm-up
     # runs after the study's run is made, not beside the mlflow import).
     os.nice(10)
@@ -133,6 +167,8 @@ def main(store_scheme: str = "") -> None:
         except ValueError:  # a torn last line: the search process died while writing it
             errors.append("the search process stopped in the middle of a message")
             break
+        _learn_secrets(job, urls, secrets)
+        job = _scrubbed(job, secrets)
         op = job.pop("op")
         started = time.time()
         try:
@@ -154,15 +190,18 @@ def main(store_scheme: str = "") -> None:
                 )
         except Exception as exc:
             errors.append(
-                f"{op}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                _scrubbed(
+                    f"{op}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                    secrets,
+                )
             )
             if len(errors) == 1:  # said now, while the search runs, not only in a count at the end
-                _say_failing(job.get("tracking_uri"), errors[0])
+                _say_failing(urls[0] if urls else None, errors[0])
     if sink.client is not None:
         try:
             sink.kill_open_runs()
         except Exception as exc:
-            errors.append(f"closing runs: {type(exc).__name__}: {exc}")
+            errors.append(_scrubbed(f"closing runs: {type(exc).__name__}: {exc}", secrets))
     _close_sqlite()
     try:
         status.write(json.dumps({"errors": errors}) + "\n")

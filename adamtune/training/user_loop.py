@@ -221,6 +221,10 @@ def run_loop(
         returned = task.train_loop(trial)
     except TrialStopped as stop:
         stopped, returned = stop.reason, None
+    except Exception as exc:
+        if not _pruned_by_the_loop(exc):
+            raise
+        stopped, returned = f"pruned by the loop{f': {exc}' if str(exc) else ''}", None
     finally:
         log.epochs_read = trial._epochs_read
         if trial._monitor is not None:
@@ -239,6 +243,15 @@ def run_loop(
     if not log.total_steps:
         log.total_steps = len(log.learning_rates)
     return metrics[task.metric_name], metrics, None, trial._step_metrics, seconds
+
+
+def _pruned_by_the_loop(exc: BaseException) -> bool:
+    """The loop raised Optuna's TrialPruned itself (its own pruning, as in an Optuna
+    objective): the trial is PRUNED, not FAIL. Told by name: training/ imports no Optuna."""
+    return any(
+        cls.__name__ == "TrialPruned" and cls.__module__.startswith("optuna")
+        for cls in type(exc).__mro__
+    )
 
 
 # What adamtune logs itself for a loop's run: trial.log_params may not use these names.

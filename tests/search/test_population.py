@@ -210,14 +210,14 @@ def test_the_command_shows_and_exports_the_winners_schedule(in_tmp):
 
 def test_a_population_is_one_process(storage):
     from adamtune.search.launch import search
-    from adamtune.storage.claims import claim
+    from adamtune.storage.claims import take
 
     with pytest.raises(ConfigError, match="--workers 2 cannot be one"):
         search(settings(storage), workers=2)
     # a second process started on the same new study finds the population claimed
     study = optuna.create_study(study_name="p", storage=storage, direction="maximize")
     study.set_user_attr("task", "digits-mlp")
-    assert claim(study, "population")
+    assert take(study, "population") is not None
     with pytest.raises(StudyError, match="another process trains the population of study 'p'"):
         run_search(settings(storage, baseline=False))
 
