@@ -9,6 +9,8 @@ exception, a driver's message) through ``safe_str`` and ``one_line``.
 
 from __future__ import annotations
 
+import os
+import re
 import reprlib
 from typing import Any
 
@@ -78,9 +80,42 @@ def safe_str(exc: BaseException) -> str:
 
 
 def describe(exc: BaseException) -> str:
-    """``TypeName: message`` on one line, for a trial's fail reason or a one-line error."""
-    text = one_line(safe_str(exc))
+    """``TypeName: message`` on one line, for a trial's fail reason or a one-line error. An
+    error re-raised from a DataLoader worker process is described as the worker's own (its
+    type, message and the line of the user's code that raised it), not as the whole
+    traceback torch puts into the message."""
+    text = safe_str(exc)
+    if "Original Traceback (most recent call last):" in text:
+        return _worker_error(text)
+    text = one_line(text)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _worker_error(text: str) -> str:
+    """``Type: message (file.py, line N)`` from the traceback text of a DataLoader worker."""
+    lines = text.split("Original Traceback (most recent call last):", 1)[1].strip().splitlines()
+    files = [line.strip() for line in lines if line.strip().startswith('File "')]
+    last = next((line for line in reversed(lines) if line and not line.startswith(" ")), "")
+    where = ""
+    if files:
+        match = re.match(r'File "([^"]+)", line (\d+)', files[-1])
+        if match:
+            where = f" ({os.path.basename(match.group(1))}, line {match.group(2)}, in a DataLoader worker)"
+    return one_line(last.strip()) + where
+
+
+def user_location(exc: BaseException) -> str:
+    """`` (file.py, line N)``: where the user's code raised ``exc`` (the innermost frame
+    outside adamtune, torch and the standard library), or '' where none is the user's."""
+    import traceback
+
+    skip = (os.path.dirname(os.path.dirname(__file__)), os.path.dirname(os.__file__))
+    frames = traceback.extract_tb(exc.__traceback__)
+    for frame in reversed(frames):
+        name = os.path.abspath(frame.filename)
+        if not name.startswith(skip) and "site-packages" not in name and "<" not in name:
+            return f" ({os.path.basename(name)}, line {frame.lineno})"
+    return ""
 
 
 def did_you_mean(word: str, options: Any) -> str:

@@ -40,7 +40,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from adamtune.config.adam import AdamConfig
-from adamtune.errors import describe
+from adamtune.errors import TaskError, describe
 from adamtune.search.objective import INTERRUPTED, Objective, TrialOutcome
 from adamtune.storage.optuna_private import (
     fail_stale,
@@ -187,6 +187,11 @@ class _Search:
             assert exc.__cause__ is not None
             raise exc.__cause__ from None
         except BaseException as exc:  # noqa: BLE001  (user code: the stack's trials fail)
+            if not members:  # refused before it took a trial: every next stack would too
+                raise TaskError(
+                    f"--stack {self.rows}: a stack of task {self.objective.task.name!r} failed "
+                    f"before its first trial: {describe(exc)}; use --stack 1"
+                ) from None
             failed = TrialOutcome("FAIL", reason=describe(exc))
             for trial, config in members:
                 if trial.number in self.running:  # not finished before the error

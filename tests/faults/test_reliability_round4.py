@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
@@ -297,3 +298,180 @@ def test_n_trials_0_confirms_a_study_whose_confirmation_was_interrupted(tmp_path
     )
     assert again.returncode == 0, again.stderr
     assert "Confirmed over 2 seeds" in again.stdout, again.stdout + again.stderr
+
+
+# 5. a stack refused mid-search stops the search instead of asking again forever -------------
+
+
+def test_a_stack_refused_after_the_search_began_stops_it_in_one_line(storage, monkeypatch):
+    from adamtune.config.settings import SearchSettings
+    from adamtune.errors import TaskError
+    from adamtune.search.run import run_search
+    from adamtune.training.stacked import model
+
+    calls = []
+
+    def changes_its_mind(task):
+        calls.append(task)
+        if len(calls) > 50:  # the old search asked again forever: stop it, as a failure
+            raise KeyboardInterrupt
+        return None if len(calls) == 1 else "its model changed between builds"
+
+    monkeypatch.setattr(model, "why_not_stackable", changes_its_mind)
+    settings = SearchSettings(
+        task="digits-mlp",
+        n_trials=4,
+        epochs=1,
+        stack=4,
+        storage=storage,
+        tracking_uri=None,
+        confirm=0,
+        study_name="s",
+    )
+    with pytest.raises(TaskError, match="failed before its first trial: .*changed between builds"):
+        run_search(settings)
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
+# 4. --stack auto's timing runs: the user's errors are the user's ----------------------------
+
+RAISING_DATASET = """
+import os, sys
+import torch
+from torch.nn import functional as F
+from adamtune import Task, accuracy
+
+
+class Rows(torch.utils.data.Dataset):
+    def __init__(self, n):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 8, generator=g)
+        self.y = (self.x[:, 0] > 0).long()
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        if 40 <= i < 100 and os.environ.get("BREAK") == "raise":
+            raise IndexError(f"row {i} is corrupt")
+        if 40 <= i < 100 and os.environ.get("BREAK") == "exit":
+            sys.exit(3)
+        return self.x[i], self.y[i]
+
+
+def make_task():
+    model = lambda: torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    return Task("rows", model, Rows(160), Rows(32), F.cross_entropy, accuracy,
+                "val_accuracy", "maximize", epochs=2, batch_size=16)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["raise", "exit"])
+def test_a_dataset_failing_while_auto_times_the_stack_is_the_users_error(tmp_path, how):
+    (tmp_path / "rows_task.py").write_text(RAISING_DATASET)
+    result = subprocess.run(
+        [ADAMTUNE, "search", "--task", "rows_task.py:make_task", "--n-trials", "3"]
+        + ["--no-tracking", "--confirm", "0", "--stack", "auto", "--max-failures", "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "BREAK": how},
+    )
+    assert result.returncode == 1, result.stderr
+    assert "a bug in adamtune" not in result.stderr and "Traceback" not in result.stderr
+    timing = [line for line in result.stderr.splitlines() if "while a few steps were timed" in line]
+    assert len(timing) == 1, result.stderr
+    what = "IndexError: row" if how == "raise" else "SystemExit: 3"
+    assert what in timing[0] and "rows_task.py, line" in timing[0], timing[0]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and what in errors[0], result.stderr
+
+
+class _Broken(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        raise KeyError(f"no row {i}")
+
+
+def test_an_error_in_a_dataloader_worker_is_described_as_the_users_own_line():
+    import torch
+
+    from adamtune.errors import describe
+
+    loader = torch.utils.data.DataLoader(_Broken(), batch_size=2, num_workers=1)
+    with pytest.raises(KeyError) as caught:
+        next(iter(loader))
+    text = describe(caught.value)
+    assert "\n" not in text and "Traceback" not in text
+    assert text.startswith("KeyError: 'no row 0'") and "test_reliability_round4.py, line" in text
+
+
+# 3. nothing left RUNNING: a trial whose process died before its first heartbeat -------------
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_trial_that_never_sent_a_heartbeat_is_failed_once_its_grace_is_over(tmp_path, kind):
+    from adamtune.storage.optuna_private import fail_stale
+    from adamtune.storage.store import open_storage
+
+    url = f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'j.log'}"
+    study = optuna.create_study(study_name="s", storage=open_storage(url, heartbeat=1))
+    study.ask()  # asked, then the process died before any heartbeat
+    fail_stale(study)
+    assert study.trials[0].state == TrialState.RUNNING  # inside its grace: maybe alive
+    time.sleep(3.3)  # past 3 heartbeats
+    fail_stale(study)
+    assert study.trials[0].state == TrialState.FAIL
+
+
+def test_a_trials_first_heartbeat_is_recorded_before_its_thread_runs(tmp_path):
+    from adamtune.storage.optuna_private import heartbeat_thread
+    from adamtune.storage.store import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat=60)
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial = study.ask()
+    heartbeat_thread(study, trial)  # not started: the first beat is written all the same
+    import sqlite3
+
+    rows = sqlite3.connect(tmp_path / "s.db").execute("select trial_id from trial_heartbeats")
+    assert [r[0] for r in rows] == [trial._trial_id]
+
+
+@pytest.mark.slow
+def test_a_plain_search_on_a_killed_populations_study_fails_its_members_first(tmp_path):
+    from tests.faults.test_faults import SLOW_TASK, wait_for_running
+
+    (tmp_path / "slow_task.py").write_text(SLOW_TASK)
+    base = ["--task", "slow_task.py:make_task", "--space", "lr-only", "--heartbeat", "1"]
+    base += ["--no-tracking", "--no-baseline"]
+    population = subprocess.Popen(
+        [ADAMTUNE, "search", *base, "--strategy", "pbt", "--population", "6"],
+        cwd=tmp_path,
+        env={**os.environ, "MARKER": str(tmp_path / "m")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_running(tmp_path / "adamtune.db", 6)
+    population.kill()
+    population.wait(timeout=30)
+    time.sleep(3.5)  # three missed heartbeats
+    plain = subprocess.run(
+        [ADAMTUNE, "search", *base, "--n-trials", "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert plain.returncode == 1 and "holds a population" in plain.stderr, plain.stderr
+    study = optuna.load_study(
+        study_name="slow_task-make_task-lr-only", storage=f"sqlite:///{tmp_path / 'adamtune.db'}"
+    )
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 6

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 
 from adamtune.config.settings import MAX_STACK, SearchSettings
-from adamtune.errors import StudyError, shown
+from adamtune.errors import StudyError, describe, shown, user_location
 from adamtune.tasks import Task
 
 AUTO_ROWS = {"cpu": 16, "cuda": 64}  # --stack auto, before the memory cap
@@ -66,7 +66,16 @@ def stack_rows(
 
     if rows == 1 or is_plain_mlp(task):
         return rows
-    choice = choose_width(task, device, settings.precision, rows)
+    try:
+        choice = choose_width(task, device, settings.precision, rows)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001  (the user's code in a timing run, even sys.exit)
+        warn(
+            f"--stack auto: task {shown(task.name)} raised {describe(exc)}{user_location(exc)} "
+            "while a few steps were timed; one at a time (each trial reports its own error)"
+        )
+        return 1
     warn(choice.line())
     return choice.rows
 
@@ -84,17 +93,18 @@ def population_rows(settings: SearchSettings, task: Task, device: torch.device) 
             "trains as one stack: use --strategy search"
         )
     per_row, free = _row_bytes(task), _free_memory(device)
+    flag = "--population"
     if settings.population is not None:
         rows = settings.population
     elif settings.stack != "auto":
-        rows = int(settings.stack)
+        rows, flag = int(settings.stack), "--stack"
     else:
         rows = AUTO_ROWS.get(device.type, 8)
         if free and per_row:
             rows = max(2, min(rows, int(free * MEMORY_SHARE // per_row)))
     if free and rows * per_row > free:
         raise StudyError(
-            f"--population {rows}: {rows} members of task {shown(task.name)} need about "
+            f"{flag} {rows}: {rows} members of task {shown(task.name)} need about "
             f"{_gigabytes(rows * per_row)} for parameters, gradients and Adam's moments, more "
             f"than the {_gigabytes(free)} free on {device.type}; use fewer members"
         )
