@@ -16,11 +16,15 @@ from adamtune.errors import one_line, shown
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses a mapping with the same key twice."""
+    """yaml.SafeLoader that refuses a mapping with the same key twice. Merge keys (``<<:
+    *base``) work as YAML defines them: the keys written beside one override the merged ones,
+    so only the keys written in the mapping itself count as given twice."""
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=True)
             try:
                 duplicate = key in seen

@@ -33,7 +33,7 @@ class AdamtuneGroup(click.Group):
     def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         kwargs["standalone_mode"] = False
         argv = list(sys.argv[1:] if args is None else args)
-        with scrubbed_output(argv):
+        with scrubbed_output(argv), thread_errors_in_one_line():
             self._run(argv, *rest, **kwargs)
 
     def _run(self, argv: list[str], *rest: Any, **kwargs: Any) -> None:
@@ -79,6 +79,35 @@ def scrubbed_output(argv: list[str]) -> Iterator[None]:
         yield
     finally:
         sys.stdout, sys.stderr = out, err
+
+
+@contextlib.contextmanager
+def thread_errors_in_one_line() -> Iterator[None]:
+    """An exception that ends a background thread (a heartbeat sender on a full disk, a
+    user's prefetcher) is one warning line per thread name, not a traceback: the thread's
+    work is the command's to report, and it does (a failed trial, a lost storage)."""
+    import threading
+
+    said: set[str] = set()
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit or args.exc_value is None:
+            return
+        name = args.thread.name if args.thread is not None else "a thread"
+        if name in said:
+            return
+        said.add(name)
+        with contextlib.suppress(Exception):
+            sys.stderr.write(
+                f"Warning: thread {name!r} stopped: {one_line(describe(args.exc_value))}\n"
+            )
+
+    previous = threading.excepthook
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
 
 
 def _unwritable_output(exc: BaseException) -> bool:

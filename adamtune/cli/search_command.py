@@ -79,7 +79,13 @@ def search(**options: Any) -> None:
     gains = gain_report(study.user_attrs, study.best_trial, task.metric_name, maximizes(study))
     if gains:
         click.echo("\n" + gains)
-    if tracking_uri:
+    if tracking_uri and getattr(tracker, "errors", None):
+        click.echo(
+            f"\nMLflow at {redact(tracking_uri)} failed during the study (the warning above): "
+            "runs it could not log are missing there, and runs it could not close may show "
+            "RUNNING; the Optuna study holds every trial."
+        )
+    elif tracking_uri:
         click.echo(
             f"\nTrials logged to MLflow at {redact(tracking_uri)}, experiment "
             f"{settings.experiment or study.study_name!r}: `adamtune ui` to review."

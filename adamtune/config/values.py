@@ -61,6 +61,7 @@ class Values:
         self._stored = dict(stored) if stored is not None else None
         self._declared = dict(declared or {})  # a space's model: section
         self.values: dict[str, Any] = {}
+        self._kinds: dict[str, str] = {}  # name -> "float", "int" or "categorical" as asked
         for name, spec in self._declared.items():  # drawn before the trial trains
             self._ask(name, f"model: {name}", spec)
 
@@ -74,6 +75,7 @@ class Values:
     ) -> float:
         where = f"trial.suggest_float({name!r})"
         _check_range(where, low, high, log)
+        _check_step(where, low, high, step, log)
         return float(self._ask(name, where, ("float", low, high, step, log)))
 
     def suggest_int(
@@ -84,18 +86,15 @@ class Values:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TaskError(f"{where}: {label} must be an integer, got {shown(value)}")
         _check_range(where, low, high, log)
+        if step != 1:
+            _check_step(where, low, high, step, log)
         return int(self._ask(name, where, ("int", low, high, step, log)))
 
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
         where = f"trial.suggest_categorical({name!r})"
         if isinstance(choices, (str, bytes)) or not isinstance(choices, Sequence) or not choices:
             raise TaskError(f"{where}: choices must be a non-empty list, got {shown(choices)}")
-        for choice in choices:
-            if choice is not None and not isinstance(choice, (bool, int, float, str)):
-                raise TaskError(
-                    f"{where}: each choice must be None, a bool, number or string, "
-                    f"got {shown(choice)}"
-                )
+        _check_choices(where, choices)
         return self._ask(name, where, ("categorical", list(choices)))
 
     def _ask(self, name: str, where: str, spec: tuple[Any, ...]) -> Any:
@@ -106,7 +105,14 @@ class Values:
                 f"{where}: {name!r} is one of Adam's values in adamtune; use another name"
             )
         if name in self.values:  # drawn from the space's model: section, or asked before
+            asked = self._kinds.get(name)
+            if asked is not None and name not in self._declared and asked != spec[0]:
+                raise TaskError(
+                    f"{where}: {name!r} was asked before as {_KIND_WORDS[asked]}; one name "
+                    "holds one kind of value: ask it the same way, or use another name"
+                )
             return self.values[name]
+        self._kinds[name] = spec[0]
         spec = self._declared.get(name, spec)  # the space's range wins over the code's
         if spec[0] == "fixed":
             value = spec[1]
@@ -145,6 +151,42 @@ def default(spec: tuple[Any, ...]) -> Any:
     if step:
         return low + round((middle - low) / step) * step
     return middle
+
+
+_KIND_WORDS = {
+    "float": "a float (suggest_float)",
+    "int": "an integer (suggest_int)",
+    "categorical": "a choice (suggest_categorical)",
+    "fixed": "a fixed value",
+}
+
+
+def _check_choices(where: str, choices: Sequence[Any]) -> None:
+    for choice in choices:
+        if choice is not None and not isinstance(choice, (bool, int, float, str)):
+            raise TaskError(
+                f"{where}: each choice must be None, a bool, number or string, got {shown(choice)}"
+            )
+        if isinstance(choice, float) and not math.isfinite(choice):
+            raise TaskError(f"{where}: each choice must be finite, got {shown(choice)}")
+
+
+def _check_step(where: str, low: float, high: float, step: Any, log: bool) -> None:
+    """Optuna's rules for a step, as one line instead of its warnings: a finite number > 0,
+    not with log, and one that divides the range (else Optuna moves ``high`` silently)."""
+    if step is None:
+        return
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step):
+        raise TaskError(f"{where}: step must be a finite number > 0, got {shown(step)}")
+    if step <= 0:
+        raise TaskError(f"{where}: step must be > 0, got {step!r}")
+    if log:
+        raise TaskError(f"{where}: step and log=True cannot be combined (Optuna's rule)")
+    count = (high - low) / step
+    if abs(count - round(count)) > 1e-8 * max(1.0, abs(count)):
+        raise TaskError(
+            f"{where}: step must divide high - low, got low={low!r}, high={high!r}, step={step!r}"
+        )
 
 
 def _check_range(where: str, low: Any, high: Any, log: bool) -> None:
@@ -196,6 +238,10 @@ def _model_spec(where: str, spec: Any) -> Spec:
             raise SpaceError(f"{where}.choices: must be a non-empty list, got {shown(choices)}")
         if len({repr(c) for c in choices}) != len(choices):
             raise SpaceError(f"{where}.choices: holds a value twice: {shown(choices)}")
+        try:
+            _check_choices(f"{where}.choices", choices)
+        except TaskError as exc:
+            raise SpaceError(str(exc)) from None
         return ("categorical", choices)
     unknown = sorted(set(spec) - {"low", "high", "log", "step"})
     if unknown:
@@ -220,6 +266,10 @@ def _model_spec(where: str, spec: Any) -> Spec:
         raise SpaceError(f"{where}.step: must be a number > 0, got {shown(step)}")
     if step is not None and log:
         raise SpaceError(f"{where}: step and log: true cannot be combined (Optuna's rule)")
+    try:
+        _check_step(f"{where}.step", low, high, step, log)
+    except TaskError as exc:
+        raise SpaceError(str(exc)) from None
     if integer:
         return ("int", low, high, step or 1, log)
     return ("float", float(low), float(high), step, log)

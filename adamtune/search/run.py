@@ -209,9 +209,7 @@ def storage_lost(url: str, exc: BaseException) -> StorageError:
     """The storage failed during the study, in one line. Optuna wraps a failed commit in
     StorageInternalError with a guess ("invalid data in the commit, e.g. exceeding max
     length"); the database's own reason (disk full, a corrupt page) is its cause."""
-    cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) else None
-    reason = getattr(cause, "orig", None) or cause or exc
-    text = describe(reason)
+    text = describe(_database_reason(exc))
     if any(sign in text.lower() for sign in ("disk is full", "no space left", "disk full")):
         return StorageError(
             f"--storage {redact(url)!r}: the disk is full ({text}); completed trials are kept, "
@@ -220,6 +218,25 @@ def storage_lost(url: str, exc: BaseException) -> StorageError:
     return StorageError(
         f"--storage {redact(url)!r}: lost during the study: {text}; completed trials are kept"
     )
+
+
+def _database_reason(exc: BaseException) -> BaseException:
+    """The database's own error in ``exc``'s chain (causes and contexts, however the layers
+    between re-raised it): a DBAPI error's ``orig``, else an OSError, else ``exc`` itself,
+    never Optuna's generic StorageInternalError text when anything better is there."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain and len(chain) < 20:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for error in chain:
+        if getattr(error, "orig", None) is not None:
+            return error.orig  # type: ignore[attr-defined, no-any-return]
+    for error in chain:
+        if isinstance(error, OSError):
+            return error
+    specific = [e for e in chain if not isinstance(e, optuna.exceptions.StorageInternalError)]
+    return specific[0] if specific else exc
 
 
 def _sql_error() -> type[Exception]:

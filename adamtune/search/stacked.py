@@ -184,8 +184,9 @@ class _Search:
         except KeyboardInterrupt:
             raise
         except _SearchFailed as exc:
-            assert exc.__cause__ is not None
-            raise exc.__cause__ from None
+            cause = exc.__cause__
+            assert cause is not None
+            raise cause  # noqa: B904  (its own chain kept: the database reason, storage_lost)
         except BaseException as exc:  # noqa: BLE001  (user code: the stack's trials fail)
             if not members:  # refused before it took a trial: every next stack would too
                 raise TaskError(

@@ -193,9 +193,11 @@ def _check_sqlite(uri: str, where: str, storage_url: str | None) -> None:
     if not path.exists():
         if not path.parent.is_dir():
             raise TrackingError(f"{where}: directory {str(path.parent)!r} does not exist")
+        _check_free_space(path.parent, where)
         return
     if not path.is_file():
         raise TrackingError(f"{where}: {str(path)!r} is not a regular file")
+    _check_free_space(path.parent, where)
     from adamtune.storage.store import sqlite_tables
 
     try:
@@ -211,6 +213,24 @@ def _check_sqlite(uri: str, where: str, storage_url: str | None) -> None:
         )
     if not os.access(path, os.W_OK):
         raise TrackingError(f"{where}: {str(path)!r} is read-only")
+
+
+MIN_FREE_BYTES = 1 << 20  # less than this left on a store's disk: the first runs would fail
+
+
+def _check_free_space(folder: os.PathLike[str], where: str) -> None:
+    """A store on a full disk is refused before any trial: MLflow would fail at its first
+    write (the read-only fallback that reads such a store cannot tell)."""
+    try:
+        found = os.statvfs(folder)
+    except OSError:
+        return  # not a POSIX file system we can ask: MLflow will say it if it fails
+    free = found.f_bavail * found.f_frsize
+    if free < MIN_FREE_BYTES:
+        raise TrackingError(
+            f"{where}: the disk holding {str(folder)!r} is full ({free} bytes free); free some "
+            "space, log elsewhere, or pass --no-tracking"
+        )
 
 
 def _same_file(a: os.PathLike[str], b: os.PathLike[str]) -> bool:

@@ -141,6 +141,11 @@ def main(store_scheme: str = "") -> None:
     urls: list[str] = []
     secrets: list[str] = []
     sys.stderr = ScrubbedStream(sys.stderr, secrets)  # type: ignore[assignment]
+    # MLflow logs its failures (with tracebacks) itself; this worker reports each failure in
+    # one line (_say_failing, and the count at the end), so its own logging stays quiet.
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.CRITICAL)
     # Bookkeeping yields to training: a lower priority, and one thread at a time (the warm-up
     # runs after the study's run is made, not beside the mlflow import).
     os.nice(10)

@@ -47,6 +47,13 @@ def check_one_batch(task: Task, device: torch.device, prec: Precision) -> None:
                 "(requires_grad is False); return the loss tensor itself, not .item() or "
                 ".detach() of it"
             )
+        if loss.numel() == 1 and not torch.isfinite(loss.detach()).all():
+            hook = "compute_loss" if quick.compute_loss else "loss"
+            raise TaskError(
+                f"task {task.name!r}: {hook} on one training batch is {loss.item()} at the "
+                "initial weights, before any step (not a finite number): no learning rate can "
+                "train it; check the loss, the model's initialisation and the data"
+            )
         model.zero_grad(set_to_none=True)
         validation = head_of(quick, quick.validation, EVAL_BATCHES * quick.batch_size)
         where = "evaluate" if quick.evaluate is not None else "the default evaluation"
@@ -76,6 +83,17 @@ def _build(task: Task, device: torch.device, prec: Precision) -> torch.nn.Module
         raise TaskError(
             f"task {task.name!r}: build_model() must return a torch.nn.Module, "
             f"got {type(model).__name__}"
+        )
+    meta = [
+        name
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]
+        if tensor.is_meta
+    ]
+    if meta:
+        raise TaskError(
+            f"task {task.name!r}: build_model() returned a model whose {meta[0]!r} is on the "
+            "meta device (no data to train); build it on a real device, or materialise it "
+            "in build_model (model.to_empty(device='cpu'), then initialise its weights)"
         )
     return prec.model(model)
 

@@ -475,3 +475,258 @@ def test_a_plain_search_on_a_killed_populations_study_fails_its_members_first(tm
         study_name="slow_task-make_task-lr-only", storage=f"sqlite:///{tmp_path / 'adamtune.db'}"
     )
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 6
+
+
+# 2. no password in any line: the MLflow server dies after the study's runs exist ------------
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_a_dying_tracking_servers_errors_never_show_its_password(tmp_path, serve):
+    from tests.faults.test_faults import SLOW_TASK, _run_names_so_far
+    from tests.servers import MLFLOW, MLFLOW_SERVER_WORKERS, free_port, stop_group
+
+    port = free_port()
+    server = serve(
+        [*MLFLOW, "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+        + ["--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1"]
+        + ["--port", str(port), *MLFLOW_SERVER_WORKERS],
+        f"http://127.0.0.1:{port}/health",
+        tmp_path,
+    )
+    (tmp_path / "slow_task.py").write_text(SLOW_TASK)
+    hold = tmp_path / "hold"
+    hold.touch()
+    secret = "S3cretPw"
+    search = subprocess.Popen(
+        [ADAMTUNE, "search", "--task", "slow_task.py:make_task", "--space", "lr-only"]
+        + ["--n-trials", "3", "--epochs", "2", "--stack", "1", "--confirm", "0"]
+        + ["--tracking-uri", f"http://bob:{secret}@127.0.0.1:{port}"],
+        cwd=tmp_path,
+        env={**os.environ, "HOLD": str(hold), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while "trial-0" not in _run_names_so_far(tmp_path / "mlflow.db"):
+        assert time.time() < deadline, "the first trial's run never appeared"
+        time.sleep(0.2)
+    stop_group(server)  # the server dies while the study's runs are open
+    hold.unlink()
+    out, err = search.communicate(timeout=300)
+    assert search.returncode == 0, err
+    assert "failed" in err  # the tracking failure is said ...
+    assert secret not in out + err, err  # ... with no password in any line
+    assert "Trials logged" not in out and "failed during the study" in out, out
+
+
+# 9. full disks: the tracking store's preflight, and threads that die of it ------------------
+
+
+def test_a_tracking_store_on_a_full_disk_is_refused_before_any_trial(tmp_path, monkeypatch):
+    from adamtune.errors import TrackingError
+    from adamtune.tracking import preflight
+
+    full = os.statvfs_result((4096, 4096, 100, 0, 0, 100, 0, 0, 0, 255))
+    monkeypatch.setattr(preflight.os, "statvfs", lambda folder: full)
+    for store in ("new.db", "existing.db"):
+        if store == "existing.db":
+            (tmp_path / store).write_bytes(b"")
+        with pytest.raises(TrackingError, match=r"the disk holding .* is full \(0 bytes free\)"):
+            preflight.check_tracking_uri(f"sqlite:///{tmp_path / store}")
+
+
+def test_a_background_thread_that_dies_is_one_warning_line(capsys):
+    import threading
+
+    from adamtune.cli.app import thread_errors_in_one_line
+
+    def beat():
+        raise OSError(28, "No space left on device")
+
+    with thread_errors_in_one_line():
+        for _ in range(2):
+            thread = threading.Thread(target=beat, name="heartbeat")
+            thread.start()
+            thread.join()
+    err = capsys.readouterr().err
+    assert (
+        err == "Warning: thread 'heartbeat' stopped: OSError: [Errno 28] No space left on device\n"
+    )
+
+
+# 10. the database's own reason, however the layers between re-raised it ---------------------
+
+
+def _commit_failure(message):
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    try:
+        try:
+            raise sqlalchemy.exc.OperationalError("INSERT", {}, sqlite3.OperationalError(message))
+        except sqlalchemy.exc.OperationalError as exc:  # what Optuna's RDB storage does
+            raise optuna.exceptions.StorageInternalError(
+                "An exception is raised during the commit."
+            ) from exc
+    except optuna.exceptions.StorageInternalError as exc:
+        return exc
+
+
+@pytest.mark.parametrize(
+    "message, said",
+    [
+        (
+            "database or disk is full",
+            "the disk is full (OperationalError: database or disk is full)",
+        ),
+        (
+            "database disk image is malformed",
+            "lost during the study: OperationalError: database disk image is malformed",
+        ),
+    ],
+)
+def test_a_lost_storage_says_the_databases_reason_even_through_a_stack(message, said):
+    from adamtune.search.run import storage_lost
+
+    failure = _commit_failure(message)
+    assert said in str(storage_lost("sqlite:///a.db", failure))
+
+    class Wrapped(Exception):
+        pass
+
+    try:  # as the stacked search re-raises the storage's error out of its training loop
+        try:
+            raise Wrapped from failure
+        except Wrapped as wrapped:
+            raise wrapped.__cause__  # noqa: B904  (its own chain kept, as search/stacked.py)
+    except optuna.exceptions.StorageInternalError as rethrown:
+        assert said in str(storage_lost("sqlite:///a.db", rethrown))
+
+
+# 10. values of the user's own: Optuna's rules as one line, one kind per name ----------------
+
+
+@pytest.mark.parametrize(
+    "ask, message",
+    [
+        (lambda v: v.suggest_float("d", 0.0, 0.5, step=0), "step must be > 0, got 0"),
+        (lambda v: v.suggest_float("d", 0.0, 0.5, step=0.2), "step must divide high - low"),
+        (lambda v: v.suggest_float("d", 0.1, 0.5, step=0.1, log=True), "cannot be combined"),
+        (lambda v: v.suggest_int("w", 1, 10, step=0), "step must be > 0, got 0"),
+        (lambda v: v.suggest_int("w", 1, 10, step=4), "step must divide high - low"),
+        (lambda v: v.suggest_categorical("c", [[1], [2]]), "each choice must be None"),
+    ],
+)
+def test_a_values_bad_step_or_choice_is_one_line(ask, message):
+    from adamtune.config.values import Values
+    from adamtune.errors import TaskError
+
+    with pytest.raises(TaskError, match=message):
+        ask(Values(trial=optuna.create_study().ask()))
+
+
+def test_one_name_asked_as_two_kinds_is_refused_not_answered_wrong():
+    from adamtune.config.values import Values
+    from adamtune.errors import TaskError
+
+    values = Values(trial=optuna.create_study().ask())
+    values.suggest_int("width", 8, 64)
+    assert values.suggest_int("width", 8, 64) == values.values["width"]  # the same ask: fine
+    with pytest.raises(TaskError, match="'width' was asked before as an integer"):
+        values.suggest_float("width", 0.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"widths": {"choices": [[16, 32], [64]]}}, "model.widths.choices: each choice must be"),
+        ({"cfg": {"choices": [{"a": 1}]}}, "model.cfg.choices: each choice must be"),
+        (
+            {"dropout": {"low": 0.0, "high": 0.5, "step": 0.2}},
+            "model.dropout.step: step must divide",
+        ),
+    ],
+)
+def test_a_model_section_optuna_would_warn_about_is_refused(section, message):
+    from adamtune.config.values import parse_model_section
+    from adamtune.errors import SpaceError
+
+    with pytest.raises(SpaceError, match=message):
+        parse_model_section(section)
+
+
+def test_yaml_merge_keys_work_and_explicit_keys_still_count_once():
+    from adamtune._util.yamlfile import parse
+
+    text = "base: &b {low: 1.0e-4, high: 1.0e-2}\nlr:\n  <<: *b\n  high: 1.0e-1\n"
+    assert parse(text)["lr"] == {"low": 1e-4, "high": 1e-1}
+    with pytest.raises(ValueError, match="key 'high' is given twice"):
+        parse("lr:\n  <<: {low: 1}\n  high: 2\n  high: 3\n")
+
+
+# 10. models that cannot train or stack say why, in one line ---------------------------------
+
+ODD_MODELS = """
+import torch
+from torch.nn import functional as F
+from adamtune import Task, accuracy
+
+g = torch.Generator().manual_seed(0)
+x = torch.randn(64, 4, generator=g)
+y = (x[:, 0] > 0).long()
+
+
+def meta():
+    def build():
+        with torch.device("meta"):
+            return torch.nn.Linear(4, 2)
+    return Task("meta", build, (x, y), (x, y), F.cross_entropy, accuracy, "val_accuracy",
+                "maximize", epochs=1, batch_size=16)
+
+
+def nan_loss():
+    loss = lambda out, target: F.cross_entropy(out, target) * float("nan")
+    return Task("nan", lambda: torch.nn.Linear(4, 2), (x, y), (x, y), loss, accuracy,
+                "val_accuracy", "maximize", epochs=1, batch_size=16)
+
+
+class Tied(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Linear(4, 4)
+        self.out = torch.nn.Linear(4, 4)
+        self.out.weight = self.emb.weight
+
+    def forward(self, inputs):
+        return self.out(torch.relu(self.emb(inputs)))[:, :2]
+
+
+def tied():
+    return Task("tied", Tied, (x, y), (x, y), F.cross_entropy, accuracy, "val_accuracy",
+                "maximize", epochs=1, batch_size=16)
+"""
+
+
+@pytest.mark.parametrize(
+    "factory, stack, message",
+    [
+        ("meta", "auto", "'weight' is on the meta device"),
+        ("nan_loss", "auto", "loss on one training batch is nan at the initial weights"),
+        ("tied", "4", "its model ties weights (out.weight is emb.weight)"),
+    ],
+)
+def test_a_model_that_cannot_train_or_stack_is_one_line(
+    tmp_path, monkeypatch, factory, stack, message
+):
+    (tmp_path / "odd_models.py").write_text(ODD_MODELS)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        cli,
+        ["search", "--task", f"odd_models.py:{factory}", "--n-trials", "2", "--no-tracking"]
+        + ["--stack", stack],
+    )
+    assert result.exit_code == 1, result.output
+    assert message in result.output and "a bug in adamtune" not in result.output

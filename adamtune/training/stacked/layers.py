@@ -48,6 +48,21 @@ def why_not_layer(model: nn.Module) -> str | None:
             return f"its model has {type(module).__name__} ({where}), which has no per-row noise"
         if isinstance(module, nn.modules.lazy.LazyModuleMixin):
             return f"its model has {type(module).__name__} ({where}), whose shapes are not set yet"
+    return _why_not_shared(model)
+
+
+def _why_not_shared(model: nn.Module) -> str | None:
+    """Tied weights (one Parameter under two names, e.g. an embedding tied to the output
+    layer): a stack's rows would each get their own copy under each name, and the tie, which
+    is the model, would be lost."""
+    first: dict[int, str] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        if id(parameter) in first:
+            return (
+                f"its model ties weights ({name} is {first[id(parameter)]}), and a stack "
+                "cannot keep the tie per row yet"
+            )
+        first[id(parameter)] = name
     return None
 
 
