@@ -119,6 +119,11 @@ def open_or_create(
     try:
         name = _study_name(settings, task, space, storage, identity)
         where = f"study {shown(name)} in {redact(settings.storage)}"
+        if settings.n_trials == 0 and name not in optuna.get_all_study_names(storage):
+            raise StudyError(
+                f"--n-trials 0: confirms the finished trials of an existing study, and {where} "
+                "does not exist yet; give --n-trials 1 or more"
+            )
         study, created = create_or_load(
             storage,
             name,

@@ -175,7 +175,7 @@ def first_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
     """Record the trial's first heartbeat now, before anything else can take time: a process
     killed after asking the trial then leaves it stale rather than RUNNING for good."""
     storage = study._storage
-    if heartbeat_enabled(study):
+    if heartbeat_enabled(study) and isinstance(storage, BaseHeartbeat):
         storage.record_heartbeat(trial._trial_id)
 
 

@@ -86,9 +86,10 @@ def test_tasks_lists_builtins(run):
             "did you mean 'digits-mlp'?",
         ),
         (
-            ["search", "--n-trials", "0"],
-            "Error: Invalid value for '--n-trials' (env var: 'ADAMTUNE_N_TRIALS'): 0 is not in the "
-            "range x>=1.",
+            ["search", "--n-trials", "0", "--no-tracking"],
+            "Error: --n-trials 0: confirms the finished trials of an existing study, and study "
+            "'mnist1d-mlp-default' in sqlite:///adamtune.db does not exist yet; give --n-trials 1 "
+            "or more",
         ),
         (
             ["search", "--sampler", "bayes"],
