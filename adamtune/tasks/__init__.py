@@ -12,6 +12,9 @@ _EXPORTS = {
     "Task": "adamtune.tasks.base",
     "accuracy": "adamtune.tasks.base",
     "mean_squared_error": "adamtune.tasks.base",
+    "mse": "adamtune.tasks.base",
+    "rmse": "adamtune.tasks.base",
+    "mae": "adamtune.tasks.base",
     "builtin_tasks": "adamtune.tasks.loader",
     "resolve_task": "adamtune.tasks.loader",
 }

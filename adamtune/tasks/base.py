@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +26,27 @@ def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
     return (outputs.argmax(dim=1) == targets).float().mean().item()
 
 
-def mean_squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> float:
-    return torch.mean((outputs.reshape(targets.shape) - targets) ** 2).item()
+def _errors(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Prediction minus target per value, in float64 (a (N, 1) output against (N,) targets)."""
+    return outputs.reshape(targets.shape).double() - targets.double()
+
+
+def mse(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """Mean squared error, in the target's units squared (minimise)."""
+    return torch.mean(_errors(outputs, targets) ** 2).item()
+
+
+def rmse(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """Root mean squared error, in the target's units (minimise)."""
+    return math.sqrt(mse(outputs, targets))
+
+
+def mae(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """Mean absolute error, in the target's units (minimise)."""
+    return torch.mean(_errors(outputs, targets).abs()).item()
+
+
+mean_squared_error = mse  # its name before 0.3
 
 
 @dataclass(frozen=True)

@@ -38,32 +38,54 @@ def task_factory(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def is_task_factory(function: Callable[..., Any]) -> bool:
-    """A function of one parameter that builds a Task: marked, or annotated ``-> Task``."""
+    """A function that builds a Task from the trial: marked ``@task_factory``, or whose first
+    parameter is required and which is annotated ``-> Task`` (or whose first parameter is
+    annotated with a trial type). A function with no required parameter is a plain factory,
+    called with no argument whatever its annotation: ``def make_task(p: float = 0.1) -> Task``
+    is called as ``make_task()``, its default kept."""
     if getattr(function, FACTORY_MARK, False):
         return True
-    try:
-        signature = inspect.signature(function)
-    except (TypeError, ValueError):
+    required = _required(function)
+    if required is None or not required:
         return False
-    returns = signature.return_annotation
-    name = returns if isinstance(returns, str) else getattr(returns, "__name__", "")
-    return bool(signature.parameters) and name.rpartition(".")[2] == "Task"
+    returns = inspect.signature(function).return_annotation
+    first = required[0].annotation
+    return _named(returns, ("Task",)) or (
+        _named(first, TRIAL_TYPES) and not _named(returns, ("float", "int", "dict"))
+    )
+
+
+TRIAL_TYPES = ("Values", "Trial", "FrozenTrial", "LoopTrial")  # a first parameter's annotation
+
+
+def _named(annotation: Any, names: tuple[str, ...]) -> bool:
+    """``annotation`` (a type, or a string under ``from __future__ import annotations``) is one
+    of ``names``, module prefixes ignored."""
+    if annotation is inspect.Parameter.empty:
+        return False
+    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    return name.rpartition(".")[2] in names
+
+
+def _required(function: Callable[..., Any]) -> list[inspect.Parameter] | None:
+    """The positional parameters without a default, or None where there is no signature."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    return [
+        p
+        for p in parameters
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
 
 
 def is_training_loop(function: Callable[..., Any]) -> bool:
     """Marked, or takes exactly one parameter (a task factory takes none)."""
     if hasattr(function, LOOP_MARK):
         return True
-    try:
-        parameters = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    required = [
-        p
-        for p in parameters
-        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    return len(required) == 1
+    required = _required(function)
+    return required is not None and len(required) == 1
 
 
 def loop_settings(function: Callable[..., Any]) -> dict[str, Any]:
