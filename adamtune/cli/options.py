@@ -221,6 +221,13 @@ SEARCH_OPTIONS: tuple[SearchOption, ...] = (
         type=click.IntRange(min=1),
     ),
     SearchOption(
+        "--resume-changed",
+        "resume_changed",
+        "Resume the study although its data, split sizes, epochs, batch size or metric "
+        "changed since it was made (refused otherwise); the study records that it did.",
+        is_flag=True,
+    ),
+    SearchOption(
         "--no-baseline",
         "baseline",
         "Do not evaluate the baseline (AdamW's defaults, or the space's baseline:) first in "

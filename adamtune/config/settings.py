@@ -213,6 +213,9 @@ class SearchSettings:
     population: int | None = None  # --strategy pbt: members; None: the stack's width
     pbt_interval: int | None = None  # evaluations between exploits; None: about 10 a run
     anchors: float = 0.25  # share of the population never exploited (against collapse)
+    # Resume a study although its data or recipe changed (adamtune.tasks.record): on purpose,
+    # and said on the study.
+    resume_changed: bool = False
 
     def __post_init__(self) -> None:
         check_settings(self)

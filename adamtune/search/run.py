@@ -85,7 +85,7 @@ def run_search(
     # A population's member lived in its population's memory: a dead one is failed, never
     # retried on its own.
     on_stale = StaleTrialHandler(0 if settings.strategy == "pbt" else settings.max_retries)
-    study, created = open_or_create(settings, plan.task, plan.space, on_stale)
+    study, created = open_or_create(settings, plan.task, plan.space, on_stale, warn)
     n_trials = trials_to_run(settings, study, plan.space, warn)
     owned = tracker is None
     if tracker is None:

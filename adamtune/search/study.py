@@ -22,6 +22,7 @@ from adamtune.storage.optuna_private import fail_stale
 from adamtune.storage.store import open_storage
 from adamtune.tasks import Task
 from adamtune.tasks.base import fingerprint
+from adamtune.tasks.record import changes, task_record
 from adamtune.tracking import NullTracker, Tracker
 
 
@@ -101,6 +102,7 @@ def open_or_create(
     task: Task,
     space: SearchSpace,
     on_stale: StaleTrialHandler | None = None,
+    say: Callable[[str], None] = lambda message: None,
 ) -> tuple[optuna.Study, bool]:
     """Create the study, or load it to resume, and say whether this process created it: of
     several processes starting together on a new study exactly one does, and that one alone
@@ -131,6 +133,7 @@ def open_or_create(
             pruner=make_pruner(settings.pruner, epochs),
         )
         check_fits(study, task, space, identity, settings.task)
+        check_record(study, task_record(task, epochs), settings, where, say)
         if identity and study.user_attrs.get("task_identity") is None:
             study.set_user_attr("task_identity", identity)
             study.set_user_attr("task_spec", settings.task)
@@ -210,6 +213,49 @@ def say_random_start(
         f"these {total} are a random search (the {settings.space} space{seeded}); "
         f"--n-trials {3 * startup} or more lets it learn from them."
     )
+
+
+RECORD_ATTR = "task_record"  # the study attribute: adamtune.tasks.record
+CHANGED_ATTR = "resumed_changed"  # every resume with --resume-changed: when and what
+
+
+def check_record(
+    study: optuna.Study,
+    record: dict[str, Any],
+    settings: SearchSettings,
+    where: str,
+    say: Callable[[str], None],
+) -> None:
+    """Store the task's record on a new study; on a resumed one, refuse what changed (the data,
+    the split sizes, the epochs, the batch size, the metric) in one line naming each change,
+    unless ``--resume-changed`` says to go on, which the study then records."""
+    stored = study.user_attrs.get(RECORD_ATTR)
+    finished = any(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+    if not isinstance(stored, dict):
+        if finished:
+            say(
+                f"Note: {where} was made before adamtune recorded a study's data and recipe; "
+                "that they are unchanged could not be checked."
+            )
+        study.set_user_attr(RECORD_ATTR, record)
+        return
+    changed = changes(stored, record)
+    if not changed:
+        return
+    if not settings.resume_changed:
+        raise StudyError(
+            f"{where}: its trials trained on other data or another recipe ({'; '.join(changed)}); "
+            "give a new --study-name for a new study, or pass --resume-changed to resume it on "
+            "purpose"
+        )
+    import time
+
+    history = study.user_attrs.get(CHANGED_ATTR)
+    history = list(history) if isinstance(history, list) else []
+    history.append({"time": time.time(), "changes": changed})
+    study.set_user_attr(CHANGED_ATTR, history)
+    study.set_user_attr(RECORD_ATTR, record)
+    say(f"Resuming {where} on purpose although {'; '.join(changed)} (recorded on the study).")
 
 
 def check_fits(

@@ -101,7 +101,7 @@ def run_workers(
     if settings.n_trials is None and settings.timeout is None and settings.sampler != "grid":
         raise StudyError("--workers needs --n-trials or --timeout")
     plan = prepare(settings, task=task, space=space, warn=warn)
-    study, created = open_or_create(settings, plan.task, plan.space)
+    study, created = open_or_create(settings, plan.task, plan.space, say=warn)
     settings = replace(settings, study_name=study.study_name)  # the workers open this one
     plan = replace(plan, settings=settings)
     n_trials = trials_to_run(settings, study, plan.space, warn)
