@@ -224,6 +224,45 @@ def confirmed_line(confirmation: Confirmation, maximize: bool) -> str | None:
     return line
 
 
+# Student's t at 97.5% (a two-sided 5% test) for 1..30 degrees of freedom; 2.0 beyond.
+_T975 = (12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14,
+         2.13, 2.12, 2.11, 2.10, 2.09, 2.09, 2.08, 2.07, 2.07, 2.06, 2.06, 2.06, 2.05, 2.05,
+         2.05, 2.04)  # fmt: skip
+
+
+def noise_line(confirmation: Confirmation, maximize: bool) -> str | None:
+    """One plain sentence where the confirmed gain over the baseline is inside the noise: a
+    paired t-test over the seeds both trained with (the same seeds: the same initial weights
+    and batch order for both) that does not reject "no difference" at 5%, or a single seed.
+    None where the gain is clear, or where there is nothing to compare."""
+    winner = next((c for c in confirmation.candidates if c.trial == confirmation.winner), None)
+    base = confirmation.baseline
+    if winner is None or base is None:
+        return None
+    pairs = [
+        (w, b)
+        for w, b in zip(winner.values, base.values, strict=False)
+        if w is not None and b is not None
+    ]
+    if not pairs:
+        return None
+    n = len(pairs)
+    differences = [w - b for w, b in pairs]
+    mean = sum(differences) / n
+    if n == 1:
+        return f"One seed cannot tell {winner.label} from {base.label}: --confirm 5 would tell."
+    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
+    t = _T975[n - 2] if n - 1 <= len(_T975) else 2.0
+    if abs(mean) > t * sd / math.sqrt(n):
+        return None
+    more = math.ceil((2.1 * sd / abs(mean)) ** 2) + 1 if mean else 2 * n
+    seeds = max(2 * n, min(more, 100))
+    return (
+        f"Not distinguishable from {base.label} over {n} seeds (paired difference "
+        f"{mean:+.3g} ± {sd / math.sqrt(n):.2g}, a 5% test); --confirm {seeds} would tell."
+    )
+
+
 def confirmation_rows(confirmation: Confirmation) -> tuple[list[str], list[list[Any]]]:
     """A table of every candidate: its search value beside its confirmed mean ± sd."""
     k = len(confirmation.seeds)

@@ -14,6 +14,7 @@ from adamtune.results.gain import (
     confirmed_line,
     gain_text,
     improvement,
+    noise_line,
     schedule_line,
     study_baseline,
     study_confirmation,
@@ -166,6 +167,9 @@ def gain_report(user_attrs: Any, best: FrozenTrial, metric: str, maximize: bool)
         confirmed = confirmed_line(confirmation, maximize)
         if confirmed:
             lines.append(confirmed[0].upper() + confirmed[1:])
+            noise = noise_line(confirmation, maximize)
+            if noise:
+                lines.append(noise)
         population = schedule_line(confirmation, maximize)
         if population:
             lines.append(population[0].upper() + population[1:])

@@ -16,7 +16,7 @@ from adamtune._util.urls import journal_path, redact, sqlite_path
 from adamtune.config.adam import AdamConfig
 from adamtune.errors import StorageError, StudyError, describe, shown
 from adamtune.results.export import ExportedTrial
-from adamtune.results.gain import study_confirmation
+from adamtune.results.gain import noise_line, study_confirmation
 from adamtune.storage.claims import is_claim
 from adamtune.storage.store import open_storage
 
@@ -150,10 +150,11 @@ def chosen_because(study: optuna.Study, trial: FrozenTrial) -> str:
         winner = next((c for c in confirmation.candidates if c.trial == trial.number), None)
     if confirmation is not None and winner is not None and winner.mean is not None:
         k = len(confirmation.seeds)
+        noise = noise_line(confirmation, maximizes(study))
         return (
             f"the confirmed winner: mean {confirmation.metric} {winner.mean:.6g} "
             f"(sd {winner.sd or 0.0:.2g}) over {k} further seed{'s' if k != 1 else ''}"
-        )
+        ) + (f"; {noise[0].lower()}{noise[1:].rstrip('.')}" if noise else "")
     best = best_first(study.get_trials(deepcopy=False), maximizes(study))
     return "the best trial" if best and best[0].number == trial.number else "as asked"
 

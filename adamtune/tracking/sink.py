@@ -274,6 +274,7 @@ class MlflowSink:
         metrics += [Metric(name, value, now, 0) for name, value in gains.items()]
         params = [Param(f"best.{k}", str(v)) for k, v in config_rows(trial_config(best))]
         best_trial = exported_trial(study)  # the confirmed winner where there is one
+        metric_name = str(study.user_attrs.get("metric", "value"))
         self.client.log_batch(
             run_id,
             metrics=metrics,
@@ -281,6 +282,8 @@ class MlflowSink:
             tags=[
                 RunTag("adamtune.best_trial", str(best.number)),
                 RunTag("adamtune.exported_trial", str(best_trial.trial_number)),
+                # the run's description in the MLflow UI: the answer, on the page that opens
+                RunTag("mlflow.note.content", _description(study, best, best_trial, metric_name)),
             ],
         )
         for fmt, name in (("torch", "best_config_torch.py"), ("yaml", "best_config.yaml")):
@@ -320,3 +323,19 @@ class MlflowSink:
                 )
                 self.client.set_terminated(run_id, "FAILED")
             self.open.discard(run_id)
+
+
+def _description(study: Any, best: Any, exported: Any, metric: str) -> str:
+    """The parent run's description (Markdown in the MLflow UI): the best trial, the gain over
+    the baseline, the confirmed means with the noise verdict, and which trial is exported."""
+    from adamtune.results.report import gain_report
+    from adamtune.results.studies import maximizes
+
+    lines = [
+        f"**adamtune study {study.study_name!r}**: best trial {best.number}, "
+        f"{metric} = {best.value:.6g}; `adamtune export` exports trial {exported.trial_number} "
+        f"({exported.chosen}).",
+        "",
+    ]
+    report = gain_report(study.user_attrs, best, metric, maximizes(study))
+    return "\n".join(lines + ["```", report, "```"] if report else lines)
