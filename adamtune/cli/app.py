@@ -290,6 +290,7 @@ def ui(study_name: str | None, tracking_uri: str | None, host: str, port: int) -
         check_store,
         experiment_id,
         is_server,
+        newest_experiment,
         serve,
         ui_url,
     )
@@ -297,14 +298,27 @@ def ui(study_name: str | None, tracking_uri: str | None, host: str, port: int) -
     uri = resolve_tracking_uri(tracking_uri)
     if not is_server(uri):
         check_store(uri)  # a server is only asked when a study's experiment is looked up
-    experiment = experiment_id(uri, study_name) if study_name else None
+    which = ""
+    if study_name:
+        experiment: str | None = experiment_id(uri, study_name)
+    elif is_server(uri):
+        experiment = None
+    else:  # MLflow 3's home page is about GenAI: open the newest study's runs instead
+        newest = newest_experiment(uri)
+        experiment = newest[0] if newest else None
+        if newest:
+            which = f" (study {newest[1]!r}, the newest; `adamtune ui STUDY` opens another)"
     url = ui_url(uri, host, port, experiment)
     if is_server(uri):
         click.echo(f"{redact(uri)} is an MLflow server already: open {redact(url)}")
         return
     check_port_free(host, port)
-    click.echo(f"MLflow UI for {redact(uri)}: {url}  (Ctrl-C to stop)", err=True)
-    sys.exit(serve(uri, host, port))
+    click.echo(f"Starting the MLflow UI for {redact(uri)} on {host}:{port} ...", err=True)
+
+    def ready() -> None:
+        click.echo(f"MLflow UI for {redact(uri)}: {url}{which}  (Ctrl-C to stop)")
+
+    sys.exit(serve(uri, host, port, on_ready=ready))
 
 
 LINGER_SECONDS = 2.0  # a thread the task left running gets this long to end on its own

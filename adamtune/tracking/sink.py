@@ -286,6 +286,12 @@ class MlflowSink:
                 RunTag("mlflow.note.content", _description(study, best, best_trial, metric_name)),
             ],
         )
+        # the experiment's description too: the experiments list shows it beside the study
+        self.client.set_experiment_tag(
+            self.experiment_id,
+            "mlflow.note.content",
+            _description(study, best, best_trial, metric_name),
+        )
         for fmt, name in (("torch", "best_config_torch.py"), ("yaml", "best_config.yaml")):
             self.client.log_text(run_id, render(best_trial, fmt), f"export/{name}")
         metric = study.user_attrs.get("metric", "value")

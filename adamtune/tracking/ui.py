@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 
 from adamtune._util.urls import redact, sqlite_path
 from adamtune.errors import AdamtuneError, TrackingError, describe, shown
@@ -56,8 +57,33 @@ def is_server(tracking_uri: str) -> bool:
 
 
 def ui_url(tracking_uri: str, host: str, port: int, experiment: str | None) -> str:
+    """The page of the experiment's runs table (MLflow 3's home page is a GenAI overview that
+    says nothing of a study), or the UI's root where there is no experiment."""
     base = tracking_uri.rstrip("/") if is_server(tracking_uri) else f"http://{host}:{port}"
-    return f"{base}/#/experiments/{experiment}" if experiment else base
+    return f"{base}/#/experiments/{experiment}/runs" if experiment else base
+
+
+def newest_experiment(tracking_uri: str) -> tuple[str, str] | None:
+    """(id, name) of the most recently created experiment other than MLflow's Default: the
+    study `adamtune ui` opens when none is named. None where there is none."""
+    import logging
+
+    check_store(tracking_uri)
+    from mlflow import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        found = MlflowClient(tracking_uri).search_experiments(
+            order_by=["creation_time DESC"], max_results=20
+        )
+    except Exception as exc:
+        raise TrackingError(
+            f"--tracking-uri {redact(tracking_uri)!r}: cannot read the MLflow store: "
+            f"{describe(exc)}"
+        ) from None
+    studies = [e for e in found if e.name != "Default"]
+    return (str(studies[0].experiment_id), studies[0].name) if studies else None
 
 
 def ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
@@ -91,18 +117,43 @@ def check_port_free(host: str, port: int) -> None:
         ) from None
 
 
+def _answers(process: subprocess.Popen[bytes], url: str) -> bool:
+    """Wait until ``url`` answers; False when the UI exited first or never answered."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310  (our URL)
+                if response.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.3)
+    return False
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM stops the UI the way Ctrl-C does
 
 
-def serve(tracking_uri: str, host: str, port: int) -> int:
+STARTUP_SECONDS = 120.0  # the UI's first answer can take half a minute on a small machine
+
+
+def serve(
+    tracking_uri: str, host: str, port: int, on_ready: Callable[[], None] = lambda: None
+) -> int:
     """Run the MLflow UI in the foreground until it exits, Ctrl-C or SIGTERM; returns its exit
-    code. The UI runs in a process group of its own, stopped whole on the way out: `mlflow ui`
-    starts uvicorn, which starts workers, and stopping only the first would leave them serving."""
+    code. ``on_ready()`` is called once the UI answers (its first answer can take tens of
+    seconds). The UI runs in a process group of its own, stopped whole on the way out: `mlflow
+    ui` starts uvicorn, which starts workers, and stopping only the first would leave them
+    serving."""
     check_port_free(host, port)
     process = subprocess.Popen(ui_command(tracking_uri, host, port), start_new_session=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
+        if _answers(process, f"http://{host}:{port}/health"):
+            on_ready()
         return process.wait()
     except KeyboardInterrupt:
         return 0

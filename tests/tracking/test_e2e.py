@@ -70,7 +70,13 @@ def test_the_ui_shows_the_study_and_its_trials(tmp_path, serve):
         f"http://127.0.0.1:{port}/health",
         tmp_path,
     )
-    url = re.search(r"(http://\S+/#/experiments/\d+)", process.stdout.readline()).group(1)
+    said = ""  # "Starting ...", MLflow's own lines, then the URL once the UI answers
+    while not (found := re.search(r"(http://\S+/#/experiments/\d+)/runs", said)):
+        line = process.stdout.readline()
+        assert line, said
+        said += line
+    assert said.index("Starting the MLflow UI") < said.index("MLflow UI for")
+    url = found.group(1)
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -83,6 +89,9 @@ def test_the_ui_shows_the_study_and_its_trials(tmp_path, serve):
             page.get_by_text(f"trial-{number}", exact=True).wait_for(timeout=30_000)
         screenshot = tmp_path / "mlflow-ui.png"
         page.screenshot(path=str(screenshot))
+        # the answer is on the parent run's page: its description names the exported trial
+        parent.get_by_role("link", name="ui-study").first.click()
+        page.get_by_text("adamtune export", exact=False).first.wait_for(timeout=30_000)
         browser.close()
     assert screenshot.stat().st_size > 10_000
     if os.environ.get("ADAMTUNE_SCREENSHOT"):  # how docs/mlflow-ui.png is made
