@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 @search_options
 def search(**options: Any) -> None:
     """Run (or resume) a study: every trial trains the task with one Adam configuration."""
+    import time
+
+    started = time.monotonic()  # --timeout is the whole command's budget, from here
     from adamtune.space.search_space import load_space
     from adamtune.tasks.loader import check_spec
     from adamtune.tracking import make_tracker
@@ -56,7 +59,7 @@ def search(**options: Any) -> None:
     )
     with sigterm_as_interrupt():
         try:
-            study, task = _search(settings, space, workers, tracker)
+            study, task = _search(settings, space, workers, tracker, started)
         finally:
             tracker.close()
     ended = without_a_completed_trial(study)
@@ -129,7 +132,7 @@ def running_elsewhere(study: optuna.Study) -> int:
 
 
 def _search(
-    settings: SearchSettings, space: SearchSpace, workers: int, tracker: Tracker
+    settings: SearchSettings, space: SearchSpace, workers: int, tracker: Tracker, started: float
 ) -> tuple[optuna.Study, Task]:
     """The study part of ``search``: the progress bar around one library call."""
     from adamtune.cli.progress import Progress
@@ -150,6 +153,7 @@ def _search(
             on_stack=progress.stack,
             on_confirm=progress.confirm_run,
             warn=progress.say,
+            started=started,
         )
     except KeyboardInterrupt:
         progress.close()

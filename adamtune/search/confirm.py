@@ -26,11 +26,12 @@ from adamtune.config.settings import SEED_LIMIT, SearchSettings
 from adamtune.results.gain import Confirmation, mean_sd, study_baseline, study_confirmation
 from adamtune.results.report import config_rows
 from adamtune.results.studies import best_first, maximizes, population_candidates, trial_config
+from adamtune.search.budget import Budget
 from adamtune.space.baseline import TRIAL_ATTR
 from adamtune.storage.claims import Claim, claim_state, take
 from adamtune.storage.optuna_private import fail_stale
 from adamtune.tracking import Tracker, TrialRecord
-from adamtune.training.runner import Evaluated, Runner
+from adamtune.training.runner import OUT_OF_TIME, Evaluated, Runner
 from adamtune.training.single import Evaluation
 
 STUDY_ATTR = "confirmation"
@@ -104,6 +105,7 @@ def confirm_study(
     on_run: RunProgress | None = None,
     say: Callable[[str], None] = lambda message: None,
     chosen: list[tuple[FrozenTrial, str]] | None = None,
+    deadline: float | None = None,
 ) -> Confirmation | None:
     """Retrain the ``top`` best completed trials (and the baseline) under ``k`` seeds, store the
     ranking on the study and return it; None when no trial completed. ``on_run(done, total,
@@ -119,7 +121,19 @@ def confirm_study(
     if not chosen_trials:
         return None
     return _confirm(
-        study, trials, maximize, chosen_trials, roles, runner, k, top, seed, tracker, on_run, say
+        study,
+        trials,
+        maximize,
+        chosen_trials,
+        roles,
+        runner,
+        k,
+        top,
+        seed,
+        tracker,
+        on_run,
+        say,
+        deadline,
     )
 
 
@@ -136,6 +150,7 @@ def _confirm(
     tracker: Tracker,
     on_run: RunProgress | None,
     say: Callable[[str], None],
+    deadline: float | None = None,
 ) -> Confirmation | None:
     """Retrain ``chosen`` (and the baseline) under ``k`` seeds; see confirm_study. ``trials``:
     the study's, as read once there."""
@@ -153,13 +168,19 @@ def _confirm(
     seeds = confirmation_seeds(seed, k)
     started = time.time()
     if on_run is None:
-        results = runner.evaluate(configs, seeds, values=values)
+        results = runner.evaluate(configs, seeds, values=values, deadline=deadline)
     else:
         epochs = runner.epochs or runner.task.epochs
         follow = _Follow(labels, len(chosen), len(configs) * k, epochs, maximize, on_run)
         results = runner.evaluate(
-            configs, seeds, on_done=follow.done, on_eval=follow.epoch, values=values
+            configs,
+            seeds,
+            on_done=follow.done,
+            on_eval=follow.epoch,
+            values=values,
+            deadline=deadline,
         )
+    seeds, results = _in_time(seeds, results, say)
     metric = runner.task.metric_name
     test_metric = _test_metric(metric, results)
     candidates = []
@@ -197,6 +218,23 @@ def _confirm(
         },
     )
     return study_confirmation(study.user_attrs)
+
+
+def _in_time(
+    seeds: list[int], results: list[list[Evaluated]], say: Callable[[str], None]
+) -> tuple[list[int], list[list[Evaluated]]]:
+    """The seeds that every candidate trained before the budget ran out: a seed some did not
+    finish in time is left out for all, so the means compare the same seeds."""
+    late = {j for runs in results for j, run in enumerate(runs) if run.reason == OUT_OF_TIME}
+    if not late:
+        return seeds, results
+    kept = [j for j in range(len(seeds)) if j not in late]
+    say(
+        f"Confirmation: the budget ran out before seed{'s' if len(late) > 1 else ''} "
+        f"{', '.join(str(seeds[j]) for j in sorted(late))} finished for every candidate; "
+        f"{'the means compare seeds ' + ', '.join(str(seeds[j]) for j in kept) if kept else 'no seed finished'}."
+    )
+    return [seeds[j] for j in kept], [[runs[j] for j in kept] for runs in results]
 
 
 class _Follow:
@@ -330,6 +368,7 @@ def confirm_finished_study(
     tracker: Tracker,
     say: Callable[[str], None],
     on_run: RunProgress | None = None,
+    budget: Budget | None = None,
 ) -> None:
     """``--confirm K``, once per finished study (adamtune.search.confirm.confirmation_turn): the top
     trials and the baseline under K further seeds. Without ``--confirm-top`` at most
@@ -338,7 +377,7 @@ def confirm_finished_study(
     if turn is None:
         return
     with turn.held():
-        _confirm_finished(study, runner, settings, tracker, say, on_run)
+        _confirm_finished(study, runner, settings, tracker, say, on_run, budget)
 
 
 def _confirm_finished(
@@ -348,14 +387,28 @@ def _confirm_finished(
     tracker: Tracker,
     say: Callable[[str], None],
     on_run: RunProgress | None,
+    budget: Budget | None,
 ) -> None:
     if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         return  # nothing to confirm: no "Confirming ..." line before "no trial completed"
     if study.user_attrs.get("strategy") == "pbt":
-        _confirm_population(study, runner, settings, tracker, say, on_run)
+        _confirm_population(study, runner, settings, tracker, say, on_run, budget)
         return
     seeds = settings.confirm
     top = settings.confirm_top
+    epochs = runner.epochs or runner.task.epochs
+    deadline = budget.deadline if budget is not None else None
+    if budget is not None and budget.seconds is not None:
+        size = budget.confirmation_size(top or DEFAULT_TOP, seeds, epochs)
+        if isinstance(size, str):
+            say(size)
+            return
+        if size != (top or DEFAULT_TOP, seeds):
+            say(
+                f"Confirmation: the top {size[0]} under {size[1]} seeds, what fits in the "
+                "budget's last share at the search's speed."
+            )
+        top, seeds = size
     if top is None:
         trials = study.get_trials(deepcopy=False)
         searched = trial_epochs(trials)
@@ -381,6 +434,7 @@ def _confirm_finished(
         tracker=tracker,
         on_run=on_run,
         say=say,
+        deadline=deadline,
     )
 
 
@@ -391,6 +445,7 @@ def _confirm_population(
     tracker: Tracker,
     say: Callable[[str], None],
     on_run: RunProgress | None,
+    budget: Budget | None = None,
 ) -> None:
     """Replay the population's winner from scratch (its exported schedule, as a user runs it)
     beside its best fixed configuration and the baseline, under K further seeds."""
@@ -415,4 +470,5 @@ def _confirm_population(
         on_run=on_run,
         say=say,
         chosen=chosen,
+        deadline=budget.deadline if budget is not None else None,
     )

@@ -30,10 +30,12 @@ def search(
     on_epoch: Callable[[int, int, int, dict[str, float]], None] | None = None,
     on_confirm: RunProgress | None = None,
     on_stack: Callable[[list[tuple[int, int, int, dict[str, float]]]], None] | None = None,
+    started: float | None = None,
 ) -> optuna.Study:
     """``adamtune search``: one process (run_search) or ``workers`` processes sharing the study
     (adamtune.processes), with the warnings the choice deserves. ``tracker`` is the caller's
-    (it is not closed here); with several workers each process tracks on its own."""
+    (it is not closed here); with several workers each process tracks on its own.
+    ``started`` (time.monotonic): when the command began, from which ``--timeout`` counts."""
     if workers > 1 and settings.strategy == "pbt":
         raise ConfigError(
             f"--strategy pbt: a population trains as one stack in one process, and --workers "
@@ -55,6 +57,7 @@ def search(
             space=space,
             warn=warn,
             on_confirm=on_confirm,
+            started=started,
         )
     callbacks = [on_trial] if on_trial is not None else []
     return run_search(
@@ -67,4 +70,5 @@ def search(
         on_epoch=on_epoch,
         on_confirm=on_confirm,
         on_stack=on_stack,
+        started=started,
     )

@@ -13,6 +13,7 @@ anything, SystemExit included: that fails the trial with its reason, never the s
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -74,6 +75,14 @@ class Objective:
     on_stack: Callable[[list[tuple[int, int, int, dict[str, float]]]], None] | None = None
     warn: Callable[[str], None] = lambda message: None
     _told_epochs: bool = field(default=False, repr=False)  # a loop ignoring --epochs: said once
+    # time.monotonic() when the command's --timeout is spent: a trial still training then ends
+    # (PRUNED, "out of time") at its next evaluation
+    deadline: float | None = None
+
+    def out_of_time(self, evaluation: Evaluation) -> str | None:
+        if self.deadline is None or time.monotonic() < self.deadline:
+            return None
+        return f"out of time: --timeout ended it at epoch {evaluation.epoch}"
 
     @property
     def effective_patience(self) -> int | None:
@@ -179,7 +188,9 @@ class Objective:
         self.show_epoch(trial.number, evaluation)
         value = evaluation.metrics[self.task.metric_name]
         trial.report(value, evaluation.epoch)
-        return self.prune_reason(evaluation) if trial.should_prune() else None
+        if trial.should_prune():
+            return self.prune_reason(evaluation)
+        return self.out_of_time(evaluation)
 
     def show_epoch(self, number: int, evaluation: Evaluation) -> None:
         if self.on_epoch is not None:  # a loop may report more often than it planned

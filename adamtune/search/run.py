@@ -21,6 +21,7 @@ from adamtune.config.settings import SearchSettings
 from adamtune.errors import StorageError, StudyError, describe
 from adamtune.results.gain import study_baseline
 from adamtune.search.baseline import start_baseline
+from adamtune.search.budget import Budget
 from adamtune.search.confirm import DEFAULT_TOP, RunProgress, confirm_finished_study
 from adamtune.search.objective import Objective
 from adamtune.search.plan import Plan, prepare
@@ -70,6 +71,7 @@ def run_search(
     on_confirm: RunProgress | None = None,
     on_stack: Callable[[list[tuple[int, int, int, dict[str, float]]]], None] | None = None,
     plan: Plan | None = None,
+    started: float | None = None,
 ) -> optuna.Study:
     """Run ``settings.n_trials`` new trials (or until ``timeout``) in this process and return
     the study; ``settings.stack`` of them at a time as one stacked model.
@@ -81,6 +83,7 @@ def run_search(
     (a worker's). The study is ended on the tracker on every way out; a tracker made here
     (from ``settings.tracking_uri``) is also closed here, one passed in is closed by its owner.
     """
+    budget = Budget.starting(settings.timeout, settings.confirm > 0, started)  # the clock
     plan = plan or prepare(settings, task=task, space=space, warn=warn)
     # A population's member lived in its population's memory: a dead one is failed, never
     # retried on its own.
@@ -92,11 +95,16 @@ def run_search(
         tracker = make_tracker(settings.tracking_uri, settings.experiment, settings.storage)
     on_stale.tracker = tracker
     objective = plan.objective(tracker, on_epoch=on_epoch, on_stack=on_stack, warn=warn)
+    objective.deadline = budget.search_deadline  # the search share: then confirmation
     failures = FailureLimit(settings.max_consecutive_failures)
+    split = budget.split_line()
+    if split and n_trials != 0:
+        warn(split)
 
     def trials() -> bool:
         objective.baseline = study_baseline(study.user_attrs)
-        run_trials(plan, study, objective, n_trials, [failures, *callbacks], failures)
+        run_trials(plan, study, objective, n_trials, [failures, *callbacks], failures, budget)
+        budget.searched(epochs_since(study, budget.started_wall))
         return not failures.tripped  # a study stopped by failures is not confirmed
 
     threads = torch.get_num_threads()
@@ -105,7 +113,7 @@ def run_search(
         # and its batched products split across every core (benchmarks/results/stacked_trials_cpu.md).
         torch.set_num_threads(plan.task.threads)
     try:
-        around_trials(plan, study, created, tracker, trials, plan.rows, warn, on_confirm)
+        around_trials(plan, study, created, tracker, trials, plan.rows, warn, on_confirm, budget)
     finally:
         torch.set_num_threads(threads)
         if owned:
@@ -126,6 +134,7 @@ def around_trials(
     rows: int,
     warn: Callable[[str], None],
     on_confirm: RunProgress | None,
+    budget: Budget | None = None,
 ) -> None:
     """What every search runs around its ``trials()``, in this process and for worker
     processes alike: the study's tracker run, the baseline before (by the process that
@@ -142,7 +151,7 @@ def around_trials(
         if s.confirm and may_confirm:
             pairs = ((s.confirm_top or DEFAULT_TOP) + 1) * s.confirm
             wide = replace(runner, rows=confirmation_rows(plan.task, plan.device, rows, pairs))
-            confirm_finished_study(study, wide, s, tracker, warn, on_confirm)
+            confirm_finished_study(study, wide, s, tracker, warn, on_confirm, budget)
         finished = True
     except (OSError, _sql_error(), optuna.exceptions.StorageInternalError) as exc:
         raise storage_lost(s.storage, exc) from None  # disk full, server down
@@ -157,10 +166,12 @@ def run_trials(
     n_trials: int | None,
     callbacks: list[Callback],
     failures: FailureLimit,
+    budget: Budget | None = None,
 ) -> None:
     """The trials themselves: ``plan.rows`` at a time as one stack, or one at a time through
     Optuna's optimize loop (``--n-jobs`` threads)."""
     s = plan.settings
+    timeout = budget.search_seconds_left() if budget is not None else s.timeout
     if s.strategy == "pbt":
         from adamtune.search.population import default_interval, run_population
         from adamtune.training.stacked.population import Rules
@@ -172,7 +183,7 @@ def run_trials(
             objective,
             size=plan.rows,
             rules=rules,
-            timeout=s.timeout,
+            timeout=timeout,
             stop=lambda: failures.tripped,
         )
         return
@@ -184,7 +195,7 @@ def run_trials(
             objective,
             rows=plan.rows,
             n_trials=n_trials,
-            timeout=s.timeout,
+            timeout=timeout,
             callbacks=callbacks,
             stop=lambda: failures.tripped,
         )
@@ -198,10 +209,22 @@ def run_trials(
     study.optimize(
         objective,
         n_trials=n_trials,
-        timeout=s.timeout,
+        timeout=timeout,
         n_jobs=s.n_jobs,
         catch=(Exception,),
         callbacks=callbacks,
+    )
+
+
+def epochs_since(study: optuna.Study, started: float) -> int:
+    """Trial-epochs that the study's trials started since ``started`` (wall clock) trained:
+    what this process's search trained, for the confirmation's share of the budget."""
+    return sum(
+        max(1, len(t.intermediate_values))
+        for t in study.get_trials(deepcopy=False)
+        if t.state.is_finished()
+        and t.datetime_start is not None
+        and t.datetime_start.timestamp() >= started - 1.0
     )
 
 

@@ -346,8 +346,13 @@ def _judge(
     objective.show_stack([(trials[row].number, e) for row, e in evaluations.items()])
     report_all([(trials[row], e.metrics[metric], e.epoch) for row, e in evaluations.items()])
     with one_read_of_trials(study):
-        return {
+        pruned = {
             row: objective.prune_reason(evaluation)
             for row, evaluation in evaluations.items()
             if trials[row].should_prune()
         }
+    for row, evaluation in evaluations.items():
+        late = objective.out_of_time(evaluation)
+        if late and row not in pruned:
+            pruned[row] = late
+    return pruned

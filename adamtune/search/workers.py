@@ -23,9 +23,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from adamtune.config.settings import SearchSettings
 from adamtune.errors import StudyError
+from adamtune.search.budget import Budget
 from adamtune.search.confirm import RunProgress
 from adamtune.search.plan import Plan, WorkerPlan, from_worker_plan, prepare
-from adamtune.search.run import around_trials, run_search
+from adamtune.search.run import around_trials, epochs_since, run_search
 from adamtune.search.study import open_or_create, trials_to_run
 from adamtune.space.search_space import SearchSpace
 from adamtune.tasks import Task
@@ -92,6 +93,7 @@ def run_workers(
     space: SearchSpace | None = None,
     warn: Callable[[str], None] = lambda message: None,
     on_confirm: RunProgress | None = None,
+    started: float | None = None,
 ) -> optuna.Study:
     """Run ``settings.n_trials`` trials over ``workers`` processes; return the study. The plan
     is prepared here, once; each worker receives its plain data (objects do not cross a
@@ -100,6 +102,7 @@ def run_workers(
     MLflow), one at a time while the workers hold the cores."""
     if settings.n_trials is None and settings.timeout is None and settings.sampler != "grid":
         raise StudyError("--workers needs --n-trials or --timeout")
+    budget = Budget.starting(settings.timeout, settings.confirm > 0, started)  # the clock
     plan = prepare(settings, task=task, space=space, warn=warn)
     study, created = open_or_create(settings, plan.task, plan.space, say=warn)
     settings = replace(settings, study_name=study.study_name)  # the workers open this one
@@ -107,12 +110,25 @@ def run_workers(
     n_trials = trials_to_run(settings, study, plan.space, warn)
     tracker = make_tracker(settings.tracking_uri, settings.experiment, settings.storage)
 
+    split = budget.split_line()
+    if split and n_trials != 0:
+        warn(split)
+
     def trials() -> bool:
-        _run_processes(study, plan, n_trials, workers, on_trial)
+        # each worker's search ends where this command's search share does
+        timeout = budget.search_seconds_left()
+        _run_processes(
+            study,
+            replace(plan, settings=replace(settings, timeout=timeout)),
+            n_trials,
+            workers,
+            on_trial,
+        )
+        budget.searched(epochs_since(study, budget.started_wall))
         return True
 
     try:
-        around_trials(plan, study, created, tracker, trials, 1, warn, on_confirm)
+        around_trials(plan, study, created, tracker, trials, 1, warn, on_confirm, budget)
     finally:
         tracker.close()
     return study

@@ -54,7 +54,10 @@ def task_record(task: Task, epochs: int) -> dict[str, Any]:
         for split in (task.train, task.validation):
             _digest_split(digest, split)
         record["data"] = digest.hexdigest()[:16]
-    except Exception:  # noqa: BLE001  (a user's Dataset that cannot be read: the trials say so)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # noqa: BLE001  (a user's Dataset that cannot be read, sys.exit()
+        # included: the trials say so, each with its reason)
         record.pop("train_rows", None)
         record.pop("validation_rows", None)
     return record

@@ -44,6 +44,9 @@ class Evaluated:
         return self.ended - self.seconds
 
 
+OUT_OF_TIME = "out of time: the --timeout budget ran out before this run finished"
+
+
 @dataclass(frozen=True)
 class Runner:
     """How a study trains: what every evaluation shares with the study's trials."""
@@ -64,11 +67,14 @@ class Runner:
         on_done: Callable[[int, Evaluated], None] | None = None,
         on_eval: Callable[[Evaluation], None] | None = None,
         values: Sequence[dict[str, Any]] | None = None,
+        deadline: float | None = None,
     ) -> list[list[Evaluated]]:
         """``result[i][j]``: configuration ``i`` trained under ``seeds[j]``; ``on_done(i, run)``
         is called as each run finishes, ``on_eval`` with the evaluations on the way.
         ``values[i]``: configuration ``i``'s values of the user's own (adamtune.values), as its
-        trial stored them; a value not there takes its default."""
+        trial stored them; a value not there takes its default. ``deadline`` (time.monotonic):
+        no run starts after it, and a run still training then ends at its next evaluation;
+        either is an Evaluated with no value and the reason OUT_OF_TIME."""
         values = list(values) if values is not None else [{} for _ in configs]
         pairs = [(i, seed) for seed in seeds for i in range(len(configs))]
         done: dict[tuple[int, int], Evaluated] = {}
@@ -78,11 +84,15 @@ class Runner:
             if on_done is not None:
                 on_done(pair[0], run)
 
+        late = _late(deadline)
         if self.rows > 1 and len(pairs) > 1:
-            self._stacked(configs, pairs, finished, on_eval)
+            self._stacked(configs, pairs, finished, on_eval, late)
         else:
             for i, seed in pairs:
-                finished((i, seed), self._alone(configs[i], seed, on_eval, values[i]))
+                if late():
+                    finished((i, seed), Evaluated(seed, None, reason=OUT_OF_TIME))
+                    continue
+                finished((i, seed), self._alone(configs[i], seed, on_eval, values[i], late))
         return [[done[(i, seed)] for seed in seeds] for i in range(len(configs))]
 
     def _alone(
@@ -91,14 +101,16 @@ class Runner:
         seed: int,
         on_eval: Callable[[Evaluation], None] | None = None,
         stored: dict[str, Any] | None = None,
+        late: Callable[[], bool] = lambda: False,
     ) -> Evaluated:
         log = TrainingLog()
         started = time.perf_counter()
         values = Values(stored=stored or {}, declared=self.declared)
 
-        def watch(evaluation: Evaluation) -> None:
+        def watch(evaluation: Evaluation) -> str | None:
             if on_eval is not None:
                 on_eval(evaluation)
+            return OUT_OF_TIME if late() else None
 
         try:
             task = self.task.per_trial(values) if self.task.per_trial else self.task
@@ -131,6 +143,7 @@ class Runner:
         pairs: list[tuple[int, int]],
         finished: Callable[[tuple[int, int], Evaluated], None],
         on_eval: Callable[[Evaluation], None] | None = None,
+        late: Callable[[], bool] = lambda: False,
     ) -> None:
         """Every (configuration, seed) pair as a row of one refilling stack per kernel setting
         (rows sharing ``decoupled``/``amsgrad``), ``rows`` at a time."""
@@ -146,7 +159,7 @@ class Runner:
             def source(
                 queue: Iterator[tuple[AdamConfig, int]] = queue,
             ) -> tuple[AdamConfig, int] | None:
-                return next(queue, None)
+                return None if late() else next(queue, None)
 
             def collect(
                 row: int, result: TrainResult, members: list[tuple[int, int]] = members
@@ -162,7 +175,7 @@ class Runner:
                     epochs=self.epochs,
                     device=self.device,
                     on_result=collect,
-                    on_epoch=partial(_watch_stack, on_eval),
+                    on_epoch=partial(_watch_stack, on_eval, late),
                     patience=self.patience,
                     precision=self.precision,
                 )
@@ -173,6 +186,10 @@ class Runner:
                     if pair not in out:
                         out[pair] = Evaluated(pair[1], None, reason=describe(exc))
                         finished(pair, out[pair])
+            for pair in members:  # never started: the budget ran out first
+                if pair not in out:
+                    out[pair] = Evaluated(pair[1], None, reason=OUT_OF_TIME)
+                    finished(pair, out[pair])
 
     def _outcome(self, result: TrainResult, seed: int) -> Evaluated:
         reason = result.failed or result.stopped
@@ -188,9 +205,19 @@ class Runner:
 
 
 def _watch_stack(
-    on_eval: Callable[[Evaluation], None] | None, evaluations: dict[int, Evaluation]
+    on_eval: Callable[[Evaluation], None] | None,
+    late: Callable[[], bool],
+    evaluations: dict[int, Evaluation],
 ) -> dict[int, str]:
-    """A stack's epoch for ``on_eval`` (its most advanced row's evaluation); stops no row."""
+    """A stack's epoch for ``on_eval`` (its most advanced row's evaluation); stops every row
+    once the budget has run out."""
     if on_eval is not None and evaluations:
         on_eval(max(evaluations.values(), key=lambda e: e.epoch))
-    return {}
+    return dict.fromkeys(evaluations, OUT_OF_TIME) if late() else {}
+
+
+def _late(deadline: float | None) -> Callable[[], bool]:
+    """Whether ``deadline`` (time.monotonic) has passed; never, for None."""
+    if deadline is None:
+        return lambda: False
+    return lambda: time.monotonic() >= deadline

@@ -157,7 +157,7 @@ CASES = [
     ["export", "existing", "-o", "mlflow-store.db", "--force"],
     ["export", "existing", "-o", "exists.py"],
     ["export", "existing", "-o", "missing/dir/best.py"],
-    ["export", "existing", "-o", "."],
+    ["export", "existing", "-o", "no-such-dir/"],  # (-o . writes into the directory)
     ["export", "existing", "-o", "/dev/full", "--force"],
     ["export", "existing", "--trial", "2"],  # its config is not a mapping
     ["spaces", "nope"],

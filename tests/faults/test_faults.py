@@ -228,7 +228,10 @@ def test_sys_exit_in_user_code_fails_only_that_trial(slow_task, in_tmp):
     )
     out, err = process.communicate(timeout=300)
     assert process.returncode == 1
-    assert err.strip().splitlines()[-1] == "Error: no trial completed; see the reasons above"
+    assert err.strip().splitlines()[-1] == (
+        "Error: no trial of study 'slow_task-make_task-lr-only' completed (2 fail); the reasons "
+        "are above and in `adamtune show`"
+    )
     assert "Traceback" not in err
     study = optuna.load_study(
         study_name="slow_task-make_task-lr-only", storage="sqlite:///adamtune.db"

@@ -89,7 +89,7 @@ def test_schema_race_between_workers_is_retried(monkeypatch, tmp_path):
             )
         return real(url, **options)
 
-    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr("adamtune.storage.optuna_private.HeartbeatRDBStorage", racing)
     monkeypatch.setattr("adamtune.storage.store.time.sleep", lambda seconds: None)
     storage = open_storage(f"sqlite:///{tmp_path / 'race.db'}")
     assert storage.get_all_studies() == []  # the third try opened a working storage
@@ -97,7 +97,6 @@ def test_schema_race_between_workers_is_retried(monkeypatch, tmp_path):
 
 
 def test_other_storage_errors_are_not_retried(monkeypatch, tmp_path):
-    import optuna
 
     calls = []
 
@@ -105,7 +104,7 @@ def test_other_storage_errors_are_not_retried(monkeypatch, tmp_path):
         calls.append(url)
         raise RuntimeError("password authentication failed")
 
-    monkeypatch.setattr(optuna.storages, "RDBStorage", refusing)
+    monkeypatch.setattr("adamtune.storage.optuna_private.HeartbeatRDBStorage", refusing)
     with pytest.raises(StorageError, match="password authentication failed"):
         open_storage(f"sqlite:///{tmp_path / 'x.db'}")
     assert len(calls) == 1
