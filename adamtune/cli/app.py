@@ -182,6 +182,7 @@ def studies(storage: str) -> None:
 )
 def show(study_name: str, storage: str, top: int) -> None:
     """Show a study's best trial and its top trials."""
+    from adamtune.results.importance import importance_report
     from adamtune.results.report import best_trial_summary, gain_report, top_trials_table
     from adamtune.results.studies import load_study, maximizes, top_trials
 
@@ -202,6 +203,7 @@ def show(study_name: str, storage: str, top: int) -> None:
         click.echo("\n" + gains)
     click.echo(f"\nTop {len(best)} trials by {metric}:")
     click.echo(top_trials_table(best))
+    click.echo("\n" + importance_report(study))
 
 
 @cli.command()

@@ -143,7 +143,8 @@ SEARCH_OPTIONS: tuple[SearchOption, ...] = (
     SearchOption(
         "--timeout",
         "timeout",
-        "Stop starting new trials after this many seconds.",
+        "The whole command's budget in seconds: the search its first 75% (then running "
+        "trials are pruned), confirmation the rest (the top trials and seeds that fit).",
         type=FiniteFloat(),
     ),
     SearchOption("--study-name", "study_name", "Study to create or resume.  [default: TASK-SPACE]"),

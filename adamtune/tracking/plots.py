@@ -11,10 +11,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from adamtune.config.adam import AdamConfig
 from adamtune.config.phases import from_segments, learning_rates
+from adamtune.results.importance import MIN_TRIALS_FOR_IMPORTANCES
 from adamtune.results.studies import best_first, trial_config
 
 TOP = 5
-MIN_TRIALS_FOR_IMPORTANCES = 5  # below this, any ranking of parameters is noise
+__all__ = ["MIN_TRIALS_FOR_IMPORTANCES", "study_figures"]
 
 
 def study_figures(
@@ -183,16 +184,10 @@ def _curves(top: list[FrozenTrial], metric_name: str) -> Any:
 
 
 def _importances(study: optuna.Study, n_done: int) -> Any | None:
-    """Optuna's PED-ANOVA importances: how much each parameter matters for reaching the top
-    10% of trials. Unlike the default fANOVA it needs no scikit-learn (see worker.py)."""
-    from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
+    """Optuna's PED-ANOVA importances (adamtune.results.importance) as a bar chart."""
+    from adamtune.results.importance import importances as parameter_importances
 
-    if n_done < MIN_TRIALS_FOR_IMPORTANCES:
-        return None
-    try:
-        importances = get_param_importances(study, evaluator=PedAnovaImportanceEvaluator())
-    except (ValueError, RuntimeError):  # e.g. no parameter varies
-        return None
+    importances, _ = parameter_importances(study)
     if not importances:
         return None
     fig, ax = _figure("Parameter importances (PED-ANOVA)", "importance", "", left=0.33)
