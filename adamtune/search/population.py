@@ -73,8 +73,12 @@ def run_population(
     rules: Rules,
     timeout: float | None,
     stop: Callable[[], bool] = lambda: False,
+    say: Callable[[str], None] = lambda message: None,
 ) -> None:
-    """Ask ``size`` members, train them as one population and tell each its outcome."""
+    """Ask ``size`` members, train them as one population and tell each its outcome. Under a
+    ``timeout``, successive generations fill it: while the time left holds another generation
+    (as long as the last one took), the next starts from the last one's best quarter (their
+    sampled values, enqueued) beside new members from the sampler."""
     check_fresh(study)
     held = take(study, "population")
     if held is None:  # processes started together on one new study
@@ -108,17 +112,29 @@ def run_population(
             else:
                 study.tell(trial, state=TrialState[outcome.state])
 
+    ended = lambda: (  # noqa: E731
+        stop() or stop_requested(study) or (deadline is not None and time.monotonic() >= deadline)
+    )
     try:
         with optimize_loop(study):
-            _ask(study, objective, size, members, asked, heartbeats, finish)
-            if not members:
-                return
-            ended = lambda: (  # noqa: E731
-                stop()
-                or stop_requested(study)
-                or (deadline is not None and time.monotonic() >= deadline)
-            )
-            _train(study, objective, members, rules, ended, finish)
+            generation = 1
+            while True:
+                started = time.monotonic()
+                members.clear()
+                _ask(study, objective, size, members, asked, heartbeats, finish)
+                if not members:
+                    return
+                _train(study, objective, members, rules, ended, finish)
+                took = time.monotonic() - started
+                if deadline is None or ended() or time.monotonic() + took > deadline:
+                    return
+                generation += 1
+                kept = _seed_next(study, [trial for trial, _ in members], size)
+                say(
+                    f"Population: generation {generation} ({size} members, {kept} of them the "
+                    f"last generation's best, the rest new), since the budget leaves "
+                    f"{deadline - time.monotonic():.0f} s and a generation takes {took:.0f} s."
+                )
     except KeyboardInterrupt:
         for trial in asked.values():
             if trial.number in heartbeats:
@@ -136,6 +152,23 @@ def run_population(
     finally:
         for heartbeat in heartbeats.values():
             heartbeat.join()
+
+
+def _seed_next(study: optuna.Study, last: list[optuna.Trial], size: int) -> int:
+    """Enqueue the best quarter of the last generation's members (their sampled values) as the
+    next generation's first members; how many."""
+    numbers = {trial.number for trial in last}
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.number in numbers and t.state == TrialState.COMPLETE and t.value is not None
+    ]
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    done.sort(key=lambda t: float(t.value or 0.0), reverse=maximize)  # type: ignore[arg-type]
+    best = done[: max(1, size // 4)]
+    for trial in best:
+        study.enqueue_trial(trial.params, skip_if_exists=False)
+    return len(best)
 
 
 def _ask(

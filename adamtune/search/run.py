@@ -185,6 +185,7 @@ def run_trials(
             rules=rules,
             timeout=timeout,
             stop=lambda: failures.tripped,
+            say=objective.warn,
         )
         return
     if plan.rows > 1:

@@ -108,3 +108,33 @@ def test_timeout_bounds_the_whole_command(tmp_path, confirm):
     assert TrialState.RUNNING not in states
     late = [t for t in study.trials if "out of time" in t.user_attrs.get("pruned_reason", "")]
     assert late, "the trial training when the search's share ran out was ended there"
+
+
+@pytest.mark.slow
+def test_a_population_fills_its_budget_with_generations(tmp_path):
+    from adamtune.config.settings import SearchSettings
+    from adamtune.search.run import run_search
+
+    said = []
+    settings = SearchSettings(
+        task="digits-mlp",
+        storage=f"sqlite:///{tmp_path / 's.db'}",
+        strategy="pbt",
+        population=4,
+        epochs=2,
+        timeout=12,
+        study_name="p",
+        confirm=0,
+    )
+    started = time.monotonic()
+    study = run_search(settings, warn=said.append)
+    took = time.monotonic() - started
+    generations = [line for line in said if line.startswith("Population: generation")]
+    assert generations, said  # more than one population in the budget
+    assert len(study.trials) == 4 * (len(generations) + 1)
+    assert all(t.state.is_finished() for t in study.trials)
+    assert took < 12 * 1.1 + 1.0
+    # each later generation starts from the last one's best member (its sampled values)
+    second = sorted(study.trials, key=lambda t: t.number)[4]
+    first_best = max(sorted(study.trials, key=lambda t: t.number)[:4], key=lambda t: t.value or 0)
+    assert second.params == first_best.params
