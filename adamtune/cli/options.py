@@ -222,6 +222,12 @@ SEARCH_OPTIONS: tuple[SearchOption, ...] = (
         type=click.IntRange(min=1),
     ),
     SearchOption(
+        "--warm-start",
+        "warm_start",
+        "Train these first: the best configurations of other studies (NAME, or NAME@STORAGE) "
+        "or exported yaml/json files, comma-separated, clipped to the space.",
+    ),
+    SearchOption(
         "--resume-changed",
         "resume_changed",
         "Resume the study although its data, split sizes, epochs, batch size or metric "

@@ -216,6 +216,9 @@ class SearchSettings:
     # Resume a study although its data or recipe changed (adamtune.tasks.record): on purpose,
     # and said on the study.
     resume_changed: bool = False
+    # Sources whose best configurations train first (adamtune.search.warm): study names,
+    # NAME@STORAGE_URL, or exported yaml/json files, comma-separated
+    warm_start: str | None = None
 
     def __post_init__(self) -> None:
         check_settings(self)

@@ -17,6 +17,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from adamtune._util.urls import redact
+from adamtune.config.adam import AdamConfig
 from adamtune.config.settings import SearchSettings
 from adamtune.errors import StorageError, StudyError, describe
 from adamtune.results.gain import study_baseline
@@ -26,6 +27,7 @@ from adamtune.search.confirm import DEFAULT_TOP, RunProgress, confirm_finished_s
 from adamtune.search.objective import Objective
 from adamtune.search.plan import Plan, prepare
 from adamtune.search.study import StaleTrialHandler, open_or_create, trials_to_run
+from adamtune.search.warm import enqueue_warm_start, read_warm_start
 from adamtune.space.search_space import SearchSpace
 from adamtune.tasks import Task
 from adamtune.tracking import Tracker, make_tracker
@@ -84,6 +86,7 @@ def run_search(
     (from ``settings.tracking_uri``) is also closed here, one passed in is closed by its owner.
     """
     budget = Budget.starting(settings.timeout, settings.confirm > 0, started)  # the clock
+    warm = read_warm_start(settings.warm_start, settings.storage) if settings.warm_start else None
     plan = plan or prepare(settings, task=task, space=space, warn=warn)
     # A population's member lived in its population's memory: a dead one is failed, never
     # retried on its own.
@@ -113,7 +116,9 @@ def run_search(
         # and its batched products split across every core (benchmarks/results/stacked_trials_cpu.md).
         torch.set_num_threads(plan.task.threads)
     try:
-        around_trials(plan, study, created, tracker, trials, plan.rows, warn, on_confirm, budget)
+        around_trials(
+            plan, study, created, tracker, trials, plan.rows, warn, on_confirm, budget, warm
+        )
     finally:
         torch.set_num_threads(threads)
         if owned:
@@ -135,6 +140,7 @@ def around_trials(
     warn: Callable[[str], None],
     on_confirm: RunProgress | None,
     budget: Budget | None = None,
+    warm: list[tuple[str, AdamConfig]] | None = None,
 ) -> None:
     """What every search runs around its ``trials()``, in this process and for worker
     processes alike: the study's tracker run, the baseline before (by the process that
@@ -147,6 +153,8 @@ def around_trials(
     try:
         if s.baseline:
             start_baseline(study, plan.space, s, runner, tracker, warn, created)
+        if s.warm_start and warm:
+            enqueue_warm_start(study, plan.space, warm, s.warm_start, warn)
         may_confirm = trials()
         if s.confirm and may_confirm:
             pairs = ((s.confirm_top or DEFAULT_TOP) + 1) * s.confirm

@@ -137,6 +137,7 @@ def open_or_create(
         if identity and study.user_attrs.get("task_identity") is None:
             study.set_user_attr("task_identity", identity)
             study.set_user_attr("task_spec", settings.task)
+        _say_changed_search(study, settings, where, say)
         if study.user_attrs.get("task") is None:
             for key, value in (
                 ("task", task.name),
@@ -213,6 +214,22 @@ def say_random_start(
         f"these {total} are a random search (the {settings.space} space{seeded}); "
         f"--n-trials {3 * startup} or more lets it learn from them."
     )
+
+
+def _say_changed_search(
+    study: optuna.Study, settings: SearchSettings, where: str, say: Callable[[str], None]
+) -> None:
+    """A resumed study may take another sampler or pruner (Optuna keeps neither): one line
+    says so, and the study records the new ones."""
+    changed = []
+    for key, now in (("sampler", settings.sampler), ("pruner", settings.pruner)):
+        before = study.user_attrs.get(key)
+        if before is not None and before != now:
+            changed.append(f"--{key} {now} (its trials so far: {before})")
+        if before != now:
+            study.set_user_attr(key, now)
+    if changed:
+        say(f"Resuming {where} with {' and '.join(changed)}.")
 
 
 RECORD_ATTR = "task_record"  # the study attribute: adamtune.tasks.record

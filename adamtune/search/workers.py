@@ -28,6 +28,7 @@ from adamtune.search.confirm import RunProgress
 from adamtune.search.plan import Plan, WorkerPlan, from_worker_plan, prepare
 from adamtune.search.run import around_trials, epochs_since, run_search
 from adamtune.search.study import open_or_create, trials_to_run
+from adamtune.search.warm import read_warm_start
 from adamtune.space.search_space import SearchSpace
 from adamtune.tasks import Task
 from adamtune.tracking import make_tracker
@@ -103,6 +104,7 @@ def run_workers(
     if settings.n_trials is None and settings.timeout is None and settings.sampler != "grid":
         raise StudyError("--workers needs --n-trials or --timeout")
     budget = Budget.starting(settings.timeout, settings.confirm > 0, started)  # the clock
+    warm = read_warm_start(settings.warm_start, settings.storage) if settings.warm_start else None
     plan = prepare(settings, task=task, space=space, warn=warn)
     study, created = open_or_create(settings, plan.task, plan.space, say=warn)
     settings = replace(settings, study_name=study.study_name)  # the workers open this one
@@ -128,7 +130,7 @@ def run_workers(
         return True
 
     try:
-        around_trials(plan, study, created, tracker, trials, 1, warn, on_confirm, budget)
+        around_trials(plan, study, created, tracker, trials, 1, warn, on_confirm, budget, warm)
     finally:
         tracker.close()
     return study
@@ -154,7 +156,9 @@ def _run_processes(
             target=_worker_main,
             name=f"adamtune-worker-{i}",
             args=(
-                plan.for_worker(n_trials=count, worker=i, baseline=False, confirm=0),
+                plan.for_worker(
+                    n_trials=count, worker=i, baseline=False, confirm=0, warm_start=None
+                ),
                 gpu_for(i, settings.device),
                 errors,
                 threads,

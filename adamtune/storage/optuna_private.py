@@ -73,6 +73,12 @@ def heartbeat_enabled(study: optuna.Study) -> bool:
     return bool(is_heartbeat_enabled(study._storage))
 
 
+def asked_params(trial: FrozenTrial) -> dict[str, Any]:
+    """A trial's parameters, also for a WAITING trial whose parameters were only enqueued
+    (Optuna keeps those in the system attribute ``fixed_params`` until the trial runs)."""
+    return dict(trial.params) or dict(trial.system_attrs.get("fixed_params") or {})
+
+
 def fail_stale(study: optuna.Study) -> None:
     """Fail (and retry, as the storage's callback says) the study's trials whose process died:
     silent for 3 heartbeats, or never heard from (see never_beat_and_old). A no-op where the
