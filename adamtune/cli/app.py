@@ -256,15 +256,36 @@ def tasks() -> None:
     is_flag=True,
     help="Overwrite an existing output file (never a study storage or an MLflow store).",
 )
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Rescale for a run of this many epochs (the AdamW timescale rule).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Rescale for this batch size (square-root lr, beta2's half-life in samples).",
+)
 def export(
-    study_name: str, storage: str, trial: int | None, fmt: str, output: str | None, force: bool
+    study_name: str,
+    storage: str,
+    trial: int | None,
+    fmt: str,
+    output: str | None,
+    force: bool,
+    epochs: int | None,
+    batch_size: int | None,
 ) -> None:
     """Export the best trial's configuration (or trial N's) as code for your training script."""
-    from adamtune.results.export import export_path, render, write_export
+    from adamtune.results.export import export_path, render, transferred, write_export
     from adamtune.results.studies import load_trial
     from adamtune.tracking.base import default_tracking_uri
 
-    chosen = load_trial(study_name, storage, trial)
+    chosen = transferred(load_trial(study_name, storage, trial), epochs, batch_size)
+    for note in chosen.transfer_notes:
+        click.echo(f"Transfer: {note}", err=True)
     text = render(chosen, fmt)
     if output is None:
         click.echo(text, nl=False)

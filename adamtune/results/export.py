@@ -54,6 +54,9 @@ class ExportedTrial:
     chosen: str = ""  # why this trial: "the best trial", "the confirmed winner: ..."
     precision: str = "fp32"  # the study's --precision
     values: dict[str, Any] = field(default_factory=dict)  # the user's own (adamtune.config.values)
+    record: dict[str, Any] = field(default_factory=dict)  # the study's task_record (epochs, ...)
+    transfer_notes: tuple[str, ...] = ()  # what --epochs/--batch-size rescaled, and by which rule
+    transfer_steps: int | None = None  # the optimizer steps of the run it was rescaled for
 
 
 # How a trial of each --precision trained, for the exports' headers (fp32 says nothing).
@@ -162,6 +165,12 @@ def _header(trial: ExportedTrial, what: str) -> list[str]:
         )
     if trial.chosen.startswith("the confirmed winner"):
         lines.append(f"# {comment_text(trial.chosen)}")
+    if trial.transfer_notes:
+        lines.append(
+            f"# Rescaled for a run of {trial.transfer_steps!r} optimizer steps "
+            "(pass that as total_steps):"
+        )
+        lines += [f"#   {comment_text(note)}" for note in trial.transfer_notes]
     return lines + PRECISION_USE.get(trial.precision, [])
 
 
@@ -501,6 +510,38 @@ def _umask() -> int:
 
 
 EXTENSIONS = {"yaml": ".yaml", "json": ".json"}  # every other format is Python source
+
+
+def transferred(trial: ExportedTrial, epochs: int | None, batch_size: int | None) -> ExportedTrial:
+    """``trial`` rescaled for ``epochs`` epochs at ``batch_size`` (adamtune.results.transfer),
+    from what its study recorded; unchanged where neither is given."""
+    from dataclasses import replace
+
+    from adamtune.results.transfer import transfer
+
+    if epochs is None and batch_size is None:
+        return trial
+    record = trial.record
+    if not all(isinstance(record.get(k), int) for k in ("epochs", "batch_size", "train_rows")):
+        raise ExportError(
+            f"--epochs/--batch-size: study {shown(trial.study_name)} does not record its epochs, "
+            "batch size and training rows (a training loop's, or made before adamtune 0.3); "
+            "rescale by hand with adamtune.results.transfer"
+        )
+    moved = transfer(
+        trial.config,
+        epochs=(record["epochs"], epochs or record["epochs"]),
+        batch_size=(record["batch_size"], batch_size or record["batch_size"]),
+        rows=record["train_rows"],
+    )
+    notes = moved.notes or (
+        "no value changes: lr and beta2 follow the batch size (the same), and the timescale "
+        "rule rescales decoupled weight decay only (this trial's is "
+        f"{trial.config.weight_decay:g}{'' if trial.config.decoupled else ', L2'})",
+    )
+    return replace(
+        trial, config=moved.config, transfer_steps=moved.total_steps, transfer_notes=notes
+    )
 
 
 def export_path(output: str, study_name: str, trial_number: int, fmt: str) -> str:

@@ -193,6 +193,7 @@ def exported_trial(study: optuna.Study, trial: int | None = None) -> ExportedTri
         chosen=chosen_because(study, chosen),
         precision=str(study.user_attrs.get("precision", "fp32")),
         values=trial_values(chosen),
+        record=dict(study.user_attrs.get("task_record") or {}),
     )
 
 
