@@ -66,9 +66,10 @@ def transfer(
             f"{b0} -> {b1} (Marek et al. 2025)"
         )
     weight_decay = config.weight_decay
-    if config.decoupled and weight_decay and steps1 != steps0:
+    if config.decoupled and weight_decay:
         # tau = 1 / (lr * wd) in steps, the same fraction of the run: lr * wd scales by steps0/steps1
         weight_decay = config.weight_decay * (config.lr / lr) * (steps0 / steps1)
+    if weight_decay != config.weight_decay:
         notes.append(
             f"weight_decay {config.weight_decay:.4g} -> {weight_decay:.4g}: the AdamW timescale "
             f"1/(lr*wd) kept the same share of the run, {steps0} -> {steps1} steps "

@@ -37,6 +37,15 @@ def test_a_larger_batch_takes_the_square_root_rule_and_beta2s_half_life():
     assert len(moved.notes) == 3
 
 
+def test_the_same_steps_with_a_larger_lr_keep_lr_times_weight_decay():
+    moved = transfer(CONFIG, epochs=(10, 40), batch_size=(32, 128), rows=512)
+    assert moved.total_steps == 10 * 16
+    assert moved.config.lr * moved.config.weight_decay == pytest.approx(
+        CONFIG.lr * CONFIG.weight_decay
+    )
+    assert moved.config.weight_decay == pytest.approx(CONFIG.weight_decay / 2)
+
+
 def test_adam_with_l2_keeps_its_decay_and_phases_are_refused():
     l2 = AdamConfig(lr=1e-3, weight_decay=1e-4, decoupled=False)
     assert transfer(l2, epochs=(5, 20), batch_size=(8, 8), rows=80).config == l2
