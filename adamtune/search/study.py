@@ -133,7 +133,6 @@ def open_or_create(
             pruner=make_pruner(settings.pruner, epochs),
         )
         check_fits(study, task, space, identity, settings.task)
-        check_record(study, task_record(task, epochs), settings, where, say)
         if identity and study.user_attrs.get("task_identity") is None:
             study.set_user_attr("task_identity", identity)
             study.set_user_attr("task_spec", settings.task)
@@ -160,6 +159,7 @@ def open_or_create(
                 f"{settings.precision}; resume it with --precision {stored}, or give a new "
                 "--study-name"
             )
+        check_record(study, task_record(task, epochs), settings, where, say)
     except StudyError:
         raise
     except Exception as exc:  # a read-only, locked or broken storage
@@ -260,10 +260,13 @@ def check_record(
     if not changed:
         return
     if not settings.resume_changed:
+        hint = ""
+        if all(change.startswith("data digest") for change in changed):
+            hint = " (a task that draws its data at random without a seed makes other data every run: seed it)"
         raise StudyError(
-            f"{where}: its trials trained on other data or another recipe ({'; '.join(changed)}); "
-            "give a new --study-name for a new study, or pass --resume-changed to resume it on "
-            "purpose"
+            f"{where}: its trials trained on other data or another recipe ({'; '.join(changed)})"
+            f"{hint}; give a new --study-name for a new study, or pass --resume-changed to "
+            "resume it on purpose"
         )
     import time
 

@@ -260,8 +260,10 @@ def test_a_claim_whose_holder_went_silent_is_taken_over(tmp_path, monkeypatch):
 
 
 @pytest.mark.postgres
-def test_claims_of_a_512_character_study_name_work_on_postgres(postgres_url):
-    study = optuna.create_study(study_name="s" * 512, storage=postgres_url)
+def test_claims_of_a_512_character_study_name_work_on_postgres(postgres_url, request):
+    storage = optuna.storages.RDBStorage(postgres_url)
+    request.addfinalizer(storage.engine.dispose)  # before the fixture drops the database
+    study = optuna.create_study(study_name="s" * 512, storage=storage)
     held = take(study, "confirm-12")
     assert held is not None
     with held.held():

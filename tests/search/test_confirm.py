@@ -31,7 +31,7 @@ class ScriptedRunner:
     task: object
     script: dict[float, dict[int, float | None]]
 
-    def evaluate(self, configs, seeds, on_done=None, values=None):
+    def evaluate(self, configs, seeds, on_done=None, values=None, deadline=None):
         self.asked = (list(configs), list(seeds))
         return [
             [

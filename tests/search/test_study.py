@@ -64,7 +64,8 @@ def test_consecutive_failures_stop_the_study_with_a_clear_message(storage, tmp_p
     task.write_text(
         "import torch\nfrom torch.nn import functional as F\nfrom adamtune import Task, accuracy\n"
         "def make_task():\n"
-        "    x, y = torch.randn(8, 2), torch.zeros(8, dtype=torch.long)\n"
+        "    g = torch.Generator().manual_seed(0)  # the same data every run: the study resumes\n"
+        "    x, y = torch.randn(8, 2, generator=g), torch.zeros(8, dtype=torch.long)\n"
         "    calls = []\n"
         "    def boom(o, t):\n"
         "        calls.append(1)\n"
