@@ -19,11 +19,15 @@ __all__ = ["MIN_TRIALS_FOR_IMPORTANCES", "study_figures"]
 
 
 def study_figures(
-    study: optuna.Study, metric_name: str, grad_norms: dict[int, list[float]] | None = None
+    study: optuna.Study,
+    metric_name: str,
+    grad_norms: dict[int, list[float]] | None = None,
+    exported: int | None = None,
 ) -> dict[str, Any]:
     """Artifact path -> matplotlib Figure, for the figures the study has data for.
     ``grad_norms`` (trial number -> per-step global gradient norm) are the trials this process
-    logged; the top trials among them get a plot of their norms."""
+    logged; the top trials among them get a plot of their norms. ``exported``: the trial
+    `adamtune export` writes (the confirmed winner), marked on the LR plot."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
         return {}
@@ -31,7 +35,7 @@ def study_figures(
     top = best_first(done, maximize)[:TOP]
     figures = {
         "plots/optimization_history.png": _history(done, metric_name, maximize),
-        "plots/lr_schedules_top.png": _schedules(top),
+        "plots/lr_schedules_top.png": _schedules(top, exported, done),
         "plots/validation_curves_top.png": _curves(top, metric_name),
     }
     norms = {t.number: grad_norms[t.number] for t in top if grad_norms and grad_norms.get(t.number)}
@@ -111,15 +115,25 @@ def _history(done: list[FrozenTrial], metric_name: str, maximize: bool) -> Any:
     return fig
 
 
-def _schedules(top: list[FrozenTrial]) -> Any:
+def _schedules(
+    top: list[FrozenTrial], exported: int | None = None, done: list[FrozenTrial] | None = None
+) -> Any:
     fig, ax = _figure("Learning-rate schedules of the top trials", "optimizer step", "lr")
     drawn: list[float] = []
-    for trial in top:
+    chosen = [t for t in done or [] if t.number == exported and t not in top]
+    for trial in [*top, *chosen]:
         config, steps = trial_config(trial), trial.user_attrs.get("total_steps")
         if config and steps:
             adam = AdamConfig.from_dict(config)
             lrs = learning_rates(adam, steps)  # a population's winner: its schedule
-            ax.plot(range(steps), lrs, label=f"trial {trial.number} ({trial.value:.4g})")
+            mark = trial.number == exported
+            ax.plot(
+                range(steps),
+                lrs,
+                label=f"trial {trial.number} ({trial.value:.4g}){', exported' if mark else ''}",
+                linewidth=2.5 if mark else 1.2,
+                color="black" if mark else None,
+            )
             drawn += lrs
     _lr_axis(ax, drawn)
     ax.legend(fontsize=8)

@@ -295,7 +295,8 @@ class MlflowSink:
         for fmt, name in (("torch", "best_config_torch.py"), ("yaml", "best_config.yaml")):
             self.client.log_text(run_id, render(best_trial, fmt), f"export/{name}")
         metric = study.user_attrs.get("metric", "value")
-        for path, figure in study_figures(study, metric, self.grad_norms).items():
+        figures = study_figures(study, metric, self.grad_norms, best_trial.trial_number)
+        for path, figure in figures.items():
             self.client.log_figure(run_id, figure, path)
         lineage = {  # a population's (--strategy pbt): who copied whom, and when
             str(t.number): {

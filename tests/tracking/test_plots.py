@@ -44,6 +44,16 @@ def test_every_figure_is_drawn_for_a_study_with_enough_trials():
     assert all(len(line.get_xdata()) == 50 for line in schedules.get_lines())
 
 
+def test_the_exported_trial_is_marked_on_the_lr_plot_even_outside_the_top():
+    study = make_study(12)
+    worst = min(study.trials, key=lambda t: t.value)
+    figures = study_figures(study, "val_accuracy", exported=worst.number)
+    lines = figures["plots/lr_schedules_top.png"].axes[0].get_lines()
+    marked = [line for line in lines if line.get_label().endswith(", exported")]
+    assert len(lines) == 6 and len(marked) == 1
+    assert marked[0].get_label().startswith(f"trial {worst.number} ")
+
+
 def test_too_few_trials_draw_no_importances():
     figures = study_figures(make_study(MIN_TRIALS_FOR_IMPORTANCES - 1), "val_accuracy")
     assert "plots/param_importances.png" not in figures
