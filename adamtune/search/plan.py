@@ -21,6 +21,7 @@ from adamtune.search.objective import Objective
 from adamtune.space.explore import check_explorable
 from adamtune.space.search_space import SearchSpace, load_space
 from adamtune.tasks import Task, resolve_task
+from adamtune.tasks.loader import reading_note
 from adamtune.tracking import Tracker
 from adamtune.training.first_batch import check_one_batch
 from adamtune.training.runner import Runner
@@ -91,6 +92,9 @@ def prepare(
     """Resolve ``settings`` (``task`` and ``space``, when given, are the resolved
     ``settings.task`` and ``settings.space``) and refuse, in one line, what cannot run."""
     task = task or resolve_task(settings.task)
+    note = reading_note(settings.task)
+    if note:
+        warn(note)
     space = space or load_space(settings.space)
     if settings.sampler == "grid":
         space = space.for_grid()

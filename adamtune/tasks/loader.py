@@ -48,6 +48,15 @@ def check_spec(spec: str) -> None:
         raise TaskError(f"--task {spec!r}: no such file {target!r}")
 
 
+READINGS: dict[str, str] = {}  # --task spec -> the line that says how its signature was read
+
+
+def reading_note(spec: str) -> str | None:
+    """The line for a task whose signature two readings fit (adamtune.tasks.marks), once it
+    is loaded; None for every other task."""
+    return READINGS.get(spec)
+
+
 @functools.lru_cache(maxsize=8)
 def resolve_task(spec: str) -> Task:
     """Build the task named by ``spec`` (see module doc); errors are one TaskError line."""
@@ -62,12 +71,15 @@ def resolve_task(spec: str) -> Task:
     factory = getattr(module, func_name, None)
     if not callable(factory):
         raise TaskError(f"--task {spec!r}: {target} has no function {func_name!r}")
-    from adamtune.tasks.marks import is_task_factory, is_training_loop
+    from adamtune.tasks.marks import ambiguous_reading, is_task_factory, is_training_loop
 
     origin = (
         f"{Path(target).stem if target.endswith('.py') else target.rpartition('.')[2]}-{func_name}"
     )
     takes_trial = is_task_factory(factory)
+    note = ambiguous_reading(factory, func_name)
+    if note:
+        READINGS[spec] = note
     if not takes_trial and is_training_loop(factory):
         return replace(_loop_task(spec, func_name, factory), origin=origin)
     if not takes_trial:

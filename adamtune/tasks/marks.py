@@ -80,6 +80,27 @@ def _required(function: Callable[..., Any]) -> list[inspect.Parameter] | None:
     ]
 
 
+def ambiguous_reading(function: Callable[..., Any], name: str) -> str | None:
+    """The one line for a signature two readings fit: no required parameter but parameters of
+    its own and ``-> Task`` (a factory of the trial once read it so). None otherwise."""
+    if getattr(function, FACTORY_MARK, False) or hasattr(function, LOOP_MARK):
+        return None
+    required = _required(function)
+    if required is None or required:
+        return None
+    parameters = inspect.signature(function).parameters
+    if not parameters or not _named(inspect.signature(function).return_annotation, ("Task",)):
+        return None
+    shown = ", ".join(
+        f"{p.name}={p.default!r}" for p in parameters.values() if p.default is not p.empty
+    )
+    return (
+        f"Note: {name}({shown}) has no required parameter, so it is called as {name}() with "
+        "its defaults; to build a task per trial from the trial's values, mark it "
+        "@adamtune.task_factory."
+    )
+
+
 def is_training_loop(function: Callable[..., Any]) -> bool:
     """Marked, or takes exactly one parameter (a task factory takes none)."""
     if hasattr(function, LOOP_MARK):

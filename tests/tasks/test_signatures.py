@@ -85,3 +85,14 @@ def test_a_factory_with_a_default_is_called_with_no_argument(task_file):
     load_task(f"{task_file}:with_default")
     module = sys.modules["adamtune_user_task_signatures_task"]
     assert module.SEEN[-1] == 0.1  # its own default, not adamtune's values object
+
+
+def test_a_signature_two_readings_fit_says_which_was_taken(task_file):
+    from adamtune.tasks.loader import reading_note
+
+    load_task(f"{task_file}:with_default")
+    note = reading_note(f"{task_file}:with_default")
+    assert note is not None and "with_default(attention_dropout=0.1)" in note
+    assert "@adamtune.task_factory" in note
+    load_task(f"{task_file}:plain")
+    assert reading_note(f"{task_file}:plain") is None
