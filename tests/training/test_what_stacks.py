@@ -163,3 +163,33 @@ def test_each_kind_stacks_or_is_refused_as_the_table_says(kind):
         assert reason is None, reason
     else:
         assert reason is not None and said.removeprefix("no: ") in reason, reason
+
+
+def test_a_refusal_is_one_whole_line_that_says_what_the_model_does():
+    from adamtune.training.stacked.model import _first_line
+
+    vmap = RuntimeError(
+        "vmap: called random operation while in randomness error mode. Please either use the "
+        "'same' or 'different' randomness flags on vmap or perform the randomness operation "
+        "out of vmap"
+    )
+    said = _first_line(vmap)
+    assert "draws random numbers outside an nn.Dropout module" in said and "\n" not in said
+    long = ValueError("word " * 100)
+    cut = _first_line(long)
+    assert cut.endswith(" …") and cut.removesuffix(" …").endswith("word")  # never mid-word
+
+
+def test_a_transformer_layer_with_dropout_is_refused_for_what_it_does():
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(20, 8)
+            self.layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.1, batch_first=True)
+            self.out = nn.Linear(8, 2)
+
+        def forward(self, tokens):
+            return self.out(self.layer(self.embed(tokens)).mean(1))
+
+    reason = why_not_stackable(task(Encoder, x=TOKENS))
+    assert reason is not None and "nn.TransformerEncoderLayer" in reason

@@ -97,9 +97,33 @@ def _why_not_stackable(task: Task) -> str | None:
     return None
 
 
-def _first_line(exc: BaseException) -> str:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first[:120]}"
+# What torch.func's refusals mean for a user's model, by a phrase of their message.
+_VMAP_MEANINGS = (
+    (
+        "randomness error mode",
+        "its forward pass draws random numbers outside an nn.Dropout module (F.dropout, the "
+        "dropout inside nn.TransformerEncoderLayer or nn.MultiheadAttention, torch.rand*), "
+        "which a stack cannot yet draw per row",
+    ),
+    (
+        "data-dependent control flow",
+        "its forward pass branches on tensor values (an if on a tensor, .item(), as Hugging "
+        "Face's attention-mask handling does)",
+    ),
+)
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    """``Type: message``: the message's first sentence, cut at a word (never mid-word)."""
+    text = str(exc).strip()
+    for phrase, meaning in _VMAP_MEANINGS:
+        if phrase in text:
+            return f"{type(exc).__name__}: {meaning}"
+    first = text.splitlines()[0] if text else ""
+    first = first.split(". ", 1)[0]
+    if len(first) > limit:
+        first = first[:limit].rsplit(" ", 1)[0] + " …"
+    return f"{type(exc).__name__}: {first}"
 
 
 def first_batch(task: Task) -> Any:
