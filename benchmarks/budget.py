@@ -53,7 +53,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--task", default="mnist1d-mlp")
     args = parser.parse_args()
-    print("| strategy | --timeout | seed | wall s | wall / budget | trials | generations | confirmed |")
+    print(
+        "| strategy | --timeout | seed | wall s | wall / budget | trials | generations | confirmed |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     worst = 0.0
     for strategy in args.strategies.split(","):
