@@ -279,8 +279,9 @@ def export(
     batch_size: int | None,
 ) -> None:
     """Export the best trial's configuration (or trial N's) as code for your training script."""
-    from adamtune.results.export import export_path, render, transferred, write_export
+    from adamtune.results.export import export_path, render, write_export
     from adamtune.results.studies import load_trial
+    from adamtune.results.transfer import transferred
     from adamtune.tracking.base import default_tracking_uri
 
     chosen = transferred(load_trial(study_name, storage, trial), epochs, batch_size)

@@ -512,38 +512,6 @@ def _umask() -> int:
 EXTENSIONS = {"yaml": ".yaml", "json": ".json"}  # every other format is Python source
 
 
-def transferred(trial: ExportedTrial, epochs: int | None, batch_size: int | None) -> ExportedTrial:
-    """``trial`` rescaled for ``epochs`` epochs at ``batch_size`` (adamtune.results.transfer),
-    from what its study recorded; unchanged where neither is given."""
-    from dataclasses import replace
-
-    from adamtune.results.transfer import transfer
-
-    if epochs is None and batch_size is None:
-        return trial
-    record = trial.record
-    if not all(isinstance(record.get(k), int) for k in ("epochs", "batch_size", "train_rows")):
-        raise ExportError(
-            f"--epochs/--batch-size: study {shown(trial.study_name)} does not record its epochs, "
-            "batch size and training rows (a training loop's, or made before adamtune 0.3); "
-            "rescale by hand with adamtune.results.transfer"
-        )
-    moved = transfer(
-        trial.config,
-        epochs=(record["epochs"], epochs or record["epochs"]),
-        batch_size=(record["batch_size"], batch_size or record["batch_size"]),
-        rows=record["train_rows"],
-    )
-    notes = moved.notes or (
-        "no value changes: lr and beta2 follow the batch size (the same), and the timescale "
-        "rule rescales decoupled weight decay only (this trial's is "
-        f"{trial.config.weight_decay:g}{'' if trial.config.decoupled else ', L2'})",
-    )
-    return replace(
-        trial, config=moved.config, transfer_steps=moved.total_steps, transfer_notes=notes
-    )
-
-
 def export_path(output: str, study_name: str, trial_number: int, fmt: str) -> str:
     """Where ``-o OUTPUT`` writes: OUTPUT itself, or, for a directory (an existing one, or any
     path ending in a slash), a file named after the study and trial inside it."""
